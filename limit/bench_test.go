@@ -1,0 +1,34 @@
+package limit
+
+import (
+	"testing"
+	"time"
+)
+
+func BenchmarkStep(b *testing.B) {
+	for _, a := range []Algorithm{TokenBucket, LeakyBucket, FixedWindow, SlidingWindowCounter, SlidingWindowLog} {
+		r, _ := Rule{Name: "b", Algorithm: a, Limit: 1000, Period: time.Second}.Normalize()
+		b.Run(a.String(), func(b *testing.B) {
+			var s State
+			now := t0
+			b.ReportAllocs()
+			for b.Loop() {
+				now += int64(time.Millisecond) // one request per ms: allowed, steady state
+				s, _ = r.Step(s, now, 1)
+			}
+		})
+	}
+}
+
+func BenchmarkApplyTwoRules(b *testing.B) {
+	m, _ := Rule{Name: "m", Algorithm: TokenBucket, Limit: 100, Period: time.Minute}.Normalize()
+	h, _ := Rule{Name: "h", Algorithm: SlidingWindowCounter, Limit: 1000, Period: time.Hour}.Normalize()
+	rules := []Rule{m, h}
+	states := make([]State, 2)
+	now := t0
+	b.ReportAllocs()
+	for b.Loop() {
+		now += int64(time.Second)
+		Apply(rules, states, now, 1)
+	}
+}

@@ -1,0 +1,212 @@
+// Package limit holds the pure rate limiting algorithms.
+//
+// The model: a Rule describes one limit ("100 per minute, bursts of 20"). Its
+// State is a small value (for the bucket algorithms a single timestamp). Step
+// takes a State, the current instant and a cost, and returns the next State and
+// a Decision. Step does no I/O, takes no locks, reads no clock and allocates
+// nothing except when a sliding-window log grows. Time is integer nanoseconds
+// since the Unix epoch, passed in by the caller; cost is a whole number of units.
+//
+// Stores (in-memory, Redis) are adapters around this package: they load the
+// State of a key, call Step (or, for Redis, a Lua transcription of it that the
+// conformance suite holds to the same numbers) and save the result atomically.
+//
+// Every algorithm shares these contracts:
+//
+//   - Only allowed requests consume; a denied request leaves State unchanged.
+//   - Cost 0 is a peek: nothing is consumed, and the Decision says whether a
+//     request of cost 1 would pass now (so a peek at an exhausted limit is
+//     denied, with the RetryAfter of a cost-1 request).
+//   - A cost larger than the rule's capacity can never pass: the Decision is
+//     denied with RetryAfter == RetryNever.
+//   - A clock that goes backwards never grants extra capacity: state written
+//     at a later instant is kept, and counted, until time catches up.
+package limit
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Algorithm names a rate limiting algorithm.
+type Algorithm uint8
+
+// The algorithms. The zero value is invalid so that a forgotten field fails
+// validation instead of silently picking a default.
+const (
+	// TokenBucket holds up to Burst tokens, refilled at Limit per Period. A
+	// request of cost c passes iff c tokens are available. Implemented as GCRA:
+	// the whole state is one timestamp, the theoretical arrival time (TAT).
+	TokenBucket Algorithm = iota + 1
+	// LeakyBucket is the shaping form of the same meter: requests are admitted
+	// with a Delay so that they leave at a steady Limit/Period rate, at most
+	// Burst units may be queued or in flight, and a request that would overflow
+	// the queue is denied. Callers that wait Delay before acting smooth bursts
+	// into an even flow.
+	LeakyBucket
+	// SlidingWindowLog is exact: at most Limit units are admitted in any
+	// interval of length Period. Memory is O(Limit) per key.
+	SlidingWindowLog
+	// SlidingWindowCounter keeps the counts of the current and the previous
+	// fixed window and estimates the sliding count by weighting the previous
+	// window by the share of it still inside the sliding interval.
+	SlidingWindowCounter
+	// FixedWindow counts units in windows aligned to multiples of Period since
+	// the Unix epoch (so a 1m window starts on the minute, as in Envoy).
+	FixedWindow
+)
+
+var algorithmNames = [...]string{
+	TokenBucket:          "token_bucket",
+	LeakyBucket:          "leaky_bucket",
+	SlidingWindowLog:     "sliding_window_log",
+	SlidingWindowCounter: "sliding_window_counter",
+	FixedWindow:          "fixed_window",
+}
+
+// String returns the configuration name of a.
+func (a Algorithm) String() string {
+	if a == 0 || int(a) >= len(algorithmNames) {
+		return fmt.Sprintf("algorithm(%d)", uint8(a))
+	}
+	return algorithmNames[a]
+}
+
+// Algorithms lists the configuration names ParseAlgorithm accepts.
+func Algorithms() []string {
+	return []string{"token_bucket", "gcra", "leaky_bucket", "sliding_window_log", "sliding_window_counter", "fixed_window"}
+}
+
+// ParseAlgorithm maps a configuration name to an Algorithm. "gcra" is an alias
+// of "token_bucket".
+func ParseAlgorithm(s string) (Algorithm, error) {
+	if s == "gcra" {
+		return TokenBucket, nil
+	}
+	for a, name := range algorithmNames {
+		if a != 0 && name == s {
+			return Algorithm(a), nil
+		}
+	}
+	return 0, fmt.Errorf("%w %q (want one of %v)", ErrUnknownAlgorithm, s, Algorithms())
+}
+
+// Bounds on rule parameters. They keep every intermediate value of Step inside
+// int64 and every time difference the Redis scripts handle below 2^53 ns
+// (about 104 days), where Lua's doubles are still exact.
+const (
+	// MaxRules is the number of limits one limit set may hold.
+	MaxRules = 8
+	// MaxPeriod is the longest Period, and the longest time a bucket may take
+	// to refill from empty to full (Burst * Period / Limit).
+	MaxPeriod = 31 * 24 * time.Hour
+	// MinPeriod is the shortest Period.
+	MinPeriod = time.Millisecond
+	// MaxLimit bounds Limit and Burst.
+	MaxLimit = 1_000_000_000
+	// MaxLogLimit bounds Limit for SlidingWindowLog, whose memory is O(Limit).
+	MaxLogLimit = 100_000
+)
+
+// Sentinel errors. Validation errors wrap ErrInvalidRule.
+var (
+	ErrInvalidRule      = errors.New("invalid rule")
+	ErrUnknownAlgorithm = errors.New("unknown algorithm")
+)
+
+// Rule is one limit: Limit units per Period, with the algorithm that enforces
+// it. A Rule is a value; the zero Rule is invalid. Call Validate (or Normalize)
+// before Step: Step assumes a valid rule and does not check it again.
+type Rule struct {
+	// Name identifies the rule within its limit set ("per-minute"). State is
+	// kept per name, so renaming a rule starts fresh state.
+	Name      string
+	Algorithm Algorithm
+	// Limit is the number of units per Period.
+	Limit int64
+	// Period is the window (or refill period) of Limit.
+	Period time.Duration
+	// Burst is the bucket capacity (TokenBucket) or the queue length
+	// (LeakyBucket). Zero means Limit. Window algorithms ignore it.
+	Burst int64
+
+	iv int64 // emission interval, set by Normalize
+}
+
+// Normalize validates r and fills defaults (Burst = Limit for the bucket
+// algorithms, 0 for the window algorithms). It returns an error wrapping
+// ErrInvalidRule that names the offending field.
+func (r Rule) Normalize() (Rule, error) {
+	if r.Algorithm == 0 || int(r.Algorithm) >= len(algorithmNames) {
+		return r, fmt.Errorf("%w: algorithm: %v", ErrInvalidRule, r.Algorithm)
+	}
+	if r.Limit < 1 || r.Limit > MaxLimit {
+		return r, fmt.Errorf("%w: limit: %d is outside [1, %d]", ErrInvalidRule, r.Limit, MaxLimit)
+	}
+	if r.Period < MinPeriod || r.Period > MaxPeriod {
+		return r, fmt.Errorf("%w: period: %v is outside [%v, %v]", ErrInvalidRule, r.Period, MinPeriod, MaxPeriod)
+	}
+	r.iv = 0
+	switch r.Algorithm {
+	case TokenBucket, LeakyBucket:
+		r.iv = int64(r.Period) / r.Limit
+		if r.Burst == 0 {
+			r.Burst = r.Limit
+		}
+		if r.Burst < 1 || r.Burst > MaxLimit {
+			return r, fmt.Errorf("%w: burst: %d is outside [1, %d]", ErrInvalidRule, r.Burst, MaxLimit)
+		}
+		if int64(r.Period)/r.Limit < 1 {
+			return r, fmt.Errorf("%w: limit: %d per %v is more than one per nanosecond", ErrInvalidRule, r.Limit, r.Period)
+		}
+		if r.Burst > int64(MaxPeriod)/r.interval() {
+			return r, fmt.Errorf("%w: burst: %d takes longer than %v to refill at %d per %v", ErrInvalidRule, r.Burst, MaxPeriod, r.Limit, r.Period)
+		}
+	case SlidingWindowLog:
+		if r.Limit > MaxLogLimit {
+			return r, fmt.Errorf("%w: limit: sliding_window_log keeps one entry per request; %d is over its bound %d", ErrInvalidRule, r.Limit, MaxLogLimit)
+		}
+		r.Burst = 0
+	default:
+		r.Burst = 0
+	}
+	return r, nil
+}
+
+// Validate reports whether r is usable as it is (defaults already filled).
+func (r Rule) Validate() error {
+	n, err := r.Normalize()
+	if err != nil {
+		return err
+	}
+	if n != r {
+		return fmt.Errorf("%w: burst: %d should be %d (call Normalize)", ErrInvalidRule, r.Burst, n.Burst)
+	}
+	return nil
+}
+
+// Capacity is the largest cost a single request may ever have: Burst for the
+// bucket algorithms, Limit for the window algorithms.
+func (r Rule) Capacity() int64 {
+	if r.Algorithm == TokenBucket || r.Algorithm == LeakyBucket {
+		return r.Burst
+	}
+	return r.Limit
+}
+
+// interval is the GCRA emission interval: the time one unit takes to refill,
+// Period/Limit. Integer division rounds it down by less than a nanosecond per
+// unit, so a bucket refills at most Limit units early by less than Limit
+// nanoseconds per Period: far below any measurable effect. Normalize caches it.
+func (r *Rule) interval() int64 {
+	if r.iv != 0 {
+		return r.iv
+	}
+	return int64(r.Period) / r.Limit
+}
+
+// Interval returns the emission interval of a bucket rule (Period/Limit,
+// rounded down to the nanosecond), the quantity the Redis scripts take as a
+// parameter so that they round exactly as Step does.
+func (r Rule) Interval() time.Duration { return time.Duration(r.interval()) }

@@ -1,0 +1,255 @@
+// Package policy turns configuration into an immutable Snapshot that resolves
+// a request (namespace, subject) to the limit set that applies to it.
+//
+// A Snapshot is built once per configuration version (file load, reload,
+// override change), validated as a whole, and then only read: the service
+// holds the current one behind an atomic pointer and swaps it on change, so a
+// check in flight finishes on the snapshot it started with. Per-subject
+// overrides are resolved at build time; Resolve does no allocation.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/limit"
+)
+
+// Sentinel errors.
+var (
+	// ErrUnknownNamespace is returned by Resolve for a namespace the
+	// snapshot does not define.
+	ErrUnknownNamespace = errors.New("unknown namespace")
+	// ErrInvalid wraps every validation error of New.
+	ErrInvalid = errors.New("invalid policy")
+)
+
+// MaxSubjectLen bounds the length of a subject identifier, in bytes.
+const MaxSubjectLen = 256
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// Patch changes some parameters of one named rule for an overridden subject.
+// Zero fields keep the namespace's value.
+type Patch struct {
+	Limit     int64
+	Period    time.Duration
+	Burst     int64
+	Algorithm limit.Algorithm
+}
+
+// Override gives listed subjects different parameters for some rules.
+type Override struct {
+	Subjects []string
+	// Limits maps a rule name of the namespace to its patch.
+	Limits map[string]Patch
+}
+
+// Namespace is a named group of limits, such as "orders".
+type Namespace struct {
+	Name string
+	// SubjectHeader is the request header gate and proxy modes read the
+	// subject from ("X-User-ID").
+	SubjectHeader string
+	// Rules is the limit set every subject gets unless overridden.
+	Rules     []limit.Rule
+	Overrides []Override
+}
+
+// LimitSet is what a request resolves to.
+type LimitSet struct {
+	Namespace *Namespace
+	// Rules is the effective limit set, normalized. Callers must not modify it.
+	Rules []limit.Rule
+	// Overridden reports whether a per-subject override applies.
+	Overridden bool
+}
+
+type compiled struct {
+	ns        *Namespace
+	overrides map[string][]limit.Rule
+}
+
+// Snapshot is an immutable, validated policy. It is safe for concurrent use.
+type Snapshot struct {
+	version    string
+	loadedAt   time.Time
+	namespaces map[string]*compiled
+	names      []string
+}
+
+// New validates namespaces and builds a Snapshot. version identifies the
+// configuration (e.g. a content hash) and loadedAt when it was built. Every
+// problem found is reported, each naming its place
+// ("namespaces[orders].limits[per-minute].limit: ..."), joined in one error
+// wrapping ErrInvalid. New takes ownership of namespaces.
+func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot, error) {
+	s := &Snapshot{version: version, loadedAt: loadedAt, namespaces: make(map[string]*compiled, len(namespaces))}
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
+	}
+	if len(namespaces) == 0 {
+		fail("namespaces: at least one namespace is required")
+	}
+	for i := range namespaces {
+		ns := &namespaces[i]
+		where := fmt.Sprintf("namespaces[%d]", i)
+		if ns.Name != "" {
+			where = fmt.Sprintf("namespaces[%s]", ns.Name)
+		}
+		if !nameRE.MatchString(ns.Name) {
+			fail("%s.name: %q must be 1-64 letters, digits, '_', '.' or '-'", where, ns.Name)
+		} else if _, dup := s.namespaces[ns.Name]; dup {
+			fail("%s.name: duplicate namespace", where)
+		}
+		if len(ns.Rules) == 0 || len(ns.Rules) > limit.MaxRules {
+			fail("%s.limits: %d limits, want 1 to %d", where, len(ns.Rules), limit.MaxRules)
+		}
+		byName := make(map[string]int, len(ns.Rules))
+		for j := range ns.Rules {
+			r := &ns.Rules[j]
+			rwhere := fmt.Sprintf("%s.limits[%d]", where, j)
+			if r.Name != "" {
+				rwhere = fmt.Sprintf("%s.limits[%s]", where, r.Name)
+			}
+			if !nameRE.MatchString(r.Name) {
+				fail("%s.name: %q must be 1-64 letters, digits, '_', '.' or '-'", rwhere, r.Name)
+			} else if _, dup := byName[r.Name]; dup {
+				fail("%s.name: duplicate limit name", rwhere)
+			}
+			byName[r.Name] = j
+			n, err := r.Normalize()
+			if err != nil {
+				fail("%s: %v", rwhere, err)
+				continue
+			}
+			*r = n
+		}
+		c := &compiled{ns: ns, overrides: map[string][]limit.Rule{}}
+		for k, o := range ns.Overrides {
+			owhere := fmt.Sprintf("%s.overrides[%d]", where, k)
+			if len(o.Subjects) == 0 {
+				fail("%s.subjects: at least one subject is required", owhere)
+			}
+			rules, err := applyPatches(ns.Rules, byName, o.Limits)
+			if err != nil {
+				fail("%s.limits%v", owhere, err)
+				continue
+			}
+			for _, subj := range o.Subjects {
+				if err := ValidateSubject(subj); err != nil {
+					fail("%s.subjects: %v", owhere, err)
+				} else if _, dup := c.overrides[subj]; dup {
+					fail("%s.subjects: %q is overridden twice", owhere, subj)
+				}
+				c.overrides[subj] = rules
+			}
+		}
+		if nameRE.MatchString(ns.Name) {
+			s.namespaces[ns.Name] = c
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	for name := range s.namespaces {
+		s.names = append(s.names, name)
+	}
+	sort.Strings(s.names)
+	return s, nil
+}
+
+// applyPatches returns a copy of rules with patches applied, normalized.
+// Errors start with the bracketed rule name so callers can prefix a path.
+func applyPatches(rules []limit.Rule, byName map[string]int, patches map[string]Patch) ([]limit.Rule, error) {
+	out := append([]limit.Rule(nil), rules...)
+	names := make([]string, 0, len(patches))
+	for name := range patches {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		j, ok := byName[name]
+		if !ok {
+			return nil, fmt.Errorf("[%s]: no limit of that name in the namespace", name)
+		}
+		p := patches[name]
+		r := out[j]
+		if p.Limit != 0 {
+			r.Limit = p.Limit
+			if p.Burst == 0 && (r.Algorithm == limit.TokenBucket || r.Algorithm == limit.LeakyBucket) && rules[j].Burst == rules[j].Limit {
+				r.Burst = 0 // burst followed the limit: keep following it
+			}
+		}
+		if p.Period != 0 {
+			r.Period = p.Period
+		}
+		if p.Burst != 0 {
+			r.Burst = p.Burst
+		}
+		if p.Algorithm != 0 {
+			r.Algorithm = p.Algorithm
+		}
+		if p.Limit < 0 || p.Burst < 0 || p.Period < 0 {
+			return nil, fmt.Errorf("[%s]: limit, period and burst must not be negative", name)
+		}
+		n, err := r.Normalize()
+		if err != nil {
+			return nil, fmt.Errorf("[%s]: %w", name, err)
+		}
+		out[j] = n
+	}
+	return out, nil
+}
+
+// ValidateSubject reports whether s is a usable subject identifier: 1 to
+// MaxSubjectLen bytes with no control characters.
+func ValidateSubject(s string) error {
+	if s == "" || len(s) > MaxSubjectLen {
+		return fmt.Errorf("subject must be 1 to %d bytes, got %d", MaxSubjectLen, len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return fmt.Errorf("subject %q contains a control character", s)
+		}
+	}
+	return nil
+}
+
+// Resolve returns the limit set for subject in namespace ns.
+func (s *Snapshot) Resolve(ns, subject string) (LimitSet, error) {
+	c, ok := s.namespaces[ns]
+	if !ok {
+		return LimitSet{}, fmt.Errorf("%w %q", ErrUnknownNamespace, ns)
+	}
+	if rules, ok := c.overrides[subject]; ok {
+		return LimitSet{Namespace: c.ns, Rules: rules, Overridden: true}, nil
+	}
+	return LimitSet{Namespace: c.ns, Rules: c.ns.Rules}, nil
+}
+
+// Namespace returns the namespace named name.
+func (s *Snapshot) Namespace(name string) (*Namespace, bool) {
+	c, ok := s.namespaces[name]
+	if !ok {
+		return nil, false
+	}
+	return c.ns, true
+}
+
+// Names returns the namespace names, sorted.
+func (s *Snapshot) Names() []string { return append([]string(nil), s.names...) }
+
+// Version identifies the configuration the snapshot was built from.
+func (s *Snapshot) Version() string { return s.version }
+
+// LoadedAt is when the snapshot was built.
+func (s *Snapshot) LoadedAt() time.Time { return s.loadedAt }
+
+// Key returns the store key of a subject: "namespace:subject". Namespace
+// names cannot contain ':', so keys of different namespaces never collide.
+func Key(ns, subject string) string { return ns + ":" + subject }

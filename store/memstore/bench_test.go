@@ -1,0 +1,107 @@
+package memstore
+
+import (
+	"context"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/store"
+)
+
+// The benchmarks below compare memstore with the common hand-rolled
+// alternative, golang.org/x/time/rate limiters in a 256-shard mutex map, on
+// the same keys and the same access pattern, in one run:
+//
+//	go test -run='^$' -bench='Memstore|XTimeRate' -benchmem ./store/memstore/
+
+func benchKeys(n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "orders:user-" + strconv.Itoa(i)
+	}
+	return keys
+}
+
+var hot = benchKeys(1)
+
+// keys1M is built once: a million distinct subjects.
+var keys1M = sync.OnceValue(func() []string { return benchKeys(1_000_000) })
+
+func benchRule() []limit.Rule {
+	r, _ := limit.Rule{Name: "per-second", Algorithm: limit.TokenBucket, Limit: 1_000_000_000, Period: time.Second}.Normalize()
+	return []limit.Rule{r}
+}
+
+func runMemstore(b *testing.B, keys []string) {
+	s := New(Options{MaxKeys: len(keys) + 1, SweepInterval: -1})
+	defer s.Close()
+	rules := benchRule()
+	ctx := context.Background()
+	for _, k := range keys { // every key exists: measure checks, not inserts
+		s.Apply(ctx, store.Request{Key: k, Rules: rules, Cost: 1})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
+		for pb.Next() {
+			k := keys[rng.IntN(len(keys))]
+			if _, err := s.Apply(ctx, store.Request{Key: k, Rules: rules, Cost: 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// rateMap is the reference: x/time/rate limiters in a 256-shard mutex map.
+type rateMap struct {
+	shards [256]struct {
+		mu sync.Mutex
+		m  map[string]*rate.Limiter
+	}
+}
+
+func (r *rateMap) allow(key string) bool {
+	h := uint32(2166136261) // FNV-1a for the shard
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	sh := &r.shards[h&255]
+	sh.mu.Lock()
+	l, ok := sh.m[key]
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(1e9), 1_000_000_000)
+		sh.m[key] = l
+	}
+	sh.mu.Unlock()
+	return l.Allow()
+}
+
+func runXTimeRate(b *testing.B, keys []string) {
+	var r rateMap
+	for i := range r.shards {
+		r.shards[i].m = make(map[string]*rate.Limiter)
+	}
+	for _, k := range keys {
+		r.allow(k)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
+		for pb.Next() {
+			r.allow(keys[rng.IntN(len(keys))])
+		}
+	})
+}
+
+func BenchmarkMemstoreHotKey(b *testing.B)  { runMemstore(b, hot) }
+func BenchmarkXTimeRateHotKey(b *testing.B) { runXTimeRate(b, hot) }
+func BenchmarkMemstore1MKeys(b *testing.B)  { runMemstore(b, keys1M()) }
+func BenchmarkXTimeRate1MKeys(b *testing.B) { runXTimeRate(b, keys1M()) }

@@ -1,0 +1,138 @@
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/clock/clocktest"
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/store/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, clk *clocktest.Fake) store.Store {
+		s := New(Options{Clock: clk, SweepInterval: -1})
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func TestConformanceOneShard(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, clk *clocktest.Fake) store.Store {
+		s := New(Options{Clock: clk, Shards: 1, SweepInterval: -1})
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func mustRule(t testing.TB, r limit.Rule) []limit.Rule {
+	t.Helper()
+	n, err := r.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []limit.Rule{n}
+}
+
+func check(t testing.TB, s *Store, key string, rules []limit.Rule, cost int64) limit.Verdict {
+	t.Helper()
+	v, err := s.Apply(context.Background(), store.Request{Key: key, Rules: rules, Cost: cost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestExpiredEntriesAreDropped(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch)
+	s := New(Options{Clock: clk, SweepInterval: -1})
+	defer s.Close()
+	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Second})
+	for i := 0; i < 50; i++ {
+		check(t, s, fmt.Sprintf("k%d", i), rules, 1)
+	}
+	if got := s.Stats().Keys; got != 50 {
+		t.Fatalf("keys = %d, want 50", got)
+	}
+	clk.Advance(99 * time.Millisecond) // one token takes 100ms to refill
+	if n := s.Sweep(); n != 0 {
+		t.Fatalf("swept %d live entries", n)
+	}
+	clk.Advance(time.Millisecond)
+	if n := s.Sweep(); n != 50 {
+		t.Fatalf("swept %d, want all 50 refilled entries", n)
+	}
+	if st := s.Stats(); st.Keys != 0 || st.Expired != 50 || st.Evictions != 0 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestDeniedAndPeekingRequestsLeaveNoEntry(t *testing.T) {
+	s := New(Options{Clock: clocktest.New(storetest.Epoch), SweepInterval: -1})
+	defer s.Close()
+	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.FixedWindow, Limit: 2, Period: time.Minute})
+	check(t, s, "peek", rules, 0)
+	check(t, s, "huge", rules, 3)
+	if got := s.Stats().Keys; got != 0 {
+		t.Fatalf("keys = %d after a peek and an impossible request, want 0", got)
+	}
+}
+
+// At the bound, an insert evicts the sampled entry closest to fresh: a subject
+// being limited (state far in the future) survives a flood of new subjects.
+func TestBoundEvictsEntriesClosestToFresh(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch)
+	s := New(Options{Clock: clk, MaxKeys: 100, Shards: 1, SweepInterval: -1})
+	defer s.Close()
+	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
+	check(t, s, "abuser", rules, 10) // exhausted: state one hour ahead
+	for i := 0; i < 10_000; i++ {
+		check(t, s, fmt.Sprintf("flood-%d", i), rules, 1) // six minutes ahead each
+	}
+	st := s.Stats()
+	if st.Keys != 100 {
+		t.Fatalf("keys = %d, want the bound 100", st.Keys)
+	}
+	if st.Evictions != 10_000-99 {
+		t.Fatalf("evictions = %d, want %d", st.Evictions, 10_000-99)
+	}
+	if v := check(t, s, "abuser", rules, 1); v.Allowed {
+		t.Fatal("the limited subject was evicted by the flood and got a fresh bucket")
+	}
+}
+
+func TestBoundPrefersExpiredEntries(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch)
+	s := New(Options{Clock: clk, MaxKeys: 8, Shards: 1, SweepInterval: -1})
+	defer s.Close()
+	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second})
+	for i := 0; i < 8; i++ {
+		check(t, s, fmt.Sprintf("old-%d", i), rules, 1)
+	}
+	clk.Advance(time.Second)
+	check(t, s, "new", rules, 1)
+	if st := s.Stats(); st.Evictions != 0 || st.Expired == 0 || st.Keys > 8 {
+		t.Fatalf("stats = %+v: expired entries must go before any live one", st)
+	}
+}
+
+func TestJanitorSweeps(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch)
+	s := New(Options{Clock: clk, SweepInterval: time.Millisecond})
+	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second})
+	check(t, s, "k", rules, 1)
+	clk.Advance(time.Hour)
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Keys != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the janitor did not drop the expired entry within 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
