@@ -148,6 +148,12 @@ func (r Rule) Normalize() (Rule, error) {
 		return r, fmt.Errorf("%w: period: %v is outside [%v, %v]", ErrInvalidRule, r.Period, MinPeriod, MaxPeriod)
 	}
 	r.iv = 0
+	if r.Period%time.Millisecond != 0 {
+		// Window starts are computed from Unix milliseconds by the Redis
+		// scripts, whose doubles cannot hold Unix nanoseconds exactly.
+		return r, fmt.Errorf("%w: period: %v is not a whole number of milliseconds", ErrInvalidRule, r.Period)
+	}
+	r.iv = 0
 	switch r.Algorithm {
 	case TokenBucket, LeakyBucket:
 		r.iv = int64(r.Period) / r.Limit

@@ -183,6 +183,7 @@ func TestNormalize(t *testing.T) {
 		{Rule{Algorithm: TokenBucket, Limit: 1, Period: 24 * h, Burst: 1000}, "burst"}, // 1000 days to refill
 		{Rule{Algorithm: TokenBucket, Limit: 1e9, Period: ms}, "nanosecond"},
 		{Rule{Algorithm: SlidingWindowLog, Limit: 1e6, Period: s}, "sliding_window_log"},
+		{Rule{Algorithm: FixedWindow, Limit: 1, Period: 1500 * time.Microsecond}, "milliseconds"},
 	}
 	for _, b := range bad {
 		_, err := b.r.Normalize()
