@@ -147,7 +147,6 @@ func (r Rule) Normalize() (Rule, error) {
 	if r.Period < MinPeriod || r.Period > MaxPeriod {
 		return r, fmt.Errorf("%w: period: %v is outside [%v, %v]", ErrInvalidRule, r.Period, MinPeriod, MaxPeriod)
 	}
-	r.iv = 0
 	if r.Period%time.Millisecond != 0 {
 		// Window starts are computed from Unix milliseconds by the Redis
 		// scripts, whose doubles cannot hold Unix nanoseconds exactly.
