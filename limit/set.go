@@ -55,52 +55,61 @@ func (v *Verdict) Binding() int {
 // of a limit set, all-or-nothing: the request is allowed only if every rule
 // admits it, and only then are the states advanced. states[i] is the state of
 // rules[i]; Apply overwrites states with the next states when the request is
-// allowed (and cost > 0), and leaves them untouched otherwise.
+// allowed (and cost > 0), and leaves them untouched otherwise. For a denied
+// set, the rules that would have admitted the request report a peek.
 //
 // Preconditions: len(rules) == len(states) <= MaxRules, every rule valid,
 // cost >= 0.
 func Apply(rules []Rule, states []State, now, cost int64) Verdict {
-	var v Verdict
 	if len(rules) == 1 { // the common case, without the copy of a whole set
 		next, d := rules[0].Step(states[0], now, cost)
-		v.N, v.D[0], v.Allowed = 1, d, d.Allowed
 		if d.Allowed {
-			v.Delay = d.Delay
 			states[0] = next
-		} else {
-			v.RetryAfter = d.RetryAfter
 		}
-		return v
+		return Verdict{Allowed: d.Allowed, RetryAfter: d.RetryAfter, Delay: d.Delay, N: 1, D: [MaxRules]Decision{d}}
 	}
 	var next [MaxRules]State
-	v.N = len(rules)
-	v.Allowed = true
+	var ds [MaxRules]Decision
+	allowed := true
 	for i, r := range rules {
-		next[i], v.D[i] = r.Step(states[i], now, cost)
-		if !v.D[i].Allowed {
+		next[i], ds[i] = r.Step(states[i], now, cost)
+		allowed = allowed && ds[i].Allowed
+	}
+	if !allowed && cost > 0 {
+		for i, r := range rules {
+			if ds[i].Allowed {
+				_, ds[i] = r.Step(states[i], now, 0)
+			}
+		}
+	}
+	if allowed && cost > 0 {
+		copy(states, next[:len(rules)])
+	}
+	return Combine(ds[:len(rules)])
+}
+
+// Combine builds the Verdict of a limit set from its per-rule decisions (for
+// a denied set, the admitting rules' decisions are peeks). Stores that run the
+// algorithms elsewhere (the Redis scripts) use it to aggregate exactly as
+// Apply does. len(ds) must be at most MaxRules.
+func Combine(ds []Decision) Verdict {
+	v := Verdict{Allowed: true, N: len(ds)}
+	copy(v.D[:], ds)
+	for i := range ds {
+		if !ds[i].Allowed {
 			v.Allowed = false
 		}
 	}
-	if !v.Allowed {
-		for i, r := range rules {
-			d := &v.D[i]
-			switch {
-			case d.Allowed && cost > 0:
-				_, *d = r.Step(states[i], now, 0)
-			case d.Allowed:
-			case d.RetryAfter == RetryNever || v.RetryAfter == RetryNever:
-				v.RetryAfter = RetryNever
-			default:
-				v.RetryAfter = max(v.RetryAfter, d.RetryAfter)
-			}
+	for _, d := range ds {
+		switch {
+		case v.Allowed:
+			v.Delay = max(v.Delay, d.Delay)
+		case d.Allowed:
+		case d.RetryAfter == RetryNever || v.RetryAfter == RetryNever:
+			v.RetryAfter = RetryNever
+		default:
+			v.RetryAfter = max(v.RetryAfter, d.RetryAfter)
 		}
-		return v
-	}
-	for i := range rules {
-		v.Delay = max(v.Delay, v.D[i].Delay)
-	}
-	if cost > 0 {
-		copy(states, next[:len(rules)])
 	}
 	return v
 }

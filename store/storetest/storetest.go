@@ -164,20 +164,26 @@ func testMatchesReference(t *testing.T, newStore Factory) {
 			key := fmt.Sprintf("ref:%s:%d", name, seed)
 			states := make([]limit.State, len(rules))
 			capacity := rules[0].Capacity()
-			for i := 0; i < 150; i++ {
-				switch rng.IntN(10) {
-				case 0: // a clock that steps back a little
-					clk.Advance(-time.Duration(rng.IntN(500)) * time.Millisecond)
-				case 1, 2, 3:
-				default:
-					clk.Advance(time.Duration(rng.IntN(1500)) * time.Millisecond)
+			for i := 0; i < 300; i++ {
+				switch rng.IntN(20) {
+				case 0, 1: // a clock that steps back a little
+					clk.Advance(-time.Duration(rng.Int64N(int64(500 * time.Millisecond))))
+				case 2: // a long idle
+					clk.Advance(time.Duration(rng.Int64N(int64(48 * time.Hour))))
+				case 3, 4, 5, 6, 7:
+				default: // nanosecond resolution, so no rounding hides
+					clk.Advance(time.Duration(rng.Int64N(int64(1500 * time.Millisecond))))
 				}
 				cost := rng.Int64N(capacity + 2)
 				if rng.IntN(4) > 0 {
 					cost = 1
 				}
-				want := limit.Apply(rules, states, clk.Now().UnixNano(), cost)
-				got := apply(t, st, key, rules, cost)
+				use := rules
+				if i%50 == 49 { // now and then the rate changes (a reload)
+					use = rescaled(rules, 1+rng.Int64N(3))
+				}
+				want := limit.Apply(use, states, clk.Now().UnixNano(), cost)
+				got := apply(t, st, key, use, cost)
 				if got != want {
 					t.Fatalf("%s seed %d step %d (t=%v, cost %d):\n got %+v\nwant %+v",
 						name, seed, i, clk.Now().Sub(Epoch), cost, got, want)
@@ -185,6 +191,15 @@ func testMatchesReference(t *testing.T, newStore Factory) {
 			}
 		}
 	}
+}
+
+// rescaled returns rules with every limit (and burst) multiplied by k.
+func rescaled(rules []limit.Rule, k int64) []limit.Rule {
+	out := make([]limit.Rule, len(rules))
+	for i, r := range rules {
+		out[i] = rule(r.Name, r.Algorithm, r.Limit*k, r.Period, r.Burst*k)
+	}
+	return out
 }
 
 // testConcurrentExact: 200 concurrent checks of one key with limit 50 over a

@@ -1,0 +1,302 @@
+-- apply.lua: check-and-consume for a batch of rate limit checks, atomically.
+--
+-- This is a transcription of package limit (rule.go, step.go, set.go); the
+-- conformance suite (store/storetest) holds it to the same numbers. Read those
+-- files for the model; this header only states the calling convention.
+--
+-- ARGV[1], ARGV[2]: the current instant as Unix seconds and nanoseconds, or
+--                   both "" to use the Redis server's TIME.
+-- ARGV[3]:          M, the number of checks. Then, per check:
+--                     cost, R (number of rules), and per rule:
+--                     algorithm, limit, period_ns, burst, interval_ns
+-- KEYS:             one key per rule, in order, for all checks.
+--
+-- Checks are processed in order, so repeated checks of one key (a hot subject
+-- coalesced by the caller) see each other's consumption exactly as if they had
+-- arrived one by one. Each check is all-or-nothing over its rules.
+--
+-- Returns a flat array, per check per rule: allowed (0/1), remaining,
+-- reset_after_ns, retry_after_ns (-1: never), delay_ns.
+--
+-- Time: Lua numbers are doubles, exact only below 2^53 (~104 days in ns), so
+-- instants are stored as "seconds nanoseconds" and all arithmetic is done on
+-- times relative to now, which the rule bounds (limit.MaxPeriod) keep small.
+-- Each key holds one string: "<algorithm> <fields...>", so a key written by
+-- another algorithm is recognised and treated as fresh.
+
+local TB, LB, SWL, SWC, FW = 1, 2, 3, 4, 5
+
+local now_s, now_ns
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now_s, now_ns = tonumber(t[1]), tonumber(t[2]) * 1000
+else
+  now_s, now_ns = tonumber(ARGV[1]), tonumber(ARGV[2])
+end
+
+-- floor(a / b) for integers, exact even where the double quotient rounds.
+local function idiv(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+  return q
+end
+
+-- rel: an instant stored as seconds + nanoseconds, relative to now, in ns.
+-- Instants over ~90 days away are clamped: such state has long expired.
+local function rel(s, ns)
+  local ds = s - now_s
+  if ds < -7776000 then return -7776000 * 1e9 end
+  return ds * 1e9 + (ns - now_ns)
+end
+
+-- stamp: the instant now + r, formatted "seconds nanoseconds".
+local function stamp(r)
+  local x = now_ns + r
+  local q = idiv(x, 1e9)
+  return string.format('%d %d', now_s + q, x - q * 1e9)
+end
+
+-- window_start: start of the window of length p (whole ms) holding now,
+-- relative to now (<= 0). Computed on Unix milliseconds, which doubles hold.
+local function window_start(p)
+  local now_ms = now_s * 1000 + idiv(now_ns, 1e6)
+  local pm = p / 1e6
+  local em = now_ms - idiv(now_ms, pm) * pm
+  return -(em * 1e6 + (now_ns - idiv(now_ns, 1e6) * 1e6))
+end
+
+local function fields(v)
+  local f = {}
+  for x in string.gmatch(v, '%S+') do f[#f + 1] = tonumber(x) end
+  return f
+end
+
+-- weigh: floor(n * rem / p) in doubles, in the same order as limit.weigh.
+local function weigh(n, rem, p)
+  if n == 0 or rem <= 0 then return 0 end
+  return math.floor(n * rem / p)
+end
+
+-- first_passing: least e in (lo, hi] with ok(e); ok is monotone, ok(hi) holds.
+local function first_passing(lo, hi, ok)
+  while hi - lo > 1 do
+    local mid = lo + math.floor((hi - lo) / 2)
+    if ok(mid) then hi = mid else lo = mid end
+  end
+  return hi
+end
+
+-- Each step function evaluates one rule against the state in key for a
+-- request of cost (0: a peek of cost 1) and returns the decision
+-- {allowed, remaining, reset, retry, delay} and, when the request is allowed
+-- and consumes, the new value and its time to live in ms (else nil).
+
+local function ttl_ms(expires_rel)
+  -- One second of slack: a key kept a little past its expiry is still
+  -- equivalent to a fresh one, a key dropped early would not be.
+  return math.max(1, math.ceil(expires_rel / 1e6)) + 1000
+end
+
+local function gcra(f, alg, burst, iv, cost)
+  local tau = burst * iv
+  local tat = -1
+  if f and f[1] == alg then
+    tat = rel(f[2], f[3])
+    local old_iv = f[4]
+    if old_iv ~= 0 and old_iv ~= iv and tat > 0 then
+      tat = math.floor(tat * iv / old_iv)
+    end
+  end
+  if tat < 0 then tat = 0 end
+  local c = math.max(cost, 1)
+  local new_tat = tat + c * iv
+  local d = {0, 0, 0, 0, 0}
+  local val, ttl
+  if c > burst then
+    d[4] = -1
+  elseif new_tat > tau then
+    d[4] = new_tat - tau
+  else
+    d[1] = 1
+    if alg == LB then d[5] = tat end
+    if cost > 0 then
+      tat = new_tat
+      val = string.format('%d %s %d', alg, stamp(tat), iv)
+      ttl = ttl_ms(tat)
+    end
+  end
+  d[2] = math.max(0, idiv(tau - tat, iv))
+  d[3] = tat
+  return d, val, ttl
+end
+
+local function fixed_window(f, lim, p, cost)
+  local ws = window_start(p)
+  local count = 0
+  if f and f[1] == FW then
+    local s = rel(f[2], f[3])
+    if s >= ws then ws, count = s, f[4] end
+  end
+  local d = {0, 0, 0, 0, 0}
+  local val, ttl
+  local c = math.max(cost, 1)
+  if c > lim then
+    d[4] = -1
+  elseif count + c > lim then
+    d[4] = ws + p
+  else
+    d[1] = 1
+    if cost > 0 then
+      count = count + cost
+      val = string.format('%d %s %d', FW, stamp(ws), count)
+      ttl = ttl_ms(ws + p)
+    end
+  end
+  d[2] = math.max(0, lim - count)
+  if count > 0 then d[3] = ws + p end
+  return d, val, ttl
+end
+
+local function counter_reset(ws, p, curr, prev)
+  if curr > 0 then return ws + 2 * p end
+  if prev > 0 then return ws + p end
+  return 0
+end
+
+local function sliding_counter(f, lim, p, cost)
+  local ws = window_start(p)
+  local curr, prev = 0, 0
+  if f and f[1] == SWC then
+    local s = rel(f[2], f[3])
+    if s >= ws then
+      ws, curr, prev = s, f[4], f[5]
+    elseif s == ws - p then
+      prev = f[4]
+    end
+  end
+  local elapsed = math.max(0, -ws)
+  local used = weigh(prev, p - elapsed, p) + curr
+  local d = {0, 0, 0, 0, 0}
+  local val, ttl
+  local c = math.max(cost, 1)
+  if c > lim then
+    d[4] = -1
+  elseif used + c > lim then
+    if curr + c <= lim then
+      local e = first_passing(elapsed, p, function(e) return weigh(prev, p - e, p) + curr + c <= lim end)
+      d[4] = ws + e
+    else
+      local e = first_passing(-1, p, function(e) return weigh(curr, p - e, p) + c <= lim end)
+      d[4] = ws + p + e
+    end
+  else
+    d[1] = 1
+    if cost > 0 then
+      curr = curr + cost
+      used = used + cost
+      val = string.format('%d %s %d %d', SWC, stamp(ws), curr, prev)
+      ttl = ttl_ms(counter_reset(ws, p, curr, prev))
+    end
+  end
+  d[2] = math.max(0, lim - used)
+  d[3] = counter_reset(ws, p, curr, prev)
+  return d, val, ttl
+end
+
+-- The log is stored as "3 s1 ns1 c1 s2 ns2 c2 ...", oldest first.
+local function sliding_log(f, lim, p, cost)
+  local at, costs = {}, {}
+  if f and f[1] == SWL then
+    for i = 2, #f - 2, 3 do
+      local t = rel(f[i], f[i + 1])
+      if t > -p then -- entries at or before now-p have left the window
+        at[#at + 1], costs[#costs + 1] = t, f[i + 2]
+      end
+    end
+  end
+  local sum = 0
+  for i = 1, #costs do sum = sum + costs[i] end
+  local d = {0, 0, 0, 0, 0}
+  local val, ttl
+  local c = math.max(cost, 1)
+  if c > lim then
+    d[4] = -1
+  elseif sum + c > lim then
+    local need = sum + c - lim
+    for i = 1, #costs do
+      need = need - costs[i]
+      if need <= 0 then d[4] = at[i] + p; break end
+    end
+  else
+    d[1] = 1
+    if cost > 0 then
+      local t = 0
+      if #at > 0 then t = math.max(0, at[#at]) end
+      at[#at + 1], costs[#costs + 1] = t, cost
+      sum = sum + cost
+      local parts = {tostring(SWL)}
+      for i = 1, #at do
+        parts[#parts + 1] = stamp(at[i])
+        parts[#parts + 1] = string.format('%d', costs[i])
+      end
+      val = table.concat(parts, ' ')
+      ttl = ttl_ms(t + p)
+    end
+  end
+  d[2] = math.max(0, lim - sum)
+  if #at > 0 then d[3] = at[#at] + p end
+  return d, val, ttl
+end
+
+local function step(key, alg, lim, p, burst, iv, cost)
+  local v = redis.call('GET', key)
+  local f = nil
+  if v then f = fields(v) end
+  if alg == TB or alg == LB then return gcra(f, alg, burst, iv, cost) end
+  if alg == FW then return fixed_window(f, lim, p, cost) end
+  if alg == SWC then return sliding_counter(f, lim, p, cost) end
+  return sliding_log(f, lim, p, cost)
+end
+
+local out = {}
+local a = 4 -- next ARGV index
+local k = 1 -- next KEYS index
+for _ = 1, tonumber(ARGV[3]) do
+  local cost, nrules = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  local rules, decisions, writes = {}, {}, {}
+  local allowed = true
+  for j = 1, nrules do
+    local r = {KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])}
+    rules[j] = r
+    k, a = k + 1, a + 5
+    local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], cost)
+    decisions[j] = d
+    writes[j] = {val, ttl}
+    if d[1] == 0 then allowed = false end
+  end
+  if allowed then
+    for j = 1, nrules do
+      if writes[j][1] then
+        redis.call('SET', rules[j][1], writes[j][1], 'PX', writes[j][2])
+      end
+    end
+  elseif cost > 0 then
+    -- Denied: the rules that would have admitted it report a peek.
+    for j = 1, nrules do
+      if decisions[j][1] == 1 then
+        local r = rules[j]
+        decisions[j] = step(r[1], r[2], r[3], r[4], r[5], r[6], 0)
+      end
+    end
+  end
+  for j = 1, nrules do
+    local d = decisions[j]
+    out[#out + 1] = d[1]
+    out[#out + 1] = d[2]
+    out[#out + 1] = d[3]
+    out[#out + 1] = d[4]
+    out[#out + 1] = d[5]
+  end
+end
+return out

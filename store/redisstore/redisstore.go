@@ -1,0 +1,403 @@
+// Package redisstore is the distributed Store: limiter state lives in Redis
+// (standalone, Sentinel for HA, or Redis Cluster for sharding and
+// replication), shared by any number of stateless ratelimiter instances.
+//
+// # Atomicity
+//
+// Every check is one Lua script call (apply.lua, embedded) that reads,
+// decides and writes all the rules of one subject: Redis runs a script
+// without interleaving any other command, so check-and-consume is atomic and
+// a limit set is all-or-nothing. All keys of one subject share a cluster hash
+// tag, "rl:{namespace:subject}:rule", so they live in one slot and the script
+// is legal on Redis Cluster. Scripts run by EVALSHA, falling back to EVAL when
+// the server has lost its script cache (a restart or a failover).
+//
+// # Time
+//
+// By default the script reads the Redis server's clock (TIME), so instances
+// whose clocks disagree still agree on every decision. With Options.Clock set,
+// the caller's clock is used instead; the conformance suite uses this mode to
+// run the same fake-clock timelines as the in-memory store.
+//
+// # Batching
+//
+// Concurrent checks are batched: while one script call is in flight, the
+// checks that arrive queue up and go to Redis together in the next call,
+// which processes them in arrival order. A lone check is sent at once, so
+// batching adds no latency when idle and divides the per-call cost of Redis
+// under load. On a standalone or Sentinel deployment any checks may share a
+// call; on a Cluster only checks of the same key do (a hot subject coalesced
+// into one call), since one script may touch one slot only.
+package redisstore
+
+import (
+	"context"
+	"crypto/sha1"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/distributedratelimiter/ratelimiter/clock"
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/store"
+)
+
+//go:embed apply.lua
+var applySource string
+
+// scriptSHA is the EVALSHA name of apply.lua.
+var scriptSHA = func() string {
+	h := sha1.Sum([]byte(applySource))
+	return hex.EncodeToString(h[:])
+}()
+
+// Mode selects how the client finds Redis.
+type Mode string
+
+// The deployment modes.
+const (
+	// Standalone talks to one Redis server (or a proxy in front of one).
+	Standalone Mode = "standalone"
+	// Sentinel asks the sentinels in Addrs for the primary of MasterName
+	// and follows failovers.
+	Sentinel Mode = "sentinel"
+	// Cluster talks to a Redis Cluster; Addrs are seed nodes.
+	Cluster Mode = "cluster"
+)
+
+// Options configure a Store.
+type Options struct {
+	// Addrs are host:port addresses: the server, the sentinels, or cluster
+	// seed nodes, by Mode.
+	Addrs []string
+	// Mode is Standalone, Sentinel or Cluster. Default Standalone.
+	Mode Mode
+	// MasterName is the Sentinel master set name (Sentinel mode).
+	MasterName string
+	// Username and Password authenticate to Redis (ACL or requirepass).
+	Username, Password string
+	// Prefix starts every key. Default "rl:".
+	Prefix string
+	// Clock, when set, supplies the time instead of the Redis server.
+	Clock clock.Clock
+	// MaxBatch is the largest number of checks sent in one script call.
+	// Default 128; 1 disables batching.
+	MaxBatch int
+	// Timeout bounds each Redis call. Default 1s.
+	Timeout time.Duration
+}
+
+// Store is the Redis store.Store. It is safe for concurrent use.
+type Store struct {
+	client   rueidis.Client
+	prefix   string
+	clock    clock.Clock
+	cluster  bool
+	maxBatch int
+	timeout  time.Duration
+	sha      string
+
+	mu       sync.Mutex
+	pending  []*call
+	flushing bool
+	closed   atomic.Bool
+	wg       sync.WaitGroup
+}
+
+// call is one queued check.
+type call struct {
+	req  store.Request
+	keys []string
+	v    limit.Verdict
+	err  error
+	done chan struct{}
+}
+
+// New connects to Redis as opts describe.
+func New(opts Options) (*Store, error) {
+	if len(opts.Addrs) == 0 {
+		return nil, errors.New("redisstore: no addresses")
+	}
+	co := rueidis.ClientOption{
+		InitAddress:  opts.Addrs,
+		Username:     opts.Username,
+		Password:     opts.Password,
+		DisableCache: true,
+	}
+	switch opts.Mode {
+	case "", Standalone:
+		co.ForceSingleClient = true
+	case Sentinel:
+		if opts.MasterName == "" {
+			return nil, errors.New("redisstore: sentinel mode needs a master name")
+		}
+		co.Sentinel = rueidis.SentinelOption{MasterSet: opts.MasterName, Username: opts.Username, Password: opts.Password}
+	case Cluster:
+	default:
+		return nil, fmt.Errorf("redisstore: unknown mode %q (want standalone, sentinel or cluster)", opts.Mode)
+	}
+	c, err := rueidis.NewClient(co)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: connect to %s %v: %w: %w", modeName(opts.Mode), opts.Addrs, store.ErrUnavailable, err)
+	}
+	return NewFromClient(c, opts), nil
+}
+
+func modeName(m Mode) string {
+	if m == "" {
+		return string(Standalone)
+	}
+	return string(m)
+}
+
+// NewFromClient wraps an existing rueidis client; the Store owns it and closes
+// it on Close. opts.Addrs, Username, Password and MasterName are ignored.
+func NewFromClient(c rueidis.Client, opts Options) *Store {
+	s := &Store{
+		client:   c,
+		prefix:   opts.Prefix,
+		clock:    opts.Clock,
+		cluster:  opts.Mode == Cluster,
+		maxBatch: opts.MaxBatch,
+		timeout:  opts.Timeout,
+		sha:      scriptSHA,
+	}
+	if s.prefix == "" {
+		s.prefix = "rl:"
+	}
+	if s.maxBatch <= 0 {
+		s.maxBatch = 128
+	}
+	if s.timeout <= 0 {
+		s.timeout = time.Second
+	}
+	return s
+}
+
+// Key returns the Redis key holding rule's state for a store key: the store
+// key is the cluster hash tag, so all rules of a subject share a slot.
+func (s *Store) Key(storeKey, rule string) string {
+	return s.prefix + "{" + storeKey + "}:" + rule
+}
+
+// Apply implements store.Store.
+func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, error) {
+	if s.closed.Load() {
+		return limit.Verdict{}, store.ErrClosed
+	}
+	if err := req.Validate(); err != nil {
+		return limit.Verdict{}, err
+	}
+	c := &call{req: req, done: make(chan struct{})}
+	c.keys = make([]string, len(req.Rules))
+	for i, r := range req.Rules {
+		c.keys[i] = s.Key(req.Key, r.Name)
+	}
+	s.enqueue(c)
+	select {
+	case <-c.done:
+		return c.v, c.err
+	case <-ctx.Done():
+		// The call may still reach Redis and consume: the caller gave up on
+		// the answer, not on the request.
+		return limit.Verdict{}, fmt.Errorf("redisstore: %w: %w", store.ErrUnavailable, ctx.Err())
+	}
+}
+
+// enqueue queues c and, unless a flush is already running, starts one. The
+// flusher sends everything queued, then whatever queued meanwhile, until the
+// queue is empty: batches form by themselves under load.
+func (s *Store) enqueue(c *call) {
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		c.err = store.ErrClosed
+		close(c.done)
+		return
+	}
+	s.pending = append(s.pending, c)
+	if s.flushing {
+		s.mu.Unlock()
+		return
+	}
+	s.flushing = true
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.flushLoop()
+}
+
+func (s *Store) flushLoop() {
+	defer s.wg.Done()
+	for {
+		s.mu.Lock()
+		batch := s.pending
+		s.pending = nil
+		if len(batch) == 0 {
+			s.flushing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		s.send(batch)
+	}
+}
+
+// send executes a set of queued calls as few script calls as the deployment
+// allows, pipelined together, and completes every call.
+func (s *Store) send(calls []*call) {
+	groups := s.group(calls)
+	cmds := make(rueidis.Commands, len(groups))
+	nowS, nowNs := "", ""
+	if s.clock != nil {
+		now := s.clock.Now().UnixNano()
+		nowS, nowNs = strconv.FormatInt(now/1e9, 10), strconv.FormatInt(now%1e9, 10)
+	}
+	for i, g := range groups {
+		cmds[i] = s.command(s.sha, g, nowS, nowNs)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	results := s.client.DoMulti(ctx, cmds...)
+	for i, g := range groups {
+		res := results[i]
+		if err, ok := rueidis.IsRedisErr(res.Error()); ok && err.IsNoScript() {
+			res = s.client.Do(ctx, s.command("", g, nowS, nowNs))
+		}
+		s.complete(g, res)
+	}
+}
+
+// group splits calls into script calls of at most maxBatch checks; on a
+// Cluster, each script call holds checks of a single key.
+func (s *Store) group(calls []*call) [][]*call {
+	var groups [][]*call
+	if !s.cluster {
+		for len(calls) > 0 {
+			n := min(len(calls), s.maxBatch)
+			groups = append(groups, calls[:n])
+			calls = calls[n:]
+		}
+		return groups
+	}
+	byKey := make(map[string]int, len(calls))
+	for _, c := range calls {
+		i, ok := byKey[c.req.Key]
+		if !ok || len(groups[i]) >= s.maxBatch {
+			i = len(groups)
+			byKey[c.req.Key] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], c)
+	}
+	return groups
+}
+
+// command builds EVALSHA (or EVAL when sha is "") of the script for a group.
+func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Completed {
+	nkeys := 0
+	nargs := 3
+	for _, c := range g {
+		nkeys += len(c.keys)
+		nargs += 2 + 5*len(c.req.Rules)
+	}
+	keys := make([]string, 0, nkeys)
+	args := make([]string, 0, nargs)
+	args = append(args, nowS, nowNs, strconv.Itoa(len(g)))
+	for _, c := range g {
+		keys = append(keys, c.keys...)
+		args = append(args, strconv.FormatInt(c.req.Cost, 10), strconv.Itoa(len(c.req.Rules)))
+		for _, r := range c.req.Rules {
+			args = append(args,
+				strconv.Itoa(int(r.Algorithm)),
+				strconv.FormatInt(r.Limit, 10),
+				strconv.FormatInt(int64(r.Period), 10),
+				strconv.FormatInt(r.Burst, 10),
+				strconv.FormatInt(int64(r.Interval()), 10))
+		}
+	}
+	b := s.client.B()
+	if sha == "" {
+		return b.Eval().Script(applySource).Numkeys(int64(nkeys)).Key(keys...).Arg(args...).Build()
+	}
+	return b.Evalsha().Sha1(sha).Numkeys(int64(nkeys)).Key(keys...).Arg(args...).Build()
+}
+
+// complete decodes a script reply into the verdicts of its calls.
+func (s *Store) complete(g []*call, res rueidis.RedisResult) {
+	vals, err := res.AsIntSlice()
+	if err == nil {
+		want := 0
+		for _, c := range g {
+			want += 5 * len(c.req.Rules)
+		}
+		if len(vals) != want {
+			err = fmt.Errorf("script returned %d values, want %d", len(vals), want)
+		}
+	}
+	for _, c := range g {
+		if err != nil {
+			c.err = fmt.Errorf("redisstore: check %q: %w: %w", c.req.Key, store.ErrUnavailable, err)
+			close(c.done)
+			continue
+		}
+		var ds [limit.MaxRules]limit.Decision
+		for j, r := range c.req.Rules {
+			v := vals[:5]
+			vals = vals[5:]
+			ds[j] = limit.Decision{
+				Allowed:    v[0] == 1,
+				Limit:      r.Limit,
+				Remaining:  v[1],
+				ResetAfter: time.Duration(v[2]),
+				RetryAfter: time.Duration(v[3]),
+				Delay:      time.Duration(v[4]),
+			}
+		}
+		c.v = limit.Combine(ds[:len(c.req.Rules)])
+		close(c.done)
+	}
+}
+
+// Close waits for in-flight calls and closes the client. Apply after Close
+// returns store.ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	already := s.closed.Swap(true)
+	s.mu.Unlock()
+	if already {
+		return nil
+	}
+	s.wg.Wait()
+	s.client.Close()
+	return nil
+}
+
+// Client returns the underlying client (for health checks and tests).
+func (s *Store) Client() rueidis.Client { return s.client }
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.client.Do(ctx, s.client.B().Ping().Build()).Error(); err != nil {
+		return fmt.Errorf("redisstore: ping: %w: %w", store.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// String describes the store for logs.
+func (s *Store) String() string {
+	mode := "standalone"
+	if s.cluster {
+		mode = "cluster"
+	}
+	return "redis(" + mode + ", prefix=" + strings.TrimSuffix(s.prefix, ":") + ")"
+}
+
+var _ store.Store = (*Store)(nil)
