@@ -57,7 +57,9 @@ type Decision struct {
 // request is denied, or cost is 0, the returned state is s itself. Step never
 // modifies the elements of s.Log; an allowed request's state may share and
 // append to its backing array, so s stays valid as the "unchanged" state and a
-// caller needs no copy to implement all-or-nothing.
+// caller needs no copy to implement all-or-nothing. The flip side: a caller
+// that steps one state twice and keeps both results (a model checker
+// exploring branches) must copy s.Log first.
 func (r Rule) Step(s State, now, cost int64) (State, Decision) {
 	next := s
 	if next.Alg != r.Algorithm {

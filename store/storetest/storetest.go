@@ -43,6 +43,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"MatchesReference", testMatchesReference},
 		{"ConcurrentExact", testConcurrentExact},
 		{"ConcurrentLimitSet", testConcurrentLimitSet},
+		{"Linearizable", testLinearizable},
 		{"KeysAreIndependent", testKeysIndependent},
 		{"RuleChanges", testRuleChanges},
 		{"InvalidRequests", testInvalid},

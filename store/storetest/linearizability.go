@@ -1,0 +1,144 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/distributedratelimiter/ratelimiter/clock/clocktest"
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/store"
+)
+
+type linInput struct {
+	key  string
+	now  int64
+	cost int64
+}
+
+// linModel is the sequential specification of a store for one limit set:
+// per key, limit.Apply on the key's states. The checker partitions the
+// history by key.
+func linModel(rules []limit.Rule) porcupine.Model {
+	return porcupine.Model{
+		Partition: func(h []porcupine.Operation) [][]porcupine.Operation {
+			byKey := map[string][]porcupine.Operation{}
+			var order []string
+			for _, op := range h {
+				k := op.Input.(linInput).key
+				if _, ok := byKey[k]; !ok {
+					order = append(order, k)
+				}
+				byKey[k] = append(byKey[k], op)
+			}
+			out := make([][]porcupine.Operation, 0, len(order))
+			for _, k := range order {
+				out = append(out, byKey[k])
+			}
+			return out
+		},
+		Init: func() any { return make([]limit.State, len(rules)) },
+		Step: func(state, input, output any) (bool, any) {
+			in := input.(linInput)
+			next := make([]limit.State, len(rules))
+			for i, s := range state.([]limit.State) {
+				s.Log = append([]limit.Entry(nil), s.Log...) // branches must not share logs
+				next[i] = s
+			}
+			v := limit.Apply(rules, next, in.now, in.cost)
+			return v == output.(limit.Verdict), next
+		},
+		Equal: func(a, b any) bool {
+			x, y := a.([]limit.State), b.([]limit.State)
+			for i := range x {
+				if !equalState(x[i], y[i]) {
+					return false
+				}
+			}
+			return true
+		},
+		Hash: func(state any) uint64 {
+			var h uint64 = 14695981039346656037
+			for _, s := range state.([]limit.State) {
+				for _, x := range []int64{s.T, s.N, s.P, int64(len(s.Log))} {
+					h = (h ^ uint64(x)) * 1099511628211
+				}
+			}
+			return h
+		},
+		DescribeOperation: func(input, output any) string {
+			in, v := input.(linInput), output.(limit.Verdict)
+			return fmt.Sprintf("%s cost %d -> allowed=%v remaining=%d", in.key, in.cost, v.Allowed, v.D[0].Remaining)
+		},
+	}
+}
+
+func equalState(a, b limit.State) bool {
+	if a.Alg != b.Alg || a.T != b.T || a.N != b.N || a.P != b.P || len(a.Log) != len(b.Log) {
+		return false
+	}
+	for i := range a.Log {
+		if a.Log[i] != b.Log[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// testLinearizable records a history of 64 concurrent clients checking a few
+// keys with mixed costs against a three-rule set, in phases between which the
+// fake clock moves, and verifies with porcupine that the history is
+// linearizable against limit.Apply.
+func testLinearizable(t *testing.T, newStore Factory) {
+	clk := clocktest.New(Epoch)
+	st := newStore(t, clk)
+	rules := []limit.Rule{
+		rule("tb", limit.TokenBucket, 30, time.Hour, 0),
+		rule("fw", limit.FixedWindow, 80, time.Hour, 0),
+		rule("swl", limit.SlidingWindowLog, 35, time.Hour, 0),
+	}
+	const clients, perPhase, phases = 64, 6, 3
+	keys := []string{"lin:a", "lin:b", "lin:c", "lin:d"}
+	var seq atomic.Int64
+	var mu sync.Mutex
+	var history []porcupine.Operation
+	for phase := 0; phase < phases; phase++ {
+		now := clk.Now().UnixNano()
+		var wg sync.WaitGroup
+		for c := 0; c < clients; c++ {
+			wg.Add(1)
+			go func(c int) {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(c), uint64(phase)))
+				for i := 0; i < perPhase; i++ {
+					in := linInput{key: keys[rng.IntN(len(keys))], now: now, cost: rng.Int64N(4)}
+					call := seq.Add(1)
+					v, err := st.Apply(context.Background(), store.Request{Key: in.key, Rules: rules, Cost: in.cost})
+					ret := seq.Add(1)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					history = append(history, porcupine.Operation{ClientId: c, Input: in, Call: call, Output: v, Return: ret})
+					mu.Unlock()
+				}
+			}(c)
+		}
+		wg.Wait()
+		clk.Advance(20 * time.Minute)
+	}
+	if t.Failed() {
+		return
+	}
+	res := porcupine.CheckOperationsTimeout(linModel(rules), history, 60*time.Second)
+	if res != porcupine.Ok {
+		t.Fatalf("history of %d operations is %v, want linearizable", len(history), res)
+	}
+}

@@ -1,0 +1,88 @@
+package storetest
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"github.com/distributedratelimiter/ratelimiter/clock/clocktest"
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/store"
+)
+
+// racyStore reads and writes a key's state under a lock, but decides outside
+// it: the classic lost-update bug of a GET-then-SET limiter. The barrier makes
+// the race certain: every caller reads before any caller writes.
+type racyStore struct {
+	mu      sync.Mutex
+	clk     *clocktest.Fake
+	state   map[string][]limit.State
+	barrier sync.WaitGroup
+}
+
+func (r *racyStore) Apply(_ context.Context, req store.Request) (limit.Verdict, error) {
+	r.mu.Lock()
+	st := append([]limit.State(nil), r.state[req.Key]...)
+	r.mu.Unlock()
+	if st == nil {
+		st = make([]limit.State, len(req.Rules))
+	}
+	for i := range st {
+		st[i].Log = append([]limit.Entry(nil), st[i].Log...)
+	}
+	r.barrier.Done()
+	r.barrier.Wait()
+	v := limit.Apply(req.Rules, st, r.clk.Now().UnixNano(), req.Cost)
+	r.mu.Lock()
+	r.state[req.Key] = st
+	r.mu.Unlock()
+	return v, nil
+}
+
+func (r *racyStore) Close() error { return nil }
+
+// The linearizability check must catch a store that is not atomic; otherwise
+// its passing on the real stores would mean nothing.
+func TestLinearizabilityCheckCatchesLostUpdates(t *testing.T) {
+	clk := clocktest.New(Epoch)
+	racy := &racyStore{clk: clk, state: map[string][]limit.State{}}
+	racy.barrier.Add(64)
+	rules := []limit.Rule{rule("tb", limit.TokenBucket, 30, time.Hour, 0)}
+	var ops []porcupine.Operation
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var seq int64
+	var seqMu sync.Mutex
+	tick := func() int64 { seqMu.Lock(); defer seqMu.Unlock(); seq++; return seq }
+	for c := 0; c < 64; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for i := 0; i < 1; i++ {
+				in := linInput{key: "k", now: clk.Now().UnixNano(), cost: 1}
+				call := tick()
+				v, _ := racy.Apply(context.Background(), store.Request{Key: "k", Rules: rules, Cost: 1})
+				ret := tick()
+				mu.Lock()
+				ops = append(ops, porcupine.Operation{ClientId: c, Input: in, Call: call, Output: v, Return: ret})
+				mu.Unlock()
+			}
+		}(c)
+	}
+	wg.Wait()
+	allowed := 0
+	for _, op := range ops {
+		if op.Output.(limit.Verdict).Allowed {
+			allowed++
+		}
+	}
+	if allowed != 64 {
+		t.Fatalf("the racy store admitted %d; with every read before any write it admits all 64", allowed)
+	}
+	if res := porcupine.CheckOperationsTimeout(linModel(rules), ops, 30*time.Second); res != porcupine.Illegal {
+		t.Fatalf("a store that admitted %d of a limit of 30 was judged %v, want Illegal", allowed, res)
+	}
+}
