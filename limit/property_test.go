@@ -182,24 +182,24 @@ func TestApplyAllOrNothing(t *testing.T) {
 	hour, _ := Rule{Name: "h", Algorithm: SlidingWindowLog, Limit: 4, Period: time.Hour}.Normalize()
 	rules := []Rule{minute, hour}
 	states := make([]State, 2)
-	v := Apply(rules, states, t0, 3)
+	v, _ := Apply(rules, states, t0, 3)
 	if !v.Allowed || v.N != 2 || v.D[0].Remaining != 0 || v.D[1].Remaining != 1 || v.Binding() != 0 {
 		t.Fatalf("first: %+v", v)
 	}
 	before := states[1]
-	v = Apply(rules, states, t0, 1)
+	v, _ = Apply(rules, states, t0, 1)
 	if v.Allowed || v.RetryAfter != 20*time.Second || !v.D[1].Allowed || v.D[1].Remaining != 1 || len(states[1].Log) != len(before.Log) {
 		t.Fatalf("the minute limit denies, the hour limit must be untouched: %+v", v)
 	}
-	v = Apply(rules, states, t0+int64(time.Minute), 2)
+	v, _ = Apply(rules, states, t0+int64(time.Minute), 2)
 	if v.Allowed || v.RetryAfter != 59*time.Minute || !v.D[0].Allowed || v.D[0].Remaining != 3 || v.Binding() != 1 {
 		t.Fatalf("the hour limit denies 2, the minute limit must keep 3: %+v", v)
 	}
-	v = Apply(rules, states, t0+int64(time.Minute), 5)
+	v, _ = Apply(rules, states, t0+int64(time.Minute), 5)
 	if v.Allowed || v.RetryAfter != RetryNever {
 		t.Fatalf("cost 5 exceeds both capacities: %+v", v)
 	}
-	v = Apply(rules, states, t0+int64(time.Minute), 0)
+	v, _ = Apply(rules, states, t0+int64(time.Minute), 0)
 	if !v.Allowed || v.D[0].Remaining != 3 || v.D[1].Remaining != 1 {
 		t.Fatalf("peek: %+v", v)
 	}
@@ -220,4 +220,70 @@ func TestRaisingTheRateKeepsConsumedUnits(t *testing.T) {
 	if _, d := five.Step(s, t0, 1); d.Allowed || d.RetryAfter != 72*time.Minute {
 		t.Fatalf("used 10, lowered to 5: %+v, want denied until 6 units refill at 12m each", d)
 	}
+}
+
+// Lowering the rate: the subject waits for what it consumed at the new rate,
+// and RetryAfter is exact once the rescaled state is saved, as Apply does.
+func TestLoweringTheRateIsExact(t *testing.T) {
+	fast, _ := Rule{Name: "a", Algorithm: TokenBucket, Limit: 10, Period: time.Second}.Normalize()
+	slow, _ := Rule{Name: "a", Algorithm: TokenBucket, Limit: 1, Period: time.Second}.Normalize()
+	states := []State{{}}
+	Apply([]Rule{fast}, states, t0, 10)
+	v, changed := Apply([]Rule{slow}, states, t0, 1)
+	if v.Allowed || !changed || v.RetryAfter != 10*time.Second {
+		t.Fatalf("after lowering to 1/s: %+v changed=%v, want denied for 10s and the state rescaled", v, changed)
+	}
+	if v, _ := Apply([]Rule{slow}, states, t0+int64(time.Second), 1); v.Allowed {
+		t.Fatal("allowed after 1s: the subject refilled at the old rate")
+	}
+	if v, _ := Apply([]Rule{slow}, states, t0+int64(10*time.Second)-1, 1); v.Allowed {
+		t.Fatal("allowed 1ns before RetryAfter")
+	}
+	if v, _ := Apply([]Rule{slow}, states, t0+int64(10*time.Second), 1); !v.Allowed {
+		t.Fatal("denied at RetryAfter")
+	}
+}
+
+// A drastic cut cannot overflow into a full bucket: the debt is capped.
+func TestRescaleIsCapped(t *testing.T) {
+	big, _ := Rule{Name: "a", Algorithm: TokenBucket, Limit: 10_000, Period: time.Hour}.Normalize()
+	tiny, _ := Rule{Name: "a", Algorithm: TokenBucket, Limit: 1, Period: MaxPeriod}.Normalize()
+	states := []State{{}}
+	Apply([]Rule{big}, states, t0, 10_000)
+	v, _ := Apply([]Rule{tiny}, states, t0, 1)
+	if v.Allowed || v.RetryAfter != MaxDebt {
+		t.Fatalf("after cutting 10000/h to 1/744h: %+v, want denied for MaxDebt", v)
+	}
+}
+
+// Random rule changes between requests keep RetryAfter exact for callers
+// that save states as Apply says.
+func TestPropertyRetryExactAcrossRateChanges(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		alg := rapid.SampledFrom([]Algorithm{TokenBucket, LeakyBucket}).Draw(t, "alg")
+		var rules []Rule
+		for i := 0; i < 3; i++ {
+			r := genRule(t, alg)
+			r.Name = "same"
+			rules = append(rules, r)
+		}
+		states := []State{{}}
+		now := t0
+		for i := rapid.IntRange(1, 60).Draw(t, "n"); i > 0; i-- {
+			r := rules[rapid.IntRange(0, 2).Draw(t, "rule")]
+			now += rapid.Int64Range(0, int64(r.Period)).Draw(t, "dt")
+			cost := rapid.Int64Range(0, r.Burst).Draw(t, "cost")
+			v, _ := Apply([]Rule{r}, states, now, cost)
+			if !v.Allowed && v.RetryAfter > 0 {
+				probe := append([]State(nil), states...)
+				if w, _ := Apply([]Rule{r}, probe, now+int64(v.RetryAfter), max(cost, 1)); !w.Allowed {
+					t.Fatalf("denied again at RetryAfter %v", v.RetryAfter)
+				}
+				probe = append([]State(nil), states...)
+				if w, _ := Apply([]Rule{r}, probe, now+int64(v.RetryAfter)-1, max(cost, 1)); w.Allowed {
+					t.Fatalf("allowed 1ns before RetryAfter %v", v.RetryAfter)
+				}
+			}
+		}
+	})
 }

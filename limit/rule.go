@@ -107,6 +107,11 @@ const (
 	MaxLimit = 1_000_000_000
 	// MaxLogLimit bounds Limit for SlidingWindowLog, whose memory is O(Limit).
 	MaxLogLimit = 100_000
+	// MaxDebt bounds how far ahead of now a bucket's TAT may be pushed when
+	// a lowered rate rescales what a subject already consumed: at most this
+	// long a wait, whatever the change. It keeps the rescale inside int64 and
+	// inside the doubles of the Redis scripts.
+	MaxDebt = 2 * MaxPeriod
 )
 
 // Sentinel errors. Validation errors wrap ErrInvalidRule.
@@ -185,7 +190,7 @@ func (r Rule) Validate() error {
 	if err != nil {
 		return err
 	}
-	if n != r {
+	if n.Burst != r.Burst {
 		return fmt.Errorf("%w: burst: %d should be %d (call Normalize)", ErrInvalidRule, r.Burst, n.Burst)
 	}
 	return nil

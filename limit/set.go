@@ -53,39 +53,47 @@ func (v *Verdict) Binding() int {
 
 // Apply evaluates a request of cost units at instant now against every rule
 // of a limit set, all-or-nothing: the request is allowed only if every rule
-// admits it, and only then are the states advanced. states[i] is the state of
-// rules[i]; Apply overwrites states with the next states when the request is
-// allowed (and cost > 0), and leaves them untouched otherwise. For a denied
-// set, the rules that would have admitted the request report a peek.
+// admits it, and only then is anything consumed. states[i] is the state of
+// rules[i]; Apply overwrites states with the next states and reports changed
+// when they differ: when the request is allowed (and cost > 0), and when a
+// bucket state written under another rate was rescaled to its rule's rate
+// (see Rule.Step), which a store must save even for a denied request. For a
+// denied set, the rules that would have admitted the request report a peek.
 //
 // Preconditions: len(rules) == len(states) <= MaxRules, every rule valid,
 // cost >= 0.
-func Apply(rules []Rule, states []State, now, cost int64) Verdict {
+func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bool) {
 	if len(rules) == 1 { // the common case, without the copy of a whole set
-		next, d := rules[0].Step(states[0], now, cost)
-		if d.Allowed {
+		next, d, ch := rules[0].step(states[0], now, cost)
+		if ch {
 			states[0] = next
 		}
-		return Verdict{Allowed: d.Allowed, RetryAfter: d.RetryAfter, Delay: d.Delay, N: 1, D: [MaxRules]Decision{d}}
+		return Verdict{Allowed: d.Allowed, RetryAfter: d.RetryAfter, Delay: d.Delay, N: 1, D: [MaxRules]Decision{d}}, ch
 	}
 	var next [MaxRules]State
 	var ds [MaxRules]Decision
+	var ch [MaxRules]bool
 	allowed := true
 	for i, r := range rules {
-		next[i], ds[i] = r.Step(states[i], now, cost)
+		next[i], ds[i], ch[i] = r.step(states[i], now, cost)
 		allowed = allowed && ds[i].Allowed
 	}
 	if !allowed && cost > 0 {
+		// Nothing may be consumed: the admitting rules report a peek, whose
+		// state differs from the old one only if it was rescaled.
 		for i, r := range rules {
 			if ds[i].Allowed {
-				_, ds[i] = r.Step(states[i], now, 0)
+				next[i], ds[i], ch[i] = r.step(states[i], now, 0)
 			}
 		}
 	}
-	if allowed && cost > 0 {
-		copy(states, next[:len(rules)])
+	for i := range rules {
+		if ch[i] {
+			states[i] = next[i]
+			changed = true
+		}
 	}
-	return Combine(ds[:len(rules)])
+	return Combine(ds[:len(rules)]), changed
 }
 
 // Combine builds the Verdict of a limit set from its per-rule decisions (for

@@ -54,21 +54,32 @@ type Decision struct {
 // against rule r in state s, and returns the next state and the decision.
 //
 // Preconditions: r is valid (see Rule.Normalize) and cost >= 0. When the
-// request is denied, or cost is 0, the returned state is s itself. Step never
+// request is denied, or cost is 0, nothing is consumed and the returned state
+// is s itself, except that a bucket state written under another rate comes
+// back rescaled to r's rate (see gcra): a change of representation that
+// callers should save, so that the subject refills at the new rate from now
+// on. Step never
 // modifies the elements of s.Log; an allowed request's state may share and
 // append to its backing array, so s stays valid as the "unchanged" state and a
 // caller needs no copy to implement all-or-nothing. The flip side: a caller
 // that steps one state twice and keeps both results (a model checker
 // exploring branches) must copy s.Log first.
 func (r Rule) Step(s State, now, cost int64) (State, Decision) {
+	next, d, _ := r.step(s, now, cost)
+	return next, d
+}
+
+// step is Step that also reports whether the returned state differs from s.
+func (r Rule) step(s State, now, cost int64) (State, Decision, bool) {
 	next := s
 	if next.Alg != r.Algorithm {
 		next = State{Alg: r.Algorithm}
 	}
 	var d Decision
+	rescaled := false
 	switch r.Algorithm {
 	case TokenBucket, LeakyBucket:
-		d = r.gcra(&next, now, cost)
+		d, rescaled = r.gcra(&next, now, cost)
 	case FixedWindow:
 		d = r.fixedWindow(&next, now, cost)
 	case SlidingWindowCounter:
@@ -76,12 +87,12 @@ func (r Rule) Step(s State, now, cost int64) (State, Decision) {
 	case SlidingWindowLog:
 		d = r.slidingLog(&next, now, cost)
 	default:
-		return s, Decision{Limit: r.Limit, RetryAfter: RetryNever}
+		return s, Decision{Limit: r.Limit, RetryAfter: RetryNever}, false
 	}
-	if !d.Allowed || cost == 0 {
-		return s, d
+	if (d.Allowed && cost > 0) || rescaled {
+		return next, d, true
 	}
-	return next, d
+	return s, d, false
 }
 
 // The algorithm functions below evaluate a request against *s (already reset
@@ -97,14 +108,21 @@ func (r Rule) Step(s State, now, cost int64) (State, Decision) {
 // When the rule's rate changed since the state was written (a reload or an
 // override), the outstanding debt TAT-now is rescaled from the old interval to
 // the new one, so the units already consumed carry over: a user who used 10 of
-// 10 and is raised to 20 has 10 left at once. The rescale is taken in float64
-// in this exact order, which the Redis script repeats bit for bit.
-func (r *Rule) gcra(s *State, now, cost int64) Decision {
+// 10 and is raised to 20 has 10 left at once; one lowered from 10 to 1 per
+// second waits for 10 units at the new rate. The rescale is taken in float64
+// in this exact order, which the Redis script repeats bit for bit, and capped
+// at MaxDebt. The rescaled state is written back whatever the decision
+// (rescaled reports it), so the subject refills at the new rate from then on.
+func (r *Rule) gcra(s *State, now, cost int64) (Decision, bool) {
 	iv := r.interval()
 	tau := r.Burst * iv
 	tat := s.T
+	rescaled := false
 	if s.N != 0 && s.N != iv && tat > now {
-		tat = now + int64(float64(tat-now)*float64(iv)/float64(s.N))
+		debt := float64(tat-now) * float64(iv) / float64(s.N)
+		tat = now + int64(min(debt, float64(MaxDebt)))
+		s.T, s.N = tat, iv
+		rescaled = true
 	}
 	tat = max(tat, now)
 	d := Decision{Limit: r.Limit}
@@ -127,7 +145,7 @@ func (r *Rule) gcra(s *State, now, cost int64) Decision {
 	}
 	d.Remaining = max(0, (tau-(tat-now))/iv)
 	d.ResetAfter = time.Duration(tat - now)
-	return d
+	return d, rescaled
 }
 
 // fixedWindow counts units in the window [k*Period, (k+1)*Period) holding now.

@@ -31,7 +31,8 @@
 // refilled buckets, never grow memory past the bound.
 //
 // Only requests that consume create an entry: a denied or peeking request of
-// an unknown key leaves no trace.
+// an unknown key leaves no trace. An existing entry is written back only when
+// limit.Apply reports a change.
 package memstore
 
 import (
@@ -161,16 +162,16 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 		e = entry{check: h2, rules: req.Rules}
 		if len(req.Rules) > 1 {
 			var tmp [limit.MaxRules]limit.State
-			v := limit.Apply(req.Rules, tmp[:len(req.Rules)], now, req.Cost)
-			if v.Allowed && req.Cost > 0 {
+			v, changed := limit.Apply(req.Rules, tmp[:len(req.Rules)], now, req.Cost)
+			if changed {
 				e.many = append([]limit.State(nil), tmp[:len(req.Rules)]...)
 				e.expires = limit.ExpiresAt(req.Rules, e.many)
 				s.insert(sh, h1, e, now)
 			}
 			return v, nil
 		}
-		v := limit.Apply(req.Rules, e.one[:], now, req.Cost)
-		if v.Allowed && req.Cost > 0 {
+		v, changed := limit.Apply(req.Rules, e.one[:], now, req.Cost)
+		if changed {
 			e.expires = limit.ExpiresAt(req.Rules, e.one[:])
 			s.insert(sh, h1, e, now)
 		}
@@ -184,8 +185,8 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 		}
 	}
 	st := e.states()
-	v := limit.Apply(req.Rules, st, now, req.Cost)
-	if v.Allowed && req.Cost > 0 {
+	v, changed := limit.Apply(req.Rules, st, now, req.Cost)
+	if changed {
 		e.expires = limit.ExpiresAt(req.Rules, st)
 		sh.m[h1] = e
 	}

@@ -88,8 +88,9 @@ end
 
 -- Each step function evaluates one rule against the state in key for a
 -- request of cost (0: a peek of cost 1) and returns the decision
--- {allowed, remaining, reset, retry, delay} and, when the request is allowed
--- and consumes, the new value and its time to live in ms (else nil).
+-- {allowed, remaining, reset, retry, delay} and, when the state changed, the
+-- new value and its time to live in ms (else nil). The state changes when the
+-- request is allowed and consumes, and when a bucket is rescaled.
 
 local function ttl_ms(expires_rel)
   -- One second of slack: a key kept a little past its expiry is still
@@ -97,21 +98,28 @@ local function ttl_ms(expires_rel)
   return math.max(1, math.ceil(expires_rel / 1e6)) + 1000
 end
 
+-- limit.MaxDebt: the cap on a rescaled bucket debt, in ns.
+local MAX_DEBT = 2 * 31 * 24 * 3600 * 1e9
+
+-- A bucket state written under another rate is rescaled to this rule's rate
+-- and saved even when nothing is consumed (limit.Rule.gcra).
 local function gcra(f, alg, burst, iv, cost)
   local tau = burst * iv
   local tat = -1
+  local val, ttl
   if f and f[1] == alg then
     tat = rel(f[2], f[3])
     local old_iv = f[4]
     if old_iv ~= 0 and old_iv ~= iv and tat > 0 then
-      tat = math.floor(tat * iv / old_iv)
+      tat = math.floor(math.min(tat * iv / old_iv, MAX_DEBT))
+      val = string.format('%d %s %d', alg, stamp(tat), iv)
+      ttl = ttl_ms(tat)
     end
   end
   if tat < 0 then tat = 0 end
   local c = math.max(cost, 1)
   local new_tat = tat + c * iv
   local d = {0, 0, 0, 0, 0}
-  local val, ttl
   if c > burst then
     d[4] = -1
   elseif new_tat > tau then
@@ -275,19 +283,22 @@ for _ = 1, tonumber(ARGV[3]) do
     writes[j] = {val, ttl}
     if d[1] == 0 then allowed = false end
   end
-  if allowed then
-    for j = 1, nrules do
-      if writes[j][1] then
-        redis.call('SET', rules[j][1], writes[j][1], 'PX', writes[j][2])
-      end
-    end
-  elseif cost > 0 then
-    -- Denied: the rules that would have admitted it report a peek.
+  if not allowed and cost > 0 then
+    -- Denied: nothing is consumed. The rules that would have admitted it
+    -- report a peek, whose only possible write is a rescale; the denying
+    -- rules' writes are rescales too.
     for j = 1, nrules do
       if decisions[j][1] == 1 then
         local r = rules[j]
-        decisions[j] = step(r[1], r[2], r[3], r[4], r[5], r[6], 0)
+        local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], 0)
+        decisions[j] = d
+        writes[j] = {val, ttl}
       end
+    end
+  end
+  for j = 1, nrules do
+    if writes[j][1] then
+      redis.call('SET', rules[j][1], writes[j][1], 'PX', writes[j][2])
     end
   end
   for j = 1, nrules do

@@ -196,6 +196,9 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 	if err := req.Validate(); err != nil {
 		return limit.Verdict{}, err
 	}
+	if err := ctx.Err(); err != nil {
+		return limit.Verdict{}, fmt.Errorf("redisstore: %w: %w", store.ErrUnavailable, err)
+	}
 	c := &call{req: req, done: make(chan struct{})}
 	c.keys = make([]string, len(req.Rules))
 	for i, r := range req.Rules {
@@ -212,9 +215,11 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 	}
 }
 
-// enqueue queues c and, unless a flush is already running, starts one. The
-// flusher sends everything queued, then whatever queued meanwhile, until the
-// queue is empty: batches form by themselves under load.
+// enqueue queues c. If no flush is running, the caller becomes the flusher:
+// it sends everything queued (its own check included) from its own goroutine,
+// so a lone check costs no goroutine hop. Checks that queue up meanwhile are
+// sent by a background flusher, which keeps sending until the queue is empty:
+// batches form by themselves under load.
 func (s *Store) enqueue(c *call) {
 	s.mu.Lock()
 	if s.closed.Load() {
@@ -230,23 +235,39 @@ func (s *Store) enqueue(c *call) {
 	}
 	s.flushing = true
 	s.wg.Add(1)
+	batch := s.pending
+	s.pending = nil
 	s.mu.Unlock()
+	s.send(batch)
+	if !s.handOff() {
+		return
+	}
 	go s.flushLoop()
 }
 
+// handOff ends a flush when nothing is queued and reports whether a flusher
+// must go on.
+func (s *Store) handOff() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 {
+		s.flushing = false
+		s.wg.Done()
+		return false
+	}
+	return true
+}
+
 func (s *Store) flushLoop() {
-	defer s.wg.Done()
 	for {
 		s.mu.Lock()
 		batch := s.pending
 		s.pending = nil
-		if len(batch) == 0 {
-			s.flushing = false
-			s.mu.Unlock()
-			return
-		}
 		s.mu.Unlock()
 		s.send(batch)
+		if !s.handOff() {
+			return
+		}
 	}
 }
 

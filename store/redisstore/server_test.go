@@ -113,7 +113,7 @@ func TestInstancesShareExactCounts(t *testing.T) {
 // through the EVAL fallback.
 func TestRedisDownAndBack(t *testing.T) {
 	srv := redistest.Standalone(t)
-	s := open(t, Options{Addrs: []string{srv.Addr()}, Timeout: 300 * time.Millisecond})
+	s := open(t, Options{Addrs: []string{srv.Addr()}, Timeout: 2 * time.Second})
 	rules := mustRules(t, limit.Rule{Name: "r", Algorithm: limit.FixedWindow, Limit: 10, Period: time.Hour})
 	ctx := context.Background()
 	if _, err := s.Apply(ctx, store.Request{Key: "ns:u", Rules: rules, Cost: 1}); err != nil {

@@ -51,7 +51,7 @@ func linModel(rules []limit.Rule) porcupine.Model {
 				s.Log = append([]limit.Entry(nil), s.Log...) // branches must not share logs
 				next[i] = s
 			}
-			v := limit.Apply(rules, next, in.now, in.cost)
+			v, _ := limit.Apply(rules, next, in.now, in.cost)
 			return v == output.(limit.Verdict), next
 		},
 		Equal: func(a, b any) bool {

@@ -183,7 +183,7 @@ func testMatchesReference(t *testing.T, newStore Factory) {
 				if i%50 == 49 { // now and then the rate changes (a reload)
 					use = rescaled(rules, 1+rng.Int64N(3))
 				}
-				want := limit.Apply(use, states, clk.Now().UnixNano(), cost)
+				want, _ := limit.Apply(use, states, clk.Now().UnixNano(), cost)
 				got := apply(t, st, key, use, cost)
 				if got != want {
 					t.Fatalf("%s seed %d step %d (t=%v, cost %d):\n got %+v\nwant %+v",

@@ -35,7 +35,7 @@ func (r *racyStore) Apply(_ context.Context, req store.Request) (limit.Verdict, 
 	}
 	r.barrier.Done()
 	r.barrier.Wait()
-	v := limit.Apply(req.Rules, st, r.clk.Now().UnixNano(), req.Cost)
+	v, _ := limit.Apply(req.Rules, st, r.clk.Now().UnixNano(), req.Cost)
 	r.mu.Lock()
 	r.state[req.Key] = st
 	r.mu.Unlock()

@@ -1,0 +1,23 @@
+// @distributedratelimiter/client: the HTTP client, the Express-style
+// middleware and the reference implementation of the algorithms.
+export { RateLimiterClient, RateLimiterError } from './client.js';
+export { rateLimit, bindingLimit } from './express.js';
+export {
+  InMemoryLimiter,
+  InvalidRuleError,
+  normalizeRule,
+  parseAlgorithm,
+  parseDuration,
+  step,
+  apply,
+  combine,
+  binding,
+  capacity,
+  expiresAt,
+  expiresAtSet,
+  freshState,
+  systemClock,
+  NS,
+  RETRY_NEVER,
+  ALGORITHMS,
+} from './limit.js';

@@ -1,0 +1,385 @@
+// Conformance with the specification itself: when this package sits in the
+// DistributedRateLimiter repository and a Go toolchain is on PATH, this test
+// builds a tiny Go program against the repository's `limit` package, feeds it
+// the same seeded random scenarios as the JavaScript port, and requires
+// identical results: every decision, verdict and next state, and the same
+// accept/reject answer of normalizeRule. Elsewhere (an npm install, no Go) it
+// is skipped.
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  ALGORITHMS,
+  MAX_PERIOD,
+  NS,
+  apply,
+  binding,
+  capacity,
+  expiresAtSet,
+  normalizeRule,
+  InvalidRuleError,
+} from '../src/limit.js';
+import { Prng } from '../test-support/prng.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const goMod = path.join(repoRoot, 'go.mod');
+const goSpec = path.join(repoRoot, 'limit', 'step.go');
+
+function goAvailable() {
+  if (!existsSync(goMod) || !existsSync(goSpec)) return 'not inside the repository (no ../../limit)';
+  const r = spawnSync('go', ['version'], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) return 'no Go toolchain on PATH';
+  return '';
+}
+
+const GO_MAIN = String.raw`package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/limit"
+)
+
+type ruleIn struct {
+	Name      string
+	Algorithm string
+	Limit     string
+	Period    string
+	Burst     string
+}
+
+type op struct {
+	Now, Cost string
+	Set       int
+}
+
+type scenario struct {
+	Sets [][]ruleIn
+	Ops  []op
+}
+
+type input struct {
+	Normalize []ruleIn
+	Scenarios []scenario
+}
+
+func i64(s string) int64 {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func str(v int64) string { return strconv.FormatInt(v, 10) }
+
+func toRule(r ruleIn) (limit.Rule, error) {
+	alg, err := limit.ParseAlgorithm(r.Algorithm)
+	if err != nil {
+		return limit.Rule{}, err
+	}
+	return limit.Rule{Name: r.Name, Algorithm: alg, Limit: i64(r.Limit), Period: time.Duration(i64(r.Period)), Burst: i64(r.Burst)}.Normalize()
+}
+
+func field(err error) string {
+	if errors.Is(err, limit.ErrUnknownAlgorithm) {
+		return "algorithm"
+	}
+	msg := strings.TrimPrefix(err.Error(), limit.ErrInvalidRule.Error()+": ")
+	f, _, _ := strings.Cut(msg, ":")
+	return f
+}
+
+func decision(d limit.Decision) map[string]any {
+	return map[string]any{
+		"allowed": d.Allowed, "limit": str(d.Limit), "remaining": str(d.Remaining),
+		"resetAfter": str(int64(d.ResetAfter)), "retryAfter": str(int64(d.RetryAfter)), "delay": str(int64(d.Delay)),
+	}
+}
+
+func state(s limit.State) map[string]any {
+	alg := ""
+	if s.Alg != 0 {
+		alg = s.Alg.String()
+	}
+	log := []string{}
+	for _, e := range s.Log {
+		log = append(log, str(e.At)+"/"+str(e.Cost))
+	}
+	return map[string]any{"alg": alg, "t": str(s.T), "n": str(s.N), "p": str(s.P), "log": log}
+}
+
+func main() {
+	var in input
+	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
+		panic(err)
+	}
+	out := map[string]any{}
+	var norm []map[string]any
+	for _, r := range in.Normalize {
+		n, err := toRule(r)
+		if err != nil {
+			norm = append(norm, map[string]any{"ok": false, "field": field(err)})
+			continue
+		}
+		norm = append(norm, map[string]any{"ok": true, "algorithm": n.Algorithm.String(), "burst": str(n.Burst), "capacity": str(n.Capacity())})
+	}
+	out["normalize"] = norm
+	var scen [][]map[string]any
+	for _, sc := range in.Scenarios {
+		sets := make([][]limit.Rule, len(sc.Sets))
+		for k, set := range sc.Sets {
+			for _, r := range set {
+				n, err := toRule(r)
+				if err != nil {
+					panic(err)
+				}
+				sets[k] = append(sets[k], n)
+			}
+		}
+		states := make([]limit.State, len(sets[0]))
+		var steps []map[string]any
+		for _, o := range sc.Ops {
+			rules := sets[o.Set]
+			v := limit.Apply(rules, states, i64(o.Now), i64(o.Cost))
+			var ds, ss []map[string]any
+			for _, d := range v.Decisions() {
+				ds = append(ds, decision(d))
+			}
+			for _, s := range states {
+				ss = append(ss, state(s))
+			}
+			steps = append(steps, map[string]any{
+				"allowed": v.Allowed, "retryAfter": str(int64(v.RetryAfter)), "delay": str(int64(v.Delay)),
+				"binding": v.Binding(), "decisions": ds, "states": ss, "expiresAt": str(limit.ExpiresAt(rules, states)),
+			})
+		}
+		scen = append(scen, steps)
+	}
+	out["scenarios"] = scen
+	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
+		panic(err)
+	}
+}
+`;
+
+/** Runs the Go program on `input` and returns its decoded output. */
+function runGo(input) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'drl-conformance-'));
+  try {
+    const goLine = readFileSync(goMod, 'utf8').match(/^go\s+(\S+)/m)?.[1] ?? '1.22';
+    writeFileSync(
+      path.join(dir, 'go.mod'),
+      `module conformance\n\ngo ${goLine}\n\nrequire github.com/distributedratelimiter/ratelimiter v0.0.0\n\nreplace github.com/distributedratelimiter/ratelimiter => ${JSON.stringify(repoRoot)}\n`,
+    );
+    writeFileSync(path.join(dir, 'main.go'), GO_MAIN);
+    // The repository's dependencies, verified against its own checksums.
+    const goSum = path.join(repoRoot, 'go.sum');
+    if (existsSync(goSum)) writeFileSync(path.join(dir, 'go.sum'), readFileSync(goSum));
+    const r = spawnSync('go', ['run', '.'], {
+      cwd: dir,
+      input: JSON.stringify(input),
+      encoding: 'utf8',
+      maxBuffer: 256 * 1024 * 1024,
+      env: { ...process.env, GOWORK: 'off', GOFLAGS: '-mod=mod', GOTOOLCHAIN: 'local' },
+    });
+    if (r.error) throw r.error;
+    if (r.status !== 0) throw new Error(`go run failed (${r.status}):\n${r.stderr}`);
+    return JSON.parse(r.stdout);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const str = (v) => String(v);
+const SCENARIOS = 200;
+
+function decisionOut(d) {
+  return {
+    allowed: d.allowed,
+    limit: str(d.limit),
+    remaining: str(d.remaining),
+    resetAfter: str(d.resetAfter),
+    retryAfter: str(d.retryAfter),
+    delay: str(d.delay),
+  };
+}
+
+function stateOut(s) {
+  if (!s) return { alg: '', t: '0', n: '0', p: '0', log: [] };
+  return { alg: s.alg ?? '', t: str(s.t), n: str(s.n), p: str(s.p), log: s.log.map((e) => `${e.at}/${e.cost}`) };
+}
+
+/** Periods worth testing: round ones, odd ones, and the bounds. */
+function randomPeriod(rng) {
+  switch (rng.int(6)) {
+    case 0:
+      return rng.pick([NS.ms, NS.s, NS.m, NS.h, 24n * NS.h, 7n * 24n * NS.h, MAX_PERIOD]);
+    case 1:
+      return rng.big(1n, MAX_PERIOD / NS.ms) * NS.ms; // odd, possibly huge
+    case 2:
+      return rng.big(1n, 10n) * NS.ms;
+    default:
+      return BigInt(1 + rng.int(30)) * rng.pick([NS.ms, 10n * NS.ms, 100n * NS.ms, NS.s]);
+  }
+}
+
+function randomRule(rng, name) {
+  const algorithm = rng.pick([...ALGORITHMS, 'gcra']);
+  const period = randomPeriod(rng);
+  let limit = rng.chance(0.8) ? BigInt(1 + rng.int(12)) : rng.big(1n, algorithm === 'sliding_window_log' ? 300n : 1_000_000_000n);
+  if (algorithm === 'token_bucket' || algorithm === 'leaky_bucket' || algorithm === 'gcra') {
+    if (period / limit < 1n) limit = period; // keep it valid
+  }
+  let burst = rng.chance(0.5) ? 0n : BigInt(1 + rng.int(20));
+  if (rng.chance(0.1)) burst = rng.big(1n, 1_000_000_000n);
+  return { name, algorithm, limit, period, burst };
+}
+
+function toWire(r) {
+  return { Name: r.name, Algorithm: r.algorithm, Limit: str(r.limit), Period: str(r.period), Burst: str(r.burst) };
+}
+
+test('conformance with the Go specification (limit package)', { timeout: 300_000 }, (t) => {
+  const why = goAvailable();
+  if (why) {
+    t.skip(why);
+    return;
+  }
+  const rng = new Prng(0xc0ffee);
+
+  // 1. normalizeRule accepts and rejects what Rule.Normalize does.
+  const normalize = [];
+  for (let i = 0; i < 3000; i++) {
+    normalize.push({
+      name: `r${i}`,
+      algorithm: rng.chance(0.03) ? 'bogus' : rng.pick([...ALGORITHMS, 'gcra']),
+      limit: rng.pick([0n, -1n, 1n, 2n, 1_000_000_000n, 1_000_000_001n, 100_000n, 100_001n, rng.big(1n, 2_000_000n)]),
+      period: rng.pick([0n, NS.ms - 1n, NS.ms, MAX_PERIOD, MAX_PERIOD + 1n, MAX_PERIOD + NS.ms, rng.big(1n, MAX_PERIOD), rng.big(1n, MAX_PERIOD / NS.ms) * NS.ms, rng.big(NS.ms, 2n * NS.ms)]),
+      burst: rng.pick([0n, -1n, 1n, 1_000_000_000n, 1_000_000_001n, rng.big(1n, 3_000_000n)]),
+    });
+  }
+
+  // 2. Scenarios: a limit set of 1 to 4 random rules and a few hundred
+  // requests, with the clock mostly moving forward, sometimes standing still
+  // and sometimes jumping back. Each scenario has a second version of its
+  // limit set (a configuration reload: same rule names, other parameters or
+  // algorithms) that some requests are checked against, with the same states.
+  const validRule = (name) => {
+    for (;;) {
+      const r = randomRule(rng, name);
+      try {
+        normalizeRule(r);
+        return r;
+      } catch (err) {
+        if (!(err instanceof InvalidRuleError)) throw err;
+      }
+    }
+  };
+  const scenarios = [];
+  for (let i = 0; i < SCENARIOS; i++) {
+    const rules = [];
+    while (rules.length < 1 + rng.int(4)) rules.push(validRule(`rule${rules.length}`));
+    const reloaded = rules.map((r) => {
+      if (rng.chance(0.3)) return r;
+      const other = validRule(r.name);
+      // Mostly keep the algorithm, so that the state carries over.
+      if (rng.chance(0.7)) {
+        const same = { ...other, algorithm: r.algorithm };
+        try {
+          normalizeRule(same);
+          return same;
+        } catch {
+          return other;
+        }
+      }
+      return other;
+    });
+    const normalized = [...rules, ...reloaded].map((r) => normalizeRule(r));
+    const minPeriod = normalized.reduce((a, r) => (r.period < a ? r.period : a), MAX_PERIOD);
+    const maxCap = normalized.reduce((a, r) => (capacity(r) > a ? capacity(r) : a), 0n);
+    let now = 1_700_000_000n * NS.s + rng.big(0n, 10n * NS.h);
+    const ops = [];
+    for (let j = 0; j < 250; j++) {
+      const move = rng.int(10);
+      if (move < 5) now += rng.big(0n, minPeriod / 2n);
+      else if (move < 7) now += rng.big(0n, 3n * minPeriod);
+      else if (move === 7) now -= rng.big(0n, minPeriod);
+      else if (move === 8 && rng.chance(0.3)) now += rng.big(0n, MAX_PERIOD);
+      let cost;
+      const kind = rng.int(20);
+      if (kind === 0) cost = 0n;
+      else if (kind === 1) cost = maxCap + 1n;
+      else if (kind === 2) cost = rng.big(1n, maxCap);
+      else cost = BigInt(1 + rng.int(3));
+      ops.push({ now, cost, set: rng.chance(0.2) ? 1 : 0 });
+    }
+    scenarios.push({ sets: [rules, reloaded], ops });
+  }
+  // A reload from 1e9 per second to 1 per 10s after a full burst: the
+  // rescaled debt (1e9 units of 10s = 1e19 ns) does not fit in an int64.
+  const t0 = 1_767_225_600n * NS.s;
+  scenarios.push({
+    sets: [
+      [{ name: 'r', algorithm: 'token_bucket', limit: 1_000_000_000n, period: NS.s, burst: 0n }],
+      [{ name: 'r', algorithm: 'token_bucket', limit: 1n, period: 10n * NS.s, burst: 0n }],
+    ],
+    ops: [
+      { now: t0, cost: 1_000_000_000n, set: 0 },
+      { now: t0, cost: 1n, set: 1 },
+      { now: t0, cost: 1n, set: 1 },
+    ],
+  });
+
+  const got = runGo({
+    Normalize: normalize.map(toWire),
+    Scenarios: scenarios.map((sc) => ({
+      Sets: sc.sets.map((set) => set.map(toWire)),
+      Ops: sc.ops.map((o) => ({ Now: str(o.now), Cost: str(o.cost), Set: o.set })),
+    })),
+  });
+
+  normalize.forEach((r, i) => {
+    let want;
+    try {
+      const n = normalizeRule(r);
+      want = { ok: true, algorithm: n.algorithm, burst: str(n.burst), capacity: str(capacity(n)) };
+    } catch (err) {
+      if (!(err instanceof InvalidRuleError)) throw err;
+      want = { ok: false, field: err.field };
+    }
+    assert.deepEqual(want, got.normalize[i], `normalize #${i} ${JSON.stringify(toWire(r))}`);
+  });
+
+  let compared = 0;
+  scenarios.forEach((sc, i) => {
+    const sets = sc.sets.map((set) => set.map((r) => normalizeRule(r)));
+    const states = sets[0].map(() => null);
+    sc.ops.forEach((o, j) => {
+      const rules = sets[o.set];
+      const v = apply(rules, states, o.now, o.cost);
+      const mine = {
+        allowed: v.allowed,
+        retryAfter: str(v.retryAfter),
+        delay: str(v.delay),
+        binding: binding(v),
+        decisions: v.decisions.map(decisionOut),
+        states: states.map(stateOut),
+        expiresAt: str(expiresAtSet(rules, states)),
+      };
+      assert.deepEqual(mine, got.scenarios[i][j], `scenario ${i} op ${j}: ${JSON.stringify({ rules: rules.map(toWire), now: str(o.now), cost: str(o.cost) })}`);
+      compared++;
+    });
+  });
+  assert.equal(compared, SCENARIOS * 250 + 3);
+});

@@ -1,0 +1,137 @@
+// InMemoryLimiter: the core used by one process, with an injected clock.
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { InMemoryLimiter, NS, InvalidRuleError, systemClock } from '../src/limit.js';
+import { manualClock } from '../test-support/service.js';
+
+const { ms, s, m, h } = NS;
+
+test('InMemoryLimiter: per-key limits with an injected clock', () => {
+  const clock = manualClock();
+  const limiter = new InMemoryLimiter({
+    clock,
+    rules: [{ name: 'orders', algorithm: 'token_bucket', limit: 5, period: '10h' }],
+  });
+  for (let i = 4n; i >= 0n; i--) {
+    const v = limiter.check('alice');
+    assert.equal(v.allowed, true);
+    assert.equal(v.decisions[0].remaining, i);
+  }
+  const denied = limiter.check('alice');
+  assert.equal(denied.allowed, false);
+  assert.equal(denied.retryAfter, 2n * h);
+  // Another user is not affected.
+  assert.equal(limiter.check('bob').decisions[0].remaining, 4n);
+  // A peek consumes nothing.
+  assert.equal(limiter.peek('carol').decisions[0].remaining, 5n);
+  assert.equal(limiter.size, 2, 'peeks and denials store nothing');
+  clock.advance(2n * h);
+  assert.equal(limiter.check('alice').allowed, true);
+  assert.equal(limiter.check('alice').allowed, false);
+});
+
+test('InMemoryLimiter: stale keys expire, a swept key starts fresh', () => {
+  const clock = manualClock();
+  const limiter = new InMemoryLimiter({
+    clock,
+    rules: [
+      { name: 'second', algorithm: 'fixed_window', limit: 2, period: '1s' },
+      { name: 'minute', algorithm: 'sliding_window_log', limit: 3, period: '1m' },
+    ],
+  });
+  limiter.check('a');
+  limiter.check('b');
+  clock.advance(30n * s);
+  limiter.check('b');
+  assert.equal(limiter.size, 2);
+  // 'a' was last written at 0s: its log entry expires at 60s; 'b' at 90s.
+  clock.advance(30n * s);
+  assert.equal(limiter.sweep(), 1);
+  assert.equal(limiter.size, 1);
+  assert.equal(limiter.peek('a').decisions[1].remaining, 3n);
+  clock.advance(30n * s - 1n);
+  assert.equal(limiter.sweep(), 0);
+  clock.advance(1n);
+  assert.equal(limiter.sweep(), 1);
+  assert.equal(limiter.size, 0);
+});
+
+test('InMemoryLimiter: an expired entry is dropped when its key comes back', () => {
+  const clock = manualClock();
+  const limiter = new InMemoryLimiter({ clock, rules: [{ name: 'r', algorithm: 'fixed_window', limit: 1, period: '1m' }] });
+  assert.equal(limiter.check('k').allowed, true);
+  assert.equal(limiter.check('k').allowed, false);
+  clock.advance(m);
+  assert.equal(limiter.check('k').allowed, true);
+  assert.equal(limiter.size, 1);
+});
+
+test('InMemoryLimiter: at most maxKeys keys; the least recently written goes first', () => {
+  const clock = manualClock();
+  const limiter = new InMemoryLimiter({
+    clock,
+    maxKeys: 3,
+    rules: [{ name: 'r', algorithm: 'fixed_window', limit: 10, period: '1h' }],
+  });
+  for (const k of ['a', 'b', 'c']) limiter.check(k);
+  limiter.check('a'); // a is now the most recently written
+  limiter.check('d'); // evicts b
+  assert.equal(limiter.size, 3);
+  assert.equal(limiter.evictions, 1);
+  assert.deepEqual([...limiter.entries.keys()], ['c', 'a', 'd']);
+  // The evicted key forgot its consumption (the documented trade-off).
+  assert.equal(limiter.peek('b').decisions[0].remaining, 10n);
+  assert.equal(limiter.peek('a').decisions[0].remaining, 8n);
+  // Expired entries at the front are dropped before live ones are evicted.
+  clock.advance(h);
+  limiter.check('e');
+  assert.equal(limiter.evictions, 1);
+  assert.ok(limiter.size <= 3);
+});
+
+test('InMemoryLimiter: setRules keeps state per rule name', () => {
+  const clock = manualClock();
+  const limiter = new InMemoryLimiter({
+    clock,
+    rules: [{ name: 'hourly', algorithm: 'token_bucket', limit: 10, period: '1h' }],
+  });
+  for (let i = 0; i < 10; i++) limiter.check('u');
+  assert.equal(limiter.check('u').allowed, false);
+  // Raised to 20 per hour: the 10 consumed units carry over, 10 are left.
+  limiter.setRules([{ name: 'hourly', algorithm: 'token_bucket', limit: 20, period: '1h' }]);
+  assert.equal(limiter.peek('u').decisions[0].remaining, 10n);
+  // Lowered to 2 per hour (I = 30m, bucket of 2): the debt of 10 units
+  // still outstanding carries over, so nothing passes now.
+  limiter.setRules([{ name: 'hourly', algorithm: 'token_bucket', limit: 2, period: '1h' }]);
+  const v = limiter.peek('u');
+  assert.equal(v.allowed, false);
+  assert.equal(v.decisions[0].remaining, 0n);
+  // The entry expires at its stored TAT (1h after the 10 units were used).
+  clock.advance(h - 1n);
+  assert.equal(limiter.sweep(), 0);
+  clock.advance(1n);
+  assert.equal(limiter.sweep(), 1);
+  assert.equal(limiter.peek('u').decisions[0].remaining, 2n);
+  // A renamed rule starts fresh.
+  limiter.setRules([{ name: 'daily', algorithm: 'fixed_window', limit: 1, period: '24h' }]);
+  assert.equal(limiter.check('u').allowed, true);
+  assert.equal(limiter.check('u').allowed, false);
+  assert.throws(() => limiter.setRules([{ name: 'x', algorithm: 'fixed_window', limit: 1, period: '1s' }, { name: 'x', algorithm: 'fixed_window', limit: 2, period: '1m' }]), InvalidRuleError);
+  assert.throws(() => limiter.setRules([{ name: 'x', algorithm: 'fixed_window', limit: 0, period: '1s' }]), InvalidRuleError);
+  // A failed setRules keeps the previous rules.
+  assert.equal(limiter.rules[0].name, 'daily');
+});
+
+test('InMemoryLimiter: defaults and argument checks', () => {
+  const now = systemClock();
+  assert.equal(typeof now, 'bigint');
+  assert.ok(now > 1_700_000_000n * s);
+  assert.equal(now % ms, 0n);
+  const limiter = new InMemoryLimiter({ rules: [{ name: 'r', algorithm: 'leaky_bucket', limit: 2, period: '1s' }] });
+  assert.equal(limiter.check('x').allowed, true);
+  assert.equal(limiter.check('x').delay, 500n * ms);
+  assert.throws(() => new InMemoryLimiter({ rules: [], maxKeys: 0 }), RangeError);
+  assert.throws(() => limiter.check('x', -1), RangeError);
+  assert.throws(() => limiter.check('x', 1.5), RangeError);
+});

@@ -1,0 +1,546 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/policy"
+)
+
+// checker reads one file. It reports what it finds wrong with the file as
+// YAML (syntax, shapes, types, unknown and duplicate keys, required fields,
+// durations, algorithm names, the config-only rules on burst and patches)
+// and builds the []policy.Namespace that policy.New then validates: policy
+// owns the semantic rules (name syntax, bounds, counts, subjects, patched
+// limits), and the checker only maps its messages back to the file.
+//
+// When the file is well-formed the namespaces are exactly what it says.
+// Otherwise, so that everything policy.New reports is a real problem named at
+// one place, the checker hands it stand-ins for what it already reported:
+//
+//   - a limit that does not decode becomes a valid placeholder rule, which
+//     keeps the count and the indices of the namespace's limits;
+//   - a later duplicate name, and a name that does not decode, becomes a
+//     synthetic name no element has (so policy sees no duplicate, and paths
+//     such as limits[per-minute] name one element);
+//   - a namespace whose limits do not decode, an override without a usable
+//     subject, a subject that is not a string, and a patch that does not
+//     decode, names an unknown limit or patches an invalid one are left out.
+//
+// A snapshot built from stand-ins is never returned: the file had errors.
+type checker struct {
+	source string
+	errs   []*Error
+	// places maps each path policy.New may print for the namespaces it is
+	// given to the path and line of the same thing in the file.
+	places map[string]place
+}
+
+type place struct {
+	path string
+	line int
+}
+
+// nowhere is the policy path of what policy.New is not given: no path it
+// prints starts with it.
+const nowhere = "-"
+
+func newChecker(source string) *checker {
+	return &checker{source: source, places: make(map[string]place)}
+}
+
+func (c *checker) errorf(line int, path, format string, args ...any) {
+	c.errs = append(c.errs, &Error{Source: c.source, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// at records that policy path pp is path in the file, on line.
+func (c *checker) at(pp, path string, line int) {
+	if !strings.HasPrefix(pp, nowhere) {
+		c.places[pp] = place{path, line}
+	}
+}
+
+// atFields records the fields of a mapping that are there.
+func (c *checker) atFields(f map[string]field, pp, path string) {
+	for name, v := range f {
+		c.at(join(pp, name), join(path, name), v.key.Line)
+	}
+}
+
+// keyLine is the line of field f, or of its mapping n when f is absent.
+func keyLine(f field, n *yaml.Node) int {
+	if f.key != nil {
+		return f.key.Line
+	}
+	return n.Line
+}
+
+// required returns the value of field name, or reports it missing.
+func (c *checker) required(f map[string]field, n *yaml.Node, path, name string) *yaml.Node {
+	if v := f[name]; v.present() {
+		return v.val
+	}
+	c.errorf(keyLine(f[name], n), join(path, name), "required")
+	return nil
+}
+
+// file reads data. It returns the namespaces for policy.New, or false when
+// there is nothing policy.New could usefully check.
+func (c *checker) file(data []byte) ([]policy.Namespace, bool) {
+	if len(data) > MaxSize {
+		c.errorf(0, "", "file is larger than %d bytes (4 MiB)", MaxSize)
+		return nil, false
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil && err != io.EOF {
+		c.syntax(err, data)
+		return nil, false
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); err != io.EOF {
+		if err != nil {
+			c.syntax(err, data)
+		} else {
+			c.errorf(next.Line, "", "a second YAML document: the configuration is one document")
+		}
+		return nil, false
+	}
+
+	// An empty file is a configuration without namespaces, which policy
+	// reports ("namespaces: at least one namespace is required").
+	c.at("namespaces", "namespaces", 0)
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+		return []policy.Namespace{}, true
+	}
+	root, ok := c.fields(doc.Content[0], "", "a mapping with a namespaces list", "namespaces")
+	if !ok {
+		return nil, false
+	}
+	f := root["namespaces"]
+	if !f.present() {
+		c.at("namespaces", "namespaces", keyLine(f, doc.Content[0]))
+		return []policy.Namespace{}, true
+	}
+	c.at("namespaces", "namespaces", f.key.Line)
+	items, ok := c.list(f.val, "namespaces")
+	if !ok {
+		return nil, false
+	}
+	names := c.names(items, "namespaces", "namespace")
+	nss := make([]policy.Namespace, 0, len(items))
+	for i, n := range items {
+		if ns, ok := c.namespace(n, names[i], len(nss)); ok {
+			nss = append(nss, ns)
+		}
+	}
+	if len(nss) == 0 && len(items) > 0 {
+		return nil, false // all reported; policy would only add "at least one namespace"
+	}
+	return nss, true
+}
+
+// named is the name of an element of a list of namespaces or limits.
+type named struct {
+	// path is the element's path in the file: parent[name], or parent[i]
+	// when it has no name.
+	path string
+	// name is the name as written, "" when absent or unreadable.
+	name string
+	// pname is the name policy.New is given: name, or a synthetic name for
+	// a later duplicate and for an absent or unreadable name or element.
+	pname string
+}
+
+// names reads the names of the elements of a list, reporting names absent
+// or given twice; kind is "namespace" or "limit". policy.New checks the
+// syntax of the names.
+func (c *checker) names(items []*yaml.Node, parent, kind string) []named {
+	out := make([]named, len(items))
+	synthetic := make([]bool, len(items))
+	taken := make(map[string]bool, len(items))
+	first := make(map[string]int, len(items))
+	for i, n := range items {
+		e := &out[i]
+		e.path = elem(parent, "", i)
+		if n.Kind != yaml.MappingNode || n.Style&yaml.TaggedStyle != 0 {
+			synthetic[i] = true // reported when the element is read
+			continue
+		}
+		v := lookup(n, "name")
+		if v == nil || isNull(v) || v.Kind == yaml.ScalarNode && v.Value == "" && v.Style&yaml.TaggedStyle == 0 {
+			c.errorf(n.Line, join(e.path, "name"), "required")
+			synthetic[i] = true
+			continue
+		}
+		s, ok := c.str(v, join(e.path, "name"))
+		if !ok {
+			synthetic[i] = true
+			continue
+		}
+		e.name, e.path = s, elem(parent, s, i)
+		taken[s] = true
+		if line, dup := first[s]; dup {
+			c.errorf(v.Line, join(e.path, "name"), "duplicate %s name (first on line %d)", kind, line)
+			synthetic[i] = true
+			continue
+		}
+		first[s] = v.Line
+	}
+	k := 0
+	for i := range out {
+		out[i].pname = out[i].name
+		if !synthetic[i] {
+			continue
+		}
+		for taken["placeholder-"+strconv.Itoa(k)] {
+			k++
+		}
+		out[i].pname = "placeholder-" + strconv.Itoa(k)
+		taken[out[i].pname] = true
+	}
+	return out
+}
+
+// namespace reads one namespace; pi is its index among those given to
+// policy.New. It returns false when the namespace is left out.
+func (c *checker) namespace(n *yaml.Node, nm named, pi int) (policy.Namespace, bool) {
+	f, ok := c.fields(n, nm.path, "a mapping (name, subject_header, limits, overrides)",
+		"name", "subject_header", "limits", "overrides")
+	if !ok {
+		return policy.Namespace{}, false
+	}
+	lpath := join(nm.path, "limits")
+	var items []*yaml.Node
+	keep := true
+	if l := f["limits"]; l.present() {
+		items, keep = c.list(l.val, lpath)
+	}
+	pp := nowhere
+	if keep {
+		pp = elem("namespaces", nm.pname, pi)
+	}
+	c.at(pp, nm.path, n.Line)
+	c.atFields(f, pp, nm.path)
+	c.at(join(pp, "limits"), lpath, keyLine(f["limits"], n))
+
+	ns := policy.Namespace{Name: nm.pname, SubjectHeader: DefaultSubjectHeader}
+	if h := f["subject_header"]; h.present() {
+		hpath := join(nm.path, "subject_header")
+		if s, ok := c.str(h.val, hpath); ok {
+			if headerName(s) {
+				ns.SubjectHeader = s
+			} else {
+				c.errorf(h.val.Line, hpath, "%s is not an HTTP header name", lit(h.val))
+			}
+		}
+	}
+	var base map[string]ruleInfo // nil: the limits are unknown
+	if keep {
+		ns.Rules, base = c.rules(items, lpath, join(pp, "limits"))
+	}
+	ns.Overrides = c.overrides(f["overrides"], n, join(nm.path, "overrides"), join(pp, "overrides"), base)
+	return ns, keep
+}
+
+// headerName reports whether s is an HTTP field name (RFC 9110 token).
+func headerName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// ruleInfo is what overrides need to know about a limit of their namespace.
+type ruleInfo struct {
+	alg   limit.Algorithm // 0 when unreadable
+	valid bool            // the rule decodes and normalizes
+}
+
+// bucket reports whether burst applies to a.
+func bucket(a limit.Algorithm) bool { return a == limit.TokenBucket || a == limit.LeakyBucket }
+
+// burstOnWindow is the message for a burst set on a window algorithm.
+func burstOnWindow(a limit.Algorithm) string {
+	return fmt.Sprintf("applies only to token_bucket, gcra and leaky_bucket, not %v", a)
+}
+
+// rules reads the limits of a namespace. base maps the limit names, as
+// written, to what overrides need to know of them.
+func (c *checker) rules(items []*yaml.Node, path, pp string) ([]limit.Rule, map[string]ruleInfo) {
+	names := c.names(items, path, "limit")
+	rules := make([]limit.Rule, len(items))
+	base := make(map[string]ruleInfo, len(items))
+	for j, n := range items {
+		var info ruleInfo
+		rules[j], info = c.rule(n, names[j], elem(pp, names[j].pname, j))
+		if nm := names[j]; nm.name != "" && nm.pname == nm.name {
+			base[nm.name] = info
+		}
+	}
+	return rules, base
+}
+
+// rule reads one limit; pp is its policy path. A limit that does not decode
+// is returned as a valid placeholder.
+func (c *checker) rule(n *yaml.Node, nm named, pp string) (limit.Rule, ruleInfo) {
+	placeholder := limit.Rule{Name: nm.pname, Algorithm: limit.FixedWindow, Limit: 1, Period: time.Second}
+	c.at(pp, nm.path, n.Line)
+	f, ok := c.fields(n, nm.path, "a mapping (name, algorithm, limit, period, burst)",
+		"name", "algorithm", "limit", "period", "burst")
+	if !ok {
+		return placeholder, ruleInfo{}
+	}
+	c.atFields(f, pp, nm.path)
+	r := limit.Rule{Name: nm.pname}
+	decoded := true
+	if v := c.required(f, n, nm.path, "algorithm"); v != nil {
+		r.Algorithm, ok = c.algorithm(v, join(nm.path, "algorithm"))
+		decoded = decoded && ok
+	} else {
+		decoded = false
+	}
+	if v := c.required(f, n, nm.path, "limit"); v != nil {
+		r.Limit, ok = c.integer(v, join(nm.path, "limit"))
+		decoded = decoded && ok
+	} else {
+		decoded = false
+	}
+	if v := c.required(f, n, nm.path, "period"); v != nil {
+		r.Period, ok = c.duration(v, join(nm.path, "period"))
+		decoded = decoded && ok
+	} else {
+		decoded = false
+	}
+	if b := f["burst"]; b.present() {
+		bpath := join(nm.path, "burst")
+		if v, ok := c.integer(b.val, bpath); ok {
+			switch {
+			case r.Algorithm != 0 && !bucket(r.Algorithm):
+				c.errorf(b.val.Line, bpath, "%s", burstOnWindow(r.Algorithm))
+			case v <= 0: // 0 would silently mean "= limit": omit burst for that
+				c.errorf(b.val.Line, bpath, "%s", outside(strconv.FormatInt(v, 10)))
+			default:
+				r.Burst = v
+			}
+		}
+	}
+	info := ruleInfo{alg: r.Algorithm}
+	if !decoded {
+		return placeholder, info
+	}
+	_, err := r.Normalize() // policy.New reports the error
+	info.valid = err == nil
+	return r, info
+}
+
+// overrides reads the overrides of a namespace (n). pp is their policy path;
+// base describes the namespace's limits, nil when they are unknown.
+func (c *checker) overrides(f field, n *yaml.Node, path, pp string, base map[string]ruleInfo) []policy.Override {
+	if !f.present() {
+		return nil
+	}
+	items, ok := c.list(f.val, path)
+	if !ok {
+		return nil
+	}
+	var out []policy.Override
+	for k, item := range items {
+		if o, ok := c.override(item, elem(path, "", k), pp, len(out), base); ok {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// override reads one override; it is the next'th given to policy.New if kept.
+func (c *checker) override(n *yaml.Node, path, pp string, next int, base map[string]ruleInfo) (policy.Override, bool) {
+	f, ok := c.fields(n, path, "a mapping (subjects, limits)", "subjects", "limits")
+	if !ok {
+		return policy.Override{}, false
+	}
+	var o policy.Override
+	keep := true
+	if s := f["subjects"]; s.present() {
+		spath := join(path, "subjects")
+		items, ok := c.list(s.val, spath)
+		for i, item := range items {
+			if v, ok := c.str(item, elem(spath, "", i)); ok {
+				o.Subjects = append(o.Subjects, v)
+			}
+		}
+		// Without a subject policy.New would add "at least one subject".
+		keep = ok && (len(items) == 0 || len(o.Subjects) > 0)
+	}
+	if keep {
+		pp = elem(pp, "", next)
+	} else {
+		pp = nowhere
+	}
+	c.at(pp, path, n.Line)
+	c.atFields(f, pp, path)
+	c.at(join(pp, "subjects"), join(path, "subjects"), keyLine(f["subjects"], n))
+	o.Limits = c.patches(f["limits"], n, join(path, "limits"), join(pp, "limits"), base)
+	return o, keep
+}
+
+// patches reads the limits of an override (n): limit name -> patch. Only
+// patches that decode and apply to a valid limit are returned.
+func (c *checker) patches(f field, n *yaml.Node, path, pp string, base map[string]ruleInfo) map[string]policy.Patch {
+	if !f.present() {
+		c.errorf(keyLine(f, n), path, "at least one limit is required")
+		return nil
+	}
+	entries, ok := c.pairs(f.val, path, "a mapping from limit names to the fields they change")
+	if !ok {
+		return nil
+	}
+	if len(entries) == 0 {
+		c.errorf(f.key.Line, path, "at least one limit is required")
+	}
+	out := make(map[string]policy.Patch, len(entries))
+	for _, e := range entries {
+		name := e.key.Value
+		epath := path + "[" + name + "]"
+		info, known := base[name]
+		if base != nil && !known {
+			c.errorf(e.key.Line, epath, "no limit of that name in the namespace (it has %s)", limitNames(base))
+		}
+		p, ok := c.patch(e, epath, pp+"["+name+"]", info.alg)
+		if ok && known && info.valid {
+			out[name] = p
+		}
+	}
+	return out
+}
+
+func limitNames(base map[string]ruleInfo) string {
+	if len(base) == 0 {
+		return "none"
+	}
+	names := make([]string, 0, len(base))
+	for name := range base {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
+}
+
+// patch reads one patch of the limit whose algorithm is alg (0 if unknown).
+func (c *checker) patch(e field, path, pp string, alg limit.Algorithm) (policy.Patch, bool) {
+	const want = "a mapping (limit, period, burst, algorithm)"
+	var p policy.Patch
+	if isNull(e.val) {
+		c.errorf(e.key.Line, path, "want %s, got nothing", want)
+		return p, false
+	}
+	f, ok := c.fields(e.val, path, want, "limit", "period", "burst", "algorithm")
+	if !ok {
+		return p, false
+	}
+	c.at(pp, path, e.key.Line)
+	c.atFields(f, pp, path)
+	good, set := true, false
+	// Zero means "keep" to policy.Patch, so a written 0 or less is
+	// rejected here rather than ignored there.
+	if v := f["algorithm"]; v.present() {
+		set = true
+		if p.Algorithm, ok = c.algorithm(v.val, join(path, "algorithm")); ok {
+			alg = p.Algorithm
+		} else {
+			good, alg = false, 0
+		}
+	}
+	if v := f["limit"]; v.present() {
+		set = true
+		lpath := join(path, "limit")
+		if p.Limit, ok = c.integer(v.val, lpath); ok && p.Limit <= 0 {
+			c.errorf(v.val.Line, lpath, "%s", outside(strconv.FormatInt(p.Limit, 10)))
+			ok = false
+		}
+		good = good && ok
+	}
+	if v := f["period"]; v.present() {
+		set = true
+		ppath := join(path, "period")
+		if p.Period, ok = c.duration(v.val, ppath); ok && p.Period <= 0 {
+			c.errorf(v.val.Line, ppath, "%s", periodOutside(p.Period))
+			ok = false
+		}
+		good = good && ok
+	}
+	if v := f["burst"]; v.present() {
+		set = true
+		bpath := join(path, "burst")
+		if p.Burst, ok = c.integer(v.val, bpath); ok {
+			switch {
+			case alg != 0 && !bucket(alg):
+				c.errorf(v.val.Line, bpath, "%s", burstOnWindow(alg))
+				ok = false
+			case p.Burst <= 0:
+				c.errorf(v.val.Line, bpath, "%s", outside(strconv.FormatInt(p.Burst, 10)))
+				ok = false
+			}
+		}
+		good = good && ok
+	}
+	if !set && good {
+		c.errorf(e.key.Line, path, "want at least one of limit, period, burst, algorithm")
+		good = false
+	}
+	return p, good
+}
+
+// policyErrors records the errors of policy.New, each at its place in the
+// file.
+func (c *checker) policyErrors(err error) {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		c.errs = append(c.errs, c.fromPolicy(e.Error()))
+	}
+}
+
+// fromPolicy turns one message of policy.New,
+//
+//	invalid policy: namespaces[orders].limits[per-minute]: invalid rule: limit: -5 is outside [1, 1000000000]
+//
+// into an Error with the path namespaces[orders].limits[per-minute].limit,
+// the message "-5 is outside [1, 1000000000]" and the line of the longest
+// part of the path that is in the file. A message of another shape is kept
+// whole, without a line.
+func (c *checker) fromPolicy(msg string) *Error {
+	msg = strings.TrimPrefix(msg, policy.ErrInvalid.Error()+": ")
+	msg = strings.Replace(msg, ": "+limit.ErrInvalidRule.Error()+": ", ".", 1)
+	for i := len(msg) - 1; i > 0; i-- {
+		if b := msg[i]; b != '.' && b != '[' && b != ':' {
+			continue
+		}
+		pl, ok := c.places[msg[:i]]
+		if !ok {
+			continue
+		}
+		sub, text, ok := strings.Cut(msg[i:], ": ")
+		if !ok {
+			break
+		}
+		return &Error{Source: c.source, Line: pl.line, Path: pl.path + sub, Msg: text}
+	}
+	return &Error{Source: c.source, Msg: msg}
+}
