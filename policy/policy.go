@@ -110,7 +110,11 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 			fail("%s.limits: %d limits, want 1 to %d", where, len(ns.Rules), limit.MaxRules)
 		}
 		byName := make(map[string]int, len(ns.Rules))
+		// A burst left at 0 defaults to the limit, and keeps following it
+		// when an override changes the limit; an explicit burst stays.
+		defaulted := make([]bool, len(ns.Rules))
 		for j := range ns.Rules {
+			defaulted[j] = ns.Rules[j].Burst == 0
 			r := &ns.Rules[j]
 			rwhere := fmt.Sprintf("%s.limits[%d]", where, j)
 			if r.Name != "" {
@@ -135,7 +139,7 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 			if len(o.Subjects) == 0 {
 				fail("%s.subjects: at least one subject is required", owhere)
 			}
-			rules, err := applyPatches(ns.Rules, byName, o.Limits)
+			rules, err := applyPatches(ns.Rules, defaulted, byName, o.Limits)
 			if err != nil {
 				fail("%s.limits%v", owhere, err)
 				continue
@@ -165,7 +169,7 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 
 // applyPatches returns a copy of rules with patches applied, normalized.
 // Errors start with the bracketed rule name so callers can prefix a path.
-func applyPatches(rules []limit.Rule, byName map[string]int, patches map[string]Patch) ([]limit.Rule, error) {
+func applyPatches(rules []limit.Rule, defaulted []bool, byName map[string]int, patches map[string]Patch) ([]limit.Rule, error) {
 	out := append([]limit.Rule(nil), rules...)
 	names := make([]string, 0, len(patches))
 	for name := range patches {
@@ -181,8 +185,8 @@ func applyPatches(rules []limit.Rule, byName map[string]int, patches map[string]
 		r := out[j]
 		if p.Limit != 0 {
 			r.Limit = p.Limit
-			if p.Burst == 0 && (r.Algorithm == limit.TokenBucket || r.Algorithm == limit.LeakyBucket) && rules[j].Burst == rules[j].Limit {
-				r.Burst = 0 // burst followed the limit: keep following it
+			if p.Burst == 0 && defaulted[j] {
+				r.Burst = 0 // the burst followed the limit: keep following it
 			}
 		}
 		if p.Period != 0 {

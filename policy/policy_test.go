@@ -64,6 +64,15 @@ func TestBurstFollowsARaisedLimit(t *testing.T) {
 	if set.Rules[0].Burst != 50 {
 		t.Fatalf("burst = %d; a burst that defaulted to the limit must follow the override", set.Rules[0].Burst)
 	}
+	explicit := []Namespace{{Name: "a", Rules: []limit.Rule{{Name: "r", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Second, Burst: 10}},
+		Overrides: []Override{{Subjects: []string{"s"}, Limits: map[string]Patch{"r": {Limit: 50}}}}}}
+	s, err = New(explicit, "", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set, _ := s.Resolve("a", "s"); set.Rules[0].Burst != 10 {
+		t.Fatalf("burst = %d; an explicit burst must stay when an override raises the limit", set.Rules[0].Burst)
+	}
 }
 
 func TestNewReportsEveryProblemWithItsPlace(t *testing.T) {
