@@ -19,5 +19,6 @@ export {
   systemClock,
   NS,
   RETRY_NEVER,
+  MAX_DEBT,
   ALGORITHMS,
 } from './limit.js';

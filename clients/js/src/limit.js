@@ -24,7 +24,10 @@
 //
 // Contracts shared by every algorithm (from the Go package documentation)
 // ---------------------------------------------------------------------
-//   - Only allowed requests consume; a denied request leaves the state as is.
+//   - Only allowed requests consume; a denied request leaves the state as is,
+//     except that a bucket state written under another rate is rescaled to
+//     the rule's rate (nothing consumed), and that rescale must be saved:
+//     step and apply report it as `changed`.
 //   - Cost 0 is a peek: nothing is consumed, and the decision says whether a
 //     request of cost 1 would pass now.
 //   - A cost larger than the rule's capacity can never pass: the decision is
@@ -60,6 +63,12 @@ export const MAX_LIMIT = 1_000_000_000n;
 export const MAX_LOG_LIMIT = 100_000n;
 /** retryAfter of a request that can never pass (cost above capacity). */
 export const RETRY_NEVER = -1n;
+/**
+ * How far ahead of now a bucket's TAT may be pushed when a lowered rate
+ * rescales what a subject already consumed: the longest wait a rate cut can
+ * cause, whatever the change (2 * MAX_PERIOD, 62 days).
+ */
+export const MAX_DEBT = 2n * MAX_PERIOD;
 
 /** The algorithms, by their configuration names. */
 export const TOKEN_BUCKET = 'token_bucket';
@@ -298,30 +307,38 @@ function floorDiv(a, b) {
 /**
  * Evaluates a request of `cost` units at instant `now` (BigInt Unix
  * nanoseconds) against a normalized `rule` in `state`, and returns the next
- * state and the decision. Pure: the caller loads the state, calls step and
- * saves the returned state atomically (in one process, synchronously).
+ * state, the decision, and whether the next state differs from `state`.
+ * Pure: the caller loads the state, calls step and, when `changed`, saves the
+ * returned state atomically (in one process, synchronously).
  *
- * When the request is denied, or cost is 0, the returned state is `state`
- * itself (same object).
+ * When the request is denied, or cost is 0, nothing is consumed and the
+ * returned state is `state` itself (same object, `changed` false), except
+ * that a bucket state written under another rate comes back rescaled to the
+ * rule's rate (see gcra) with `changed` true: a change of representation,
+ * not a consumption, which the caller must save so that the subject refills
+ * at the new rate from then on. (Go's Rule.Step returns the same state and
+ * decision; `changed` is what its unexported step adds for Apply.)
  *
  * @param {ReturnType<typeof normalizeRule>} rule
  * @param {State|null|undefined} state
  * @param {bigint} now
  * @param {bigint|number} cost a whole number >= 0
- * @returns {{state: State|null|undefined, decision: Decision}}
+ * @returns {{state: State|null|undefined, decision: Decision, changed: boolean}}
  */
 export function step(rule, state, now, cost) {
   if (typeof now !== 'bigint') throw new TypeError('now must be BigInt Unix nanoseconds');
   const c = toCost(cost);
   // `next` starts as a copy of the state; a state written by another
   // algorithm (or no state at all) is a fresh key. The algorithm functions
-  // advance `next` only when the request is allowed and cost > 0.
+  // advance `next` only when the request is allowed and cost > 0, or (gcra)
+  // when they rescale it to the rule's rate.
   const next = state && state.alg === rule.algorithm ? { ...state } : freshState(rule.algorithm);
   let d;
+  let rescaled = false;
   switch (rule.algorithm) {
     case TOKEN_BUCKET:
     case LEAKY_BUCKET:
-      d = gcra(rule, next, now, c);
+      ({ decision: d, rescaled } = gcra(rule, next, now, c));
       break;
     case FIXED_WINDOW:
       d = fixedWindow(rule, next, now, c);
@@ -333,11 +350,11 @@ export function step(rule, state, now, cost) {
       d = slidingLog(rule, next, now, c);
       break;
     default:
-      return { state, decision: { ...newDecision(rule.limit), retryAfter: RETRY_NEVER } };
+      return { state, decision: { ...newDecision(rule.limit), retryAfter: RETRY_NEVER }, changed: false };
   }
-  // Only an allowed request of cost > 0 moves the state.
-  if (!d.allowed || c === 0n) return { state, decision: d };
-  return { state: next, decision: d };
+  // An allowed request of cost > 0 moves the state; a rescale rewrites it.
+  if ((d.allowed && c > 0n) || rescaled) return { state: next, decision: d, changed: true };
+  return { state, decision: d, changed: false };
 }
 
 function toCost(cost) {
@@ -348,21 +365,13 @@ function toCost(cost) {
 
 // The algorithm functions below evaluate a request of `cost` against `s` (a
 // private copy, already fresh if it belonged to another algorithm) and update
-// `s` only when the request is allowed and cost > 0. Cost 0 is evaluated as a
-// peek of cost 1: `c = max(cost, 1)` is what is checked, `cost` what is
-// consumed. Remaining and resetAfter describe the state after the decision.
+// `s` only when the request is allowed and cost > 0 (and gcra when it
+// rescales). Cost 0 is evaluated as a peek of cost 1: `c = max(cost, 1)` is
+// what is checked, `cost` what is consumed. Remaining and resetAfter describe
+// the state after the decision.
 
-const INT64_MIN = -(2n ** 63n);
-
-/**
- * Go's int64(x) for a float64 x, as it behaves on amd64: truncation towards
- * zero, and the "integer indefinite" value -2^63 when x is NaN or outside the
- * int64 range (the Go specification leaves that case to the implementation).
- */
-function goInt64(x) {
-  if (!(x >= -(2 ** 63) && x < 2 ** 63)) return INT64_MIN;
-  return BigInt(Math.trunc(x));
-}
+/** MAX_DEBT as a float64, the bound of the rescaled debt (exact: < 2^53). */
+const MAX_DEBT_FLOAT = Number(MAX_DEBT);
 
 /**
  * token_bucket and leaky_bucket, as GCRA (the generic cell rate algorithm).
@@ -382,19 +391,29 @@ function goInt64(x) {
  * When the rate changed since the state was written (a reload or an
  * override), the outstanding debt TAT - now is rescaled from the old interval
  * to the new one, so consumed units carry over: a user who used 10 of 10 and
- * is raised to 20 has 10 left at once. The rescale is computed in float64 in
- * this exact order, as in Go and the Redis script.
+ * is raised to 20 has 10 left at once; one lowered from 10 to 1 per second
+ * waits for 10 units at the new rate. The rescale is computed in float64 in
+ * this exact order, as in Go and the Redis script, and capped at MAX_DEBT, so
+ * that no rate cut, however drastic, means a wait longer than 62 days. The
+ * rescaled state is written back whatever the decision (`rescaled` reports
+ * it), so the subject refills at the new rate from then on.
+ *
+ * @returns {{decision: Decision, rescaled: boolean}}
  */
 function gcra(rule, s, now, cost) {
   const iv = interval(rule);
   const tau = rule.burst * iv;
   let tat = s.t;
+  let rescaled = false;
   if (s.n !== 0n && s.n !== iv && tat > now) {
-    const debt = goInt64((Number(tat - now) * Number(iv)) / Number(s.n));
-    // int64 arithmetic, as in Go. Caution, mirrored on purpose: a rescaled
-    // debt beyond the int64 range (or now + debt beyond it) comes out
-    // negative, so such an extreme rate cut yields a full bucket.
-    tat = BigInt.asIntN(64, now + debt);
+    // float64(tat-now) * float64(iv) / float64(s.n): Number(BigInt) rounds to
+    // nearest as Go's int64 -> float64 does, and the capped debt is at most
+    // MAX_DEBT < 2^53, so Math.trunc then BigInt is Go's exact int64().
+    const debt = (Number(tat - now) * Number(iv)) / Number(s.n);
+    tat = now + BigInt(Math.trunc(Math.min(debt, MAX_DEBT_FLOAT)));
+    s.t = tat;
+    s.n = iv;
+    rescaled = true;
   }
   tat = bigMax(tat, now); // a TAT in the past means a full bucket
   const d = newDecision(rule.limit);
@@ -418,7 +437,7 @@ function gcra(rule, s, now, cost) {
   }
   d.remaining = bigMax(0n, (tau - (tat - now)) / iv);
   d.resetAfter = tat - now;
-  return d;
+  return { decision: d, rescaled };
 }
 
 /**
@@ -641,44 +660,55 @@ export function expiresAt(rule, state) {
 /**
  * Evaluates a request of `cost` units at `now` against every rule of a limit
  * set, all-or-nothing: the request is allowed only if every rule admits it,
- * and only then are the states advanced. `states[i]` is the state of
- * `rules[i]`; when the request is allowed (and cost > 0) apply replaces the
- * elements of `states` with the next states, otherwise it leaves the array
- * untouched. (The state objects themselves are never modified.) For a denied
- * set, the rules that would have admitted the request report a peek.
+ * and only then is anything consumed. `states[i]` is the state of `rules[i]`.
+ *
+ * Returns `{ verdict, changed }`, as Go's `(Verdict, changed bool)`. apply
+ * replaces the elements of `states` that changed, and `changed` reports
+ * whether any did, in which case the caller must save `states`:
+ *
+ *   - when the request is allowed and cost > 0 (every rule consumed), and
+ *   - when a bucket state written under another rate was rescaled to its
+ *     rule's rate (see step), even for a denied request or a peek: nothing
+ *     is consumed, but the subject must refill at the new rate from then on.
+ *
+ * (The state objects themselves are never modified.) For a denied set, the
+ * rules that would have admitted the request report a peek.
  *
  * @param {ReadonlyArray<ReturnType<typeof normalizeRule>>} rules
  * @param {Array<State|null|undefined>} states
  * @param {bigint} now
  * @param {bigint|number} cost
- * @returns {Verdict}
+ * @returns {{verdict: Verdict, changed: boolean}}
  */
 export function apply(rules, states, now, cost) {
   if (rules.length !== states.length) throw new RangeError('apply: rules and states differ in length');
   if (rules.length > MAX_RULES) throw new RangeError(`apply: more than ${MAX_RULES} rules`);
   const c = toCost(cost);
-  // 1. Evaluate every rule against its current state; consume nothing yet.
-  const next = [];
-  const decisions = [];
+  // 1. Evaluate every rule against its current state; commit nothing yet.
+  const results = [];
   let allowed = true;
   for (let i = 0; i < rules.length; i++) {
     const r = step(rules[i], states[i], now, c);
-    next.push(r.state);
-    decisions.push(r.decision);
+    results.push(r);
     allowed = allowed && r.decision.allowed;
   }
   if (!allowed && c > 0n) {
-    // 2a. Denied: nothing is consumed anywhere. The rules that would have
-    // admitted it report an unconsumed (peek) decision instead.
+    // 2. Denied: nothing is consumed anywhere. The rules that would have
+    // admitted it report an unconsumed (peek) decision instead, and keep only
+    // what the peek changed: a rescale to their rate, if any.
     for (let i = 0; i < rules.length; i++) {
-      if (decisions[i].allowed) decisions[i] = step(rules[i], states[i], now, 0n).decision;
+      if (results[i].decision.allowed) results[i] = step(rules[i], states[i], now, 0n);
     }
   }
-  if (allowed && c > 0n) {
-    // 2b. Allowed by every rule: commit every next state together.
-    for (let i = 0; i < rules.length; i++) states[i] = next[i];
+  // 3. Commit what changed: every consumption when allowed, rescales always.
+  let changed = false;
+  for (let i = 0; i < rules.length; i++) {
+    if (results[i].changed) {
+      states[i] = results[i].state;
+      changed = true;
+    }
   }
-  return combine(decisions);
+  return { verdict: combine(results.map((r) => r.decision)), changed };
 }
 
 /**
@@ -765,7 +795,9 @@ export function systemClock() {
  *
  * Configuration: setRules() swaps the limit set without losing state; a
  * key's state is kept per rule name, so a rule keeps its state when its
- * parameters change and a renamed rule starts fresh.
+ * parameters change and a renamed rule starts fresh. A bucket rule whose rate
+ * changed rescales the key's state on its next check (allowed, denied or a
+ * peek), and that rescaled state is saved.
  */
 export class InMemoryLimiter {
   /**
@@ -798,7 +830,8 @@ export class InMemoryLimiter {
 
   /**
    * Checks a request of `cost` units for `key` and consumes it if every rule
-   * admits it. Cost 0 is a peek.
+   * admits it. Cost 0 is a peek. The key's states are saved whenever apply
+   * changed them: on consumption, and on a rescale after a rate change.
    * @param {string} key
    * @param {number|bigint} [cost]
    * @returns {Verdict}
@@ -812,8 +845,8 @@ export class InMemoryLimiter {
       entry = undefined;
     }
     const states = rules.map((r) => entry?.states.get(r.name));
-    const verdict = apply(rules, states, now, cost);
-    if (verdict.allowed && toCost(cost) > 0n) this.#save(key, rules, states, now);
+    const { verdict, changed } = apply(rules, states, now, cost);
+    if (changed) this.#save(key, rules, states, now);
     return verdict;
   }
 

@@ -3,8 +3,8 @@
 // builds a tiny Go program against the repository's `limit` package, feeds it
 // the same seeded random scenarios as the JavaScript port, and requires
 // identical results: every decision, verdict and next state, and the same
-// accept/reject answer of normalizeRule. Elsewhere (an npm install, no Go) it
-// is skipped.
+// accept/reject answer of normalizeRule, and the same `changed` (whether the
+// states must be saved). Elsewhere (an npm install, no Go) it is skipped.
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   ALGORITHMS,
+  MAX_DEBT,
   MAX_PERIOD,
   NS,
   apply,
@@ -120,10 +121,17 @@ func state(s limit.State) map[string]any {
 }
 
 func main() {
-	var in input
-	if err := json.NewDecoder(os.Stdin).Decode(&in); err != nil {
+	// The input is a file (os.Args[1]), not stdin: if this program fails to
+	// build, go run exits without reading, and the test reports its stderr.
+	f, err := os.Open(os.Args[1])
+	if err != nil {
 		panic(err)
 	}
+	var in input
+	if err := json.NewDecoder(f).Decode(&in); err != nil {
+		panic(err)
+	}
+	f.Close()
 	out := map[string]any{}
 	var norm []map[string]any
 	for _, r := range in.Normalize {
@@ -151,7 +159,7 @@ func main() {
 		var steps []map[string]any
 		for _, o := range sc.Ops {
 			rules := sets[o.Set]
-			v := limit.Apply(rules, states, i64(o.Now), i64(o.Cost))
+			v, changed := limit.Apply(rules, states, i64(o.Now), i64(o.Cost))
 			var ds, ss []map[string]any
 			for _, d := range v.Decisions() {
 				ds = append(ds, decision(d))
@@ -160,7 +168,7 @@ func main() {
 				ss = append(ss, state(s))
 			}
 			steps = append(steps, map[string]any{
-				"allowed": v.Allowed, "retryAfter": str(int64(v.RetryAfter)), "delay": str(int64(v.Delay)),
+				"allowed": v.Allowed, "changed": changed, "retryAfter": str(int64(v.RetryAfter)), "delay": str(int64(v.Delay)),
 				"binding": v.Binding(), "decisions": ds, "states": ss, "expiresAt": str(limit.ExpiresAt(rules, states)),
 			})
 		}
@@ -173,8 +181,15 @@ func main() {
 }
 `;
 
-/** Runs the Go program on `input` and returns its decoded output. */
-function runGo(input) {
+/**
+ * Builds and runs a Go program (`source`, by default the one above) against
+ * the repository's `limit` package with `input` as its argument, and returns
+ * its decoded output. The input goes through a file in the temporary
+ * directory rather than stdin: a program that fails to compile makes go run
+ * exit before reading anything, and a pipe would then fail with EPIPE and
+ * hide the compiler's message. Any failure throws with go's stderr.
+ */
+function runGo(input, source = GO_MAIN) {
   const dir = mkdtempSync(path.join(tmpdir(), 'drl-conformance-'));
   try {
     const goLine = readFileSync(goMod, 'utf8').match(/^go\s+(\S+)/m)?.[1] ?? '1.22';
@@ -182,20 +197,29 @@ function runGo(input) {
       path.join(dir, 'go.mod'),
       `module conformance\n\ngo ${goLine}\n\nrequire github.com/distributedratelimiter/ratelimiter v0.0.0\n\nreplace github.com/distributedratelimiter/ratelimiter => ${JSON.stringify(repoRoot)}\n`,
     );
-    writeFileSync(path.join(dir, 'main.go'), GO_MAIN);
+    writeFileSync(path.join(dir, 'main.go'), source);
     // The repository's dependencies, verified against its own checksums.
     const goSum = path.join(repoRoot, 'go.sum');
     if (existsSync(goSum)) writeFileSync(path.join(dir, 'go.sum'), readFileSync(goSum));
-    const r = spawnSync('go', ['run', '.'], {
+    const inputFile = path.join(dir, 'input.json');
+    writeFileSync(inputFile, JSON.stringify(input));
+    const r = spawnSync('go', ['run', '.', inputFile], {
       cwd: dir,
-      input: JSON.stringify(input),
+      stdio: ['ignore', 'pipe', 'pipe'],
       encoding: 'utf8',
       maxBuffer: 256 * 1024 * 1024,
       env: { ...process.env, GOWORK: 'off', GOFLAGS: '-mod=mod', GOTOOLCHAIN: 'local' },
     });
-    if (r.error) throw r.error;
-    if (r.status !== 0) throw new Error(`go run failed (${r.status}):\n${r.stderr}`);
-    return JSON.parse(r.stdout);
+    const stderr = (r.stderr ?? '').trim();
+    if (r.error) throw new Error(`go run failed: ${r.error.message}${stderr ? `\n--- go stderr ---\n${stderr}` : ''}`, { cause: r.error });
+    if (r.status !== 0) {
+      throw new Error(`go run failed (exit ${r.status ?? r.signal}); the Go program or the limit package does not build or run:\n--- go stderr ---\n${stderr}`);
+    }
+    try {
+      return JSON.parse(r.stdout);
+    } catch (err) {
+      throw new Error(`go run printed no JSON (${err.message}):\n--- go stderr ---\n${stderr}`, { cause: err });
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -326,20 +350,75 @@ test('conformance with the Go specification (limit package)', { timeout: 300_000
     }
     scenarios.push({ sets: [rules, reloaded], ops });
   }
-  // A reload from 1e9 per second to 1 per 10s after a full burst: the
-  // rescaled debt (1e9 units of 10s = 1e19 ns) does not fit in an int64.
+  // Rate changes aimed at the rescale, each a timeline with the state of the
+  // first set read under the second. The random scenarios cover it too, but
+  // rarely at these extremes.
   const t0 = 1_767_225_600n * NS.s;
-  scenarios.push({
-    sets: [
-      [{ name: 'r', algorithm: 'token_bucket', limit: 1_000_000_000n, period: NS.s, burst: 0n }],
-      [{ name: 'r', algorithm: 'token_bucket', limit: 1n, period: 10n * NS.s, burst: 0n }],
-    ],
-    ops: [
-      { now: t0, cost: 1_000_000_000n, set: 0 },
-      { now: t0, cost: 1n, set: 1 },
-      { now: t0, cost: 1n, set: 1 },
-    ],
-  });
+  const tb = (limit, period, burst = 0n) => [{ name: 'r', algorithm: 'token_bucket', limit, period, burst }];
+  const fixed = [
+    // 10/s lowered to 1/s after 10 used: denied (and rescaled) for 10s, still
+    // denied 1s later, allowed at 10s.
+    {
+      sets: [tb(10n, NS.s), tb(1n, NS.s)],
+      ops: [
+        { now: t0, cost: 10n, set: 0 },
+        { now: t0, cost: 1n, set: 1 },
+        { now: t0, cost: 1n, set: 1 },
+        { now: t0 + NS.s, cost: 1n, set: 1 },
+        { now: t0 + 10n * NS.s - 1n, cost: 0n, set: 1 },
+        { now: t0 + 10n * NS.s, cost: 1n, set: 1 },
+      ],
+    },
+    // 10000/h fully used, then 1 per 744h: the debt is capped at MaxDebt.
+    {
+      sets: [tb(10_000n, NS.h), tb(1n, MAX_PERIOD)],
+      ops: [
+        { now: t0, cost: 10_000n, set: 0 },
+        { now: t0, cost: 1n, set: 1 },
+        { now: t0 + MAX_DEBT - 1n, cost: 1n, set: 1 },
+        { now: t0 + MAX_DEBT, cost: 1n, set: 1 },
+      ],
+    },
+    // 1e9 per second to 1 per 10s after a full burst: a rescaled debt of
+    // 1e19 ns, beyond int64, capped at MaxDebt too; a peek rescales as well.
+    {
+      sets: [tb(1_000_000_000n, NS.s), tb(1n, 10n * NS.s)],
+      ops: [
+        { now: t0, cost: 1_000_000_000n, set: 0 },
+        { now: t0, cost: 0n, set: 1 },
+        { now: t0, cost: 1n, set: 1 },
+        { now: t0 + MAX_DEBT, cost: 1n, set: 1 },
+      ],
+    },
+    // Raised, then lowered with a leaky bucket, inexact intervals (1s/7,
+    // 1s/3) so that the float64 rounding is exercised.
+    {
+      sets: [[{ name: 'r', algorithm: 'leaky_bucket', limit: 7n, period: NS.s, burst: 5n }], [{ name: 'r', algorithm: 'leaky_bucket', limit: 3n, period: NS.s, burst: 9n }]],
+      ops: [
+        { now: t0, cost: 5n, set: 0 },
+        { now: t0 + 1n, cost: 1n, set: 1 },
+        { now: t0 + 2n, cost: 3n, set: 0 },
+        { now: t0 + 3n, cost: 9n, set: 1 },
+        { now: t0 + 4n, cost: 2n, set: 1 },
+        { now: t0 + NS.s, cost: 1n, set: 0 },
+      ],
+    },
+    // A set denied by its window while its bucket rescales: the admitting
+    // bucket saves its rescale only, nothing is consumed.
+    {
+      sets: [
+        [...tb(10n, NS.s), { name: 'w', algorithm: 'fixed_window', limit: 1n, period: NS.m, burst: 0n }],
+        [...tb(20n, NS.s), { name: 'w', algorithm: 'fixed_window', limit: 1n, period: NS.m, burst: 0n }],
+      ],
+      ops: [
+        { now: t0, cost: 1n, set: 0 },
+        { now: t0, cost: 1n, set: 1 },
+        { now: t0, cost: 1n, set: 1 },
+        { now: t0, cost: 0n, set: 0 },
+      ],
+    },
+  ];
+  scenarios.push(...fixed);
 
   const got = runGo({
     Normalize: normalize.map(toWire),
@@ -362,14 +441,16 @@ test('conformance with the Go specification (limit package)', { timeout: 300_000
   });
 
   let compared = 0;
+  let rescaledOnly = 0; // changed without consuming: denials and peeks that rescaled
   scenarios.forEach((sc, i) => {
     const sets = sc.sets.map((set) => set.map((r) => normalizeRule(r)));
     const states = sets[0].map(() => null);
     sc.ops.forEach((o, j) => {
       const rules = sets[o.set];
-      const v = apply(rules, states, o.now, o.cost);
+      const { verdict: v, changed } = apply(rules, states, o.now, o.cost);
       const mine = {
         allowed: v.allowed,
+        changed,
         retryAfter: str(v.retryAfter),
         delay: str(v.delay),
         binding: binding(v),
@@ -379,7 +460,26 @@ test('conformance with the Go specification (limit package)', { timeout: 300_000
       };
       assert.deepEqual(mine, got.scenarios[i][j], `scenario ${i} op ${j}: ${JSON.stringify({ rules: rules.map(toWire), now: str(o.now), cost: str(o.cost) })}`);
       compared++;
+      if (changed && !(v.allowed && o.cost > 0n)) rescaledOnly++;
     });
   });
-  assert.equal(compared, SCENARIOS * 250 + 3);
+  assert.equal(compared, SCENARIOS * 250 + fixed.reduce((n, sc) => n + sc.ops.length, 0));
+  assert.ok(rescaledOnly >= fixed.length, `only ${rescaledOnly} denials or peeks rescaled a state`);
+  t.diagnostic(`${normalize.length} rules normalized, ${compared} requests compared with Go, ${rescaledOnly} of them denials or peeks that rescaled`);
+});
+
+test('conformance harness: a Go program that does not build is reported with its compiler errors', { timeout: 120_000 }, (t) => {
+  const why = goAvailable();
+  if (why) {
+    t.skip(why);
+    return;
+  }
+  // A large input, as the real one: it must not matter that go run never reads it.
+  const input = { Normalize: Array.from({ length: 20_000 }, (_, i) => ({ Name: `r${i}`, Algorithm: 'token_bucket', Limit: '1', Period: '1000000', Burst: '0' })), Scenarios: [] };
+  const broken = GO_MAIN.replace('v, changed := limit.Apply(', 'v, changed, extra := limit.Apply(');
+  assert.notEqual(broken, GO_MAIN);
+  assert.throws(
+    () => runGo(input, broken),
+    (err) => /go run failed \(exit 1\)/.test(err.message) && /--- go stderr ---/.test(err.message) && /main\.go:\d+:\d+: .*(assignment mismatch|extra)/.test(err.message),
+  );
 });

@@ -4,7 +4,7 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { NS, RETRY_NEVER, normalizeRule, step, apply, binding, expiresAt, capacity, InvalidRuleError } from '../src/limit.js';
+import { NS, RETRY_NEVER, MAX_DEBT, MAX_PERIOD, normalizeRule, step, apply, binding, expiresAt, capacity, InvalidRuleError } from '../src/limit.js';
 
 const { ms, s, m, h } = NS;
 const never = RETRY_NEVER;
@@ -33,6 +33,7 @@ function timeline(spec, rows) {
     if (!r.decision.allowed || w.cost === 0) {
       assert.equal(r.state, state, `row ${i}: a denied request or a peek changed the state`);
     }
+    assert.equal(r.changed, r.decision.allowed && w.cost !== 0, `row ${i}: changed`);
     state = r.state;
   });
 }
@@ -174,7 +175,8 @@ test('Go TestApplyAllOrNothing', () => {
   const hour = normalizeRule({ name: 'h', algorithm: 'sliding_window_log', limit: 4, period: h });
   const rules = [minute, hour];
   const states = [null, null];
-  let v = apply(rules, states, t0, 3);
+  let { verdict: v, changed } = apply(rules, states, t0, 3);
+  assert.equal(changed, true);
   assert.equal(v.allowed, true);
   assert.equal(v.decisions.length, 2);
   assert.equal(v.decisions[0].remaining, 0n);
@@ -182,7 +184,8 @@ test('Go TestApplyAllOrNothing', () => {
   assert.equal(binding(v), 0);
 
   const before = states[1];
-  v = apply(rules, states, t0, 1);
+  ({ verdict: v, changed } = apply(rules, states, t0, 1));
+  assert.equal(changed, false, 'a denial saves nothing');
   // The minute limit denies; the hour limit must be untouched.
   assert.equal(v.allowed, false);
   assert.equal(v.retryAfter, 20n * s);
@@ -191,7 +194,7 @@ test('Go TestApplyAllOrNothing', () => {
   assert.equal(states[1], before);
   assert.equal(states[1].log.length, before.log.length);
 
-  v = apply(rules, states, t0 + m, 2);
+  ({ verdict: v } = apply(rules, states, t0 + m, 2));
   // The hour limit denies 2; the minute limit must keep 3.
   assert.equal(v.allowed, false);
   assert.equal(v.retryAfter, 59n * m);
@@ -199,11 +202,12 @@ test('Go TestApplyAllOrNothing', () => {
   assert.equal(v.decisions[0].remaining, 3n);
   assert.equal(binding(v), 1);
 
-  v = apply(rules, states, t0 + m, 5);
+  ({ verdict: v } = apply(rules, states, t0 + m, 5));
   assert.equal(v.allowed, false, 'cost 5 exceeds both capacities');
   assert.equal(v.retryAfter, never);
 
-  v = apply(rules, states, t0 + m, 0);
+  ({ verdict: v, changed } = apply(rules, states, t0 + m, 0));
+  assert.equal(changed, false, 'a peek saves nothing');
   assert.equal(v.allowed, true, 'peek');
   assert.equal(v.decisions[0].remaining, 3n);
   assert.equal(v.decisions[1].remaining, 1n);
@@ -223,4 +227,57 @@ test('Go TestRaisingTheRateKeepsConsumedUnits', () => {
   // Used 10, lowered to 5: denied until 6 units refill at 12m each.
   assert.equal(low.allowed, false);
   assert.equal(low.retryAfter, 72n * m);
+});
+
+// Lowering the rate: the subject waits for what it consumed at the new rate,
+// and retryAfter is exact once the rescaled state is saved, as apply does.
+test('Go TestLoweringTheRateIsExact', () => {
+  const fast = normalizeRule({ name: 'a', algorithm: 'token_bucket', limit: 10, period: s });
+  const slow = normalizeRule({ name: 'a', algorithm: 'token_bucket', limit: 1, period: s });
+  const states = [null];
+  assert.equal(apply([fast], states, t0, 10).verdict.allowed, true);
+  const used = states[0];
+  const { verdict: v, changed } = apply([slow], states, t0, 1);
+  assert.equal(v.allowed, false);
+  assert.equal(changed, true, 'the state was rescaled to 1/s and must be saved');
+  assert.equal(v.retryAfter, 10n * s, '10 units owed at 1/s');
+  assert.notEqual(states[0], used, 'apply replaced the state');
+  assert.deepEqual({ t: states[0].t, n: states[0].n }, { t: t0 + 10n * s, n: s }, 'TAT 10s ahead, written at I = 1s');
+  assert.equal(used.t, t0 + s, 'the old state object is untouched');
+  // Nothing was consumed: a second look at the same instant changes nothing.
+  const again = apply([slow], states, t0, 1);
+  assert.equal(again.changed, false);
+  assert.equal(again.verdict.retryAfter, 10n * s);
+  // 1s later the subject is still denied: it does not refill at the old rate.
+  const later = apply([slow], states, t0 + s, 1);
+  assert.equal(later.verdict.allowed, false, 'allowed after 1s: the subject refilled at the old rate');
+  assert.equal(later.verdict.retryAfter, 9n * s);
+  assert.equal(later.changed, false);
+  assert.equal(apply([slow], [...states], t0 + 10n * s - 1n, 1).verdict.allowed, false, 'allowed 1ns before retryAfter');
+  assert.equal(apply([slow], states, t0 + 10n * s, 1).verdict.allowed, true, 'denied at retryAfter');
+});
+
+// A drastic cut cannot overflow into a full bucket: the debt is capped.
+test('Go TestRescaleIsCapped', () => {
+  const big = normalizeRule({ name: 'a', algorithm: 'token_bucket', limit: 10_000, period: h });
+  const tiny = normalizeRule({ name: 'a', algorithm: 'token_bucket', limit: 1, period: MAX_PERIOD });
+  assert.equal(MAX_DEBT, 2n * 31n * 24n * h);
+  const states = [null];
+  assert.equal(apply([big], states, t0, 10_000).verdict.allowed, true);
+  // The debt of 1h at 0.36s per unit is 10000 units of 744h: 7440000h, capped.
+  const { verdict: v, changed } = apply([tiny], states, t0, 1);
+  assert.equal(v.allowed, false, 'after cutting 10000/h to 1/744h');
+  assert.equal(v.retryAfter, MAX_DEBT);
+  assert.equal(changed, true);
+  assert.deepEqual({ t: states[0].t, n: states[0].n }, { t: t0 + MAX_DEBT, n: MAX_PERIOD });
+  // The same through step (a peek), and it stays capped, never a full bucket.
+  const peek = step(tiny, { alg: 'token_bucket', t: t0 + h, n: h / 10_000n, p: 0n, log: [] }, t0, 0);
+  assert.equal(peek.changed, true);
+  assert.equal(peek.decision.allowed, false);
+  assert.equal(peek.decision.remaining, 0n);
+  assert.equal(peek.decision.retryAfter, MAX_DEBT);
+  assert.equal(peek.decision.resetAfter, MAX_DEBT);
+  // One nanosecond before retryAfter it is still denied, at it allowed.
+  assert.equal(apply([tiny], [...states], t0 + MAX_DEBT - 1n, 1).verdict.allowed, false);
+  assert.equal(apply([tiny], [...states], t0 + MAX_DEBT, 1).verdict.allowed, true);
 });

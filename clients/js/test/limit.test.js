@@ -421,13 +421,15 @@ test('apply is all-or-nothing: a deny by one rule leaves the others untouched', 
   const states = [null, null];
   const t = M + 15n * s;
   for (const want of [9n, 8n]) {
-    const v = apply(rules, states, t, 1);
+    const { verdict: v, changed } = apply(rules, states, t, 1);
     assert.equal(v.allowed, true);
+    assert.equal(changed, true);
     assert.equal(v.decisions[0].remaining, want);
   }
   const before = [...states];
-  const v = apply(rules, states, t, 1);
+  const { verdict: v, changed } = apply(rules, states, t, 1);
   assert.equal(v.allowed, false);
+  assert.equal(changed, false, 'a denial without a rate change saves nothing');
   assert.deepEqual(states, before);
   assert.equal(states[0], before[0], 'the token bucket state is the same object');
   // The token bucket would have admitted it; it reports an unconsumed peek.
@@ -439,14 +441,49 @@ test('apply is all-or-nothing: a deny by one rule leaves the others untouched', 
   assert.equal(binding(v), 1);
   // Repeating the denied request many times costs the bucket nothing.
   for (let i = 0; i < 50; i++) apply(rules, states, t, 1);
-  assert.equal(apply(rules, states, t, 0).decisions[0].remaining, 8n);
+  assert.equal(apply(rules, states, t, 0).verdict.decisions[0].remaining, 8n);
 
   // A cost above one rule's capacity: never, whatever the others say.
-  const never = apply(rules, [null, null], t, 3);
+  const { verdict: never } = apply(rules, [null, null], t, 3);
   assert.equal(never.allowed, false);
   assert.equal(never.retryAfter, RETRY_NEVER);
   assert.equal(binding(never), 1);
   assert.equal(never.decisions[0].remaining, 10n, 'a peek: nothing consumed');
+});
+
+test('apply: a denied set keeps the rescale of an admitting rule, and consumes nothing', () => {
+  const window = normalizeRule({ name: 'w', algorithm: 'fixed_window', limit: 1, period: '1m' });
+  const before = [normalizeRule({ name: 'b', algorithm: 'token_bucket', limit: 10, period: '1s' }), window];
+  const after = [normalizeRule({ name: 'b', algorithm: 'token_bucket', limit: 20, period: '1s' }), window];
+  const states = [null, null];
+  const t = M + 15n * s;
+  assert.equal(apply(before, states, t, 1).verdict.allowed, true); // bucket TAT t + 100ms
+  const [bucket, counted] = states;
+  // Raised to 20/s: the bucket would admit (it rescales 100ms of debt to 50ms),
+  // the window denies. The bucket reports a peek and saves only the rescale.
+  const { verdict: v, changed } = apply(after, states, t, 1);
+  assert.equal(v.allowed, false);
+  assert.equal(changed, true);
+  assert.equal(v.decisions[0].allowed, true);
+  assert.equal(v.decisions[0].remaining, 19n, 'a peek: the rescaled unit is owed, nothing more');
+  assert.equal(v.decisions[0].resetAfter, 50n * ms);
+  assert.deepEqual({ t: states[0].t, n: states[0].n }, { t: t + 50n * ms, n: 50n * ms });
+  assert.notEqual(states[0], bucket);
+  assert.deepEqual({ t: bucket.t, n: bucket.n }, { t: t + 100n * ms, n: 100n * ms }, 'state objects are never modified');
+  assert.equal(states[1], counted, 'the denying rule is untouched');
+  // Now at the new rate: a second denial changes nothing.
+  const again = apply(after, states, t, 1);
+  assert.equal(again.changed, false);
+  assert.equal(again.verdict.decisions[0].remaining, 19n);
+  // step reports the same: a peek that rescales is changed, its state saved.
+  const peek = step(after[0], bucket, t, 0);
+  assert.equal(peek.changed, true);
+  assert.deepEqual({ t: peek.state.t, n: peek.state.n }, { t: t + 50n * ms, n: 50n * ms });
+  // A TAT already in the past needs no rescale: a full bucket at any rate.
+  const idle = step(after[0], bucket, t + s, 0);
+  assert.equal(idle.changed, false);
+  assert.equal(idle.state, bucket);
+  assert.equal(idle.decision.remaining, 20n);
 });
 
 test('apply: retryAfter is the longest wait, delay the longest delay, binding the tightest rule', () => {
@@ -456,11 +493,11 @@ test('apply: retryAfter is the longest wait, delay the longest delay, binding th
     normalizeRule({ name: 'c', algorithm: 'leaky_bucket', limit: 10, period: '1s' }),
   ];
   const states = [null, null, null];
-  const first = apply(rules, states, M, 1);
+  const { verdict: first } = apply(rules, states, M, 1);
   assert.equal(first.allowed, true);
   assert.equal(first.delay, 0n);
   // Both windows deny: the set waits for the longer one.
-  const v = apply(rules, states, M, 1);
+  const { verdict: v } = apply(rules, states, M, 1);
   assert.equal(v.allowed, false);
   assert.equal(v.decisions[0].retryAfter, s);
   assert.equal(v.decisions[1].retryAfter, m);
@@ -476,7 +513,7 @@ test('apply: retryAfter is the longest wait, delay the longest delay, binding th
   ];
   const st = [null, null, null];
   apply(wide, st, M, 1);
-  const v2 = apply(wide, st, M, 1);
+  const { verdict: v2 } = apply(wide, st, M, 1);
   assert.equal(v2.allowed, true);
   assert.deepEqual(v2.decisions.map((d) => d.remaining), [8n, 3n, 2n]);
   assert.equal(binding(v2), 2);
@@ -532,7 +569,7 @@ test('cross-check: a scripted scenario with hand-derived numbers', () => {
     { t: at(60), cost: 5, allowed: false, retry: RETRY_NEVER, rem: [3n, 5n], reset: [500n * ms, 60n * s], bind: 0 },
   ];
   steps.forEach((want, i) => {
-    const v = apply(rules, states, want.t, want.cost);
+    const { verdict: v } = apply(rules, states, want.t, want.cost);
     const got = {
       allowed: v.allowed,
       retry: v.retryAfter,

@@ -6,6 +6,13 @@ import { InMemoryLimiter, NS, InvalidRuleError, systemClock } from '../src/limit
 import { manualClock } from '../test-support/service.js';
 
 const { ms, s, m, h } = NS;
+const T0 = manualClock()();
+
+/** The stored bucket state of one rule of a key, relative to the clock's start. */
+function stored(limiter, key, rule) {
+  const st = limiter.entries.get(key).states.get(rule);
+  return { t: st.t - T0, n: st.n };
+}
 
 test('InMemoryLimiter: per-key limits with an injected clock', () => {
   const clock = manualClock();
@@ -101,14 +108,27 @@ test('InMemoryLimiter: setRules keeps state per rule name', () => {
   // Raised to 20 per hour: the 10 consumed units carry over, 10 are left.
   limiter.setRules([{ name: 'hourly', algorithm: 'token_bucket', limit: 20, period: '1h' }]);
   assert.equal(limiter.peek('u').decisions[0].remaining, 10n);
+  // That peek saved the state rescaled to 20/h: 10 units at I = 3m.
+  assert.deepEqual(stored(limiter, 'u', 'hourly'), { t: 30n * m, n: 3n * m });
   // Lowered to 2 per hour (I = 30m, bucket of 2): the debt of 10 units
-  // still outstanding carries over, so nothing passes now.
+  // still outstanding carries over, 5h at the new rate, so nothing passes
+  // now, and a 1-unit request waits until the debt is back to one bucket
+  // (1h): 4h30m.
   limiter.setRules([{ name: 'hourly', algorithm: 'token_bucket', limit: 2, period: '1h' }]);
   const v = limiter.peek('u');
   assert.equal(v.allowed, false);
   assert.equal(v.decisions[0].remaining, 0n);
-  // The entry expires at its stored TAT (1h after the 10 units were used).
-  clock.advance(h - 1n);
+  assert.equal(v.retryAfter, 4n * h + 30n * m);
+  // The peek saved the rescaled state: the key now refills at 2/h.
+  assert.deepEqual(stored(limiter, 'u', 'hourly'), { t: 5n * h, n: 30n * m });
+  // An hour later (when the 10 units would have refilled at 10/h) it is
+  // still denied, and the wait has shrunk by exactly that hour.
+  clock.advance(h);
+  const later = limiter.check('u');
+  assert.equal(later.allowed, false);
+  assert.equal(later.retryAfter, 3n * h + 30n * m);
+  // The entry expires at its stored, rescaled TAT: 5h after the units were used.
+  clock.advance(4n * h - 1n);
   assert.equal(limiter.sweep(), 0);
   clock.advance(1n);
   assert.equal(limiter.sweep(), 1);
@@ -121,6 +141,35 @@ test('InMemoryLimiter: setRules keeps state per rule name', () => {
   assert.throws(() => limiter.setRules([{ name: 'x', algorithm: 'fixed_window', limit: 0, period: '1s' }]), InvalidRuleError);
   // A failed setRules keeps the previous rules.
   assert.equal(limiter.rules[0].name, 'daily');
+});
+
+test('InMemoryLimiter: a denied check after a rate cut saves the rescaled state', () => {
+  const clock = manualClock();
+  const limiter = new InMemoryLimiter({
+    clock,
+    rules: [
+      { name: 'burst', algorithm: 'token_bucket', limit: 10, period: '1s' },
+      { name: 'minute', algorithm: 'fixed_window', limit: 100, period: '1m' },
+    ],
+  });
+  for (let i = 0; i < 10; i++) assert.equal(limiter.check('u').allowed, true);
+  const window = limiter.entries.get('u').states.get('minute');
+  limiter.setRules([
+    { name: 'burst', algorithm: 'token_bucket', limit: 1, period: '1s' },
+    { name: 'minute', algorithm: 'fixed_window', limit: 100, period: '1m' },
+  ]);
+  const v = limiter.check('u');
+  assert.equal(v.allowed, false);
+  assert.equal(v.retryAfter, 10n * s);
+  assert.deepEqual(stored(limiter, 'u', 'burst'), { t: 10n * s, n: s });
+  assert.equal(limiter.entries.get('u').states.get('minute'), window, 'nothing consumed from the window');
+  clock.advance(s);
+  assert.equal(limiter.check('u').retryAfter, 9n * s, 'still denied 1s later: it refills at 1/s');
+  clock.advance(9n * s);
+  assert.equal(limiter.check('u').allowed, true);
+  // A peek at a fresh key, or at a key whose rate did not change, stores nothing.
+  assert.equal(limiter.peek('fresh').allowed, true);
+  assert.equal(limiter.entries.has('fresh'), false);
 });
 
 test('InMemoryLimiter: defaults and argument checks', () => {

@@ -4,7 +4,7 @@
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { NS, RETRY_NEVER, ALGORITHMS, normalizeRule, step, capacity, interval } from '../src/limit.js';
+import { NS, RETRY_NEVER, ALGORITHMS, normalizeRule, step, apply, capacity, interval } from '../src/limit.js';
 import { Prng } from '../test-support/prng.js';
 
 const t0 = BigInt(Date.UTC(2026, 0, 1)) * NS.ms;
@@ -137,5 +137,32 @@ test('property: a clock that jumps back never raises remaining', () => {
       there.remaining <= here.remaining,
       `${rule.algorithm}: stepping back ${now - back}ns raised remaining from ${here.remaining} to ${there.remaining}`,
     );
+  }
+});
+
+// Go TestPropertyRetryExactAcrossRateChanges: random rate changes between
+// requests keep retryAfter exact for callers that save states as apply says
+// (when `changed`, including on denials and peeks that rescaled).
+test('property: retryAfter stays exact across rate changes', () => {
+  const rng = new Prng(1005);
+  for (let round = 0; round < 2 * ROUNDS; round++) {
+    const algorithm = rng.pick(['token_bucket', 'leaky_bucket']);
+    const rules = [0, 1, 2].map(() => ({ ...genRule(rng, algorithm), name: 'same' }));
+    const states = [null];
+    let now = t0;
+    for (let i = 1 + rng.int(60); i > 0; i--) {
+      const rule = rng.pick(rules);
+      now += rng.big(0n, rule.period);
+      const cost = rng.big(0n, rule.burst);
+      const before = states[0];
+      const { verdict: v, changed } = apply([rule], states, now, cost);
+      const where = `round ${round}: ${rule.limit}/${rule.period}ns burst ${rule.burst} at +${now - t0}ns cost ${cost}`;
+      assert.equal(changed, states[0] !== before, `${where}: changed must say whether the state was replaced`);
+      if (!v.allowed && v.retryAfter > 0n) {
+        const c = cost > 0n ? cost : 1n;
+        assert.equal(apply([rule], [...states], now + v.retryAfter, c).verdict.allowed, true, `${where}: denied again at retryAfter ${v.retryAfter}`);
+        assert.equal(apply([rule], [...states], now + v.retryAfter - 1n, c).verdict.allowed, false, `${where}: allowed 1ns before retryAfter ${v.retryAfter}`);
+      }
+    }
   }
 });

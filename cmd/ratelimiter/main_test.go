@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// In-process tests of the command line: flags, environment and exit codes
+// that need no server.
+
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestUsageAndUnknownCommand(t *testing.T) {
+	if code, _, stderr := runCmd(t); code != exitErrors || !strings.Contains(stderr, "Usage:") {
+		t.Errorf("no args: %d %s", code, stderr)
+	}
+	if code, _, stderr := runCmd(t, "frobnicate"); code != exitErrors || !strings.Contains(stderr, `unknown command "frobnicate"`) {
+		t.Errorf("unknown: %d %s", code, stderr)
+	}
+	if code, stdout, _ := runCmd(t, "help"); code != exitOK || !strings.Contains(stdout, "ratelimiter serve") {
+		t.Errorf("help: %d %s", code, stdout)
+	}
+	if code, _, stderr := runCmd(t, "serve", "-h"); code != exitOK || !strings.Contains(stderr, "--max-keys [RATELIMITER_MAX_KEYS]") {
+		t.Errorf("serve -h: %d %s", code, stderr)
+	}
+	if code, _, stderr := runCmd(t, "config", "lint", "x"); code != exitErrors || !strings.Contains(stderr, "config validate FILE") {
+		t.Errorf("config lint: %d %s", code, stderr)
+	}
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	t.Setenv("RATELIMITER_LOG_FORMAT", "xml")
+	code, _, stderr := runCmd(t, "serve")
+	if code != exitErrors || !strings.Contains(stderr, `--log-format: "xml" is not json or text`) {
+		t.Errorf("env log format: %d %s", code, stderr)
+	}
+	// The command line wins over the environment; a bad env value is named.
+	t.Setenv("RATELIMITER_MAX_KEYS", "lots")
+	code, _, stderr = runCmd(t, "serve", "--log-format", "text")
+	if code != exitErrors || !strings.Contains(stderr, `RATELIMITER_MAX_KEYS="lots"`) {
+		t.Errorf("env max keys: %d %s", code, stderr)
+	}
+}
+
+func TestServeStartupErrors(t *testing.T) {
+	code, _, stderr := runCmd(t, "serve", "--config", "/nonexistent/rl.yaml", "--log-format", "text")
+	if code != exitFail || !strings.Contains(stderr, "load configuration") || !strings.Contains(stderr, "no such file") {
+		t.Errorf("missing config: %d %s", code, stderr)
+	}
+	code, _, stderr = runCmd(t, "serve", "--store", "etcd", "--log-format", "text")
+	if code != exitFail || !strings.Contains(stderr, `unknown store \"etcd\"`) {
+		t.Errorf("unknown store: %d %s", code, stderr)
+	}
+	code, _, stderr = runCmd(t, "serve", "--listen", "256.0.0.1:99999", "--log-format", "text")
+	if code != exitFail || !strings.Contains(stderr, "serve failed") {
+		t.Errorf("bad listen address: %d %s", code, stderr)
+	}
+}
+
+func TestSummary(t *testing.T) {
+	cr := &checkResponse{Allowed: false, Namespace: "orders", Subject: "u", RetryAfterMS: -1, Reason: "cost exceeds capacity of limit per-minute"}
+	if got := summary(cr, ""); !strings.HasPrefix(got, "denied: orders/u, never passes: cost exceeds capacity of limit per-minute") {
+		t.Errorf("summary: %s", got)
+	}
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/distributedratelimiter/ratelimiter/clock"
+	"github.com/distributedratelimiter/ratelimiter/config"
+	"github.com/distributedratelimiter/ratelimiter/metrics"
+	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/store/memstore"
+	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
+)
+
+// serveFlags are the settings of `ratelimiter serve`.
+type serveFlags struct {
+	config          string
+	listen          string
+	store           string
+	maxKeys         int
+	logFormat       string
+	logLevel        string
+	shutdownTimeout time.Duration
+}
+
+// serveCmd runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
+// down gracefully: it stops accepting, lets requests in flight finish within
+// --shutdown-timeout, and closes the store.
+//
+// Once the listener is bound it logs one line with msg "listening" and the
+// bound address in the "addr" attribute; with --listen 127.0.0.1:0 that line
+// is how a caller learns the chosen port. SIGHUP reloads --config: a file that
+// does not validate is logged and the running policy is kept.
+func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
+	var f serveFlags
+	fs := newFlagSet("serve", "serve [flags]", stderr)
+	fs.StringVar(&f.config, "config", "", "YAML configuration `file`; empty runs the embedded example (namespace orders)")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "`address` to serve HTTP on (port 0 picks a free port)")
+	fs.StringVar(&f.store, "store", "memory", "state store: memory")
+	fs.IntVar(&f.maxKeys, "max-keys", 1_000_000, "memory store: most subjects held at once")
+	fs.StringVar(&f.logFormat, "log-format", "json", "log format on stderr: json or text")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long requests in flight may take to finish on shutdown")
+	if err := parseFlags(fs, args); err != nil {
+		return flagExit(err)
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ratelimiter serve: unexpected arguments %q\n", fs.Args())
+		return exitErrors
+	}
+	log, err := newLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "ratelimiter serve: %v\n", err)
+		return exitErrors
+	}
+	if err := serve(ctx, f, log); err != nil {
+		log.Error("serve failed", "err", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not json or text", format)
+}
+
+func loadPolicy(path string) (*policy.Snapshot, string, error) {
+	if path == "" {
+		snap, err := config.Parse(config.Example, "example.yaml")
+		return snap, "embedded example", err
+	}
+	snap, err := config.Load(path)
+	return snap, path, err
+}
+
+func newStore(f serveFlags) (store.Store, error) {
+	switch f.store {
+	case "memory":
+		if f.maxKeys < 1 {
+			return nil, fmt.Errorf("--max-keys: %d, want at least 1", f.maxKeys)
+		}
+		return memstore.New(memstore.Options{Clock: clock.System, MaxKeys: f.maxKeys}), nil
+	}
+	return nil, fmt.Errorf("--store: unknown store %q (want memory)", f.store)
+}
+
+func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
+	snap, source, err := loadPolicy(f.config)
+	if err != nil {
+		return fmt.Errorf("load configuration: %w", err)
+	}
+	st, err := newStore(f)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	obs, err := metrics.New(reg)
+	if err != nil {
+		return err
+	}
+	svc, err := service.New(st, snap, service.Options{Observer: obs})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "config", source, "version", snap.Version(),
+		"namespaces", strings.Join(snap.Names(), ","), "store", f.store)
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case err := <-served:
+			return fmt.Errorf("http server: %w", err)
+		case <-hup:
+			reload(svc, f.config, log)
+		case <-ctx.Done():
+			break wait
+		}
+	}
+
+	log.Info("shutting down", "timeout", f.shutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http server: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// reload re-reads the configuration file and swaps it in; on any error the
+// running policy stays.
+func reload(svc *service.Service, path string, log *slog.Logger) {
+	if path == "" {
+		log.Warn("SIGHUP: no --config file to reload; keeping the embedded example")
+		return
+	}
+	snap, err := config.Load(path)
+	if err != nil {
+		log.Error("reload failed; keeping the running configuration", "config", path,
+			"version", svc.Snapshot().Version(), "err", err)
+		return
+	}
+	old, err := svc.Swap(snap)
+	if err != nil {
+		log.Error("reload failed", "err", err)
+		return
+	}
+	log.Info("configuration reloaded", "config", path, "version", snap.Version(), "previous", old.Version(),
+		"namespaces", strings.Join(snap.Names(), ","))
+}

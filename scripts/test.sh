@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of the project, on a fresh machine too: installs
+# redis-server (Debian package) when it is missing, then runs the Go suite with
+# the race detector (real redis-server processes on loopback ports, started
+# and stopped by the tests), vets the benchmark module, and runs the
+# JavaScript package's tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-redis.sh
+
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './clients/*'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" $unformatted >&2
+  exit 1
+fi
+go vet ./...
+(cd bench && go vet ./...)
+go test -race -count=1 -timeout 20m ./...
+(cd clients/js && npm test --silent)

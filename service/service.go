@@ -1,0 +1,242 @@
+// Package service orchestrates one rate limit check: it resolves a request to
+// the limit set of the current policy snapshot, applies it to the store and
+// reports the outcome to an Observer.
+//
+// The service knows nothing of HTTP, gRPC or Prometheus: transports turn
+// their requests into a Request and render the Result; metrics and other
+// observers plug in through Observer.
+//
+// A Service is safe for concurrent use. The policy lives behind an atomic
+// pointer: Swap installs a new snapshot without blocking checks, and a check
+// in flight finishes on the snapshot it loaded.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/clock"
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/store"
+)
+
+// DefaultMaxCost is the largest cost a request may carry unless
+// Options.MaxCost says otherwise.
+const DefaultMaxCost = 1_000_000
+
+// Sentinel errors of Check. Errors returned by Check wrap exactly one of
+// ErrInvalidNamespace, ErrInvalidSubject, ErrInvalidCost (bad input),
+// policy.ErrUnknownNamespace, or a store error (store.ErrUnavailable,
+// store.ErrClosed, store.ErrInvalidRequest), so callers classify them with
+// errors.Is.
+var (
+	// ErrInvalidNamespace is returned for a request without a namespace.
+	ErrInvalidNamespace = errors.New("invalid namespace")
+	// ErrInvalidSubject is returned for a subject that policy.ValidateSubject
+	// rejects (empty, too long, control characters).
+	ErrInvalidSubject = errors.New("invalid subject")
+	// ErrInvalidCost is returned for a negative cost or one above MaxCost.
+	ErrInvalidCost = errors.New("invalid cost")
+	// ErrNilSnapshot is returned by New and Swap for a nil snapshot.
+	ErrNilSnapshot = errors.New("service: nil policy snapshot")
+)
+
+// Request asks whether Subject may spend Cost units in Namespace now.
+type Request struct {
+	Namespace string
+	Subject   string
+	// Cost is the number of units to consume, from 0 to Options.MaxCost.
+	// 0 is a peek: nothing is consumed and the result tells whether a
+	// request of cost 1 would pass.
+	Cost int64
+}
+
+// Result is the outcome of a check.
+type Result struct {
+	Namespace string
+	Subject   string
+	// Set is the limit set the request resolved to. Set.Namespace is nil when
+	// the namespace is unknown to the snapshot the check used; on an input
+	// error it is set whenever the namespace is known, so observers can label
+	// by namespace without trusting user input. Set.Rules belongs to the
+	// snapshot and must not be modified.
+	Set policy.LimitSet
+	// Verdict is the store's answer, one decision per rule of Set.Rules.
+	// It is the zero Verdict when Check returns an error.
+	Verdict limit.Verdict
+}
+
+// Observer is told about every check and every snapshot the service starts
+// using. Implementations must be safe for concurrent use, fast, and must not
+// retain res beyond the call; they run on the caller's goroutine.
+type Observer interface {
+	// ObserveCheck is called exactly once per Check, after the store answered
+	// (or the check failed), with the Result Check returns, the error, and the
+	// time the check took. res is passed by value so that reporting allocates
+	// nothing.
+	ObserveCheck(res Result, err error, took time.Duration)
+	// ObserveSnapshot is called by New and by every Swap with the snapshot
+	// the service uses from then on. Calls are serialized.
+	ObserveSnapshot(snap *policy.Snapshot)
+}
+
+// Options tune a Service. The zero value is usable.
+type Options struct {
+	// Observer, when not nil, is told about every check and snapshot swap.
+	Observer Observer
+	// Clock measures check latency for the Observer; it plays no part in
+	// the decisions (the store keeps time). Default clock.System.
+	Clock clock.Clock
+	// MaxCost bounds Request.Cost. Default DefaultMaxCost.
+	MaxCost int64
+}
+
+// Service runs checks. Create it with New; the zero value is not usable.
+type Service struct {
+	store   store.Store
+	obs     Observer
+	clock   clock.Clock
+	maxCost int64
+
+	snap   atomic.Pointer[policy.Snapshot]
+	swapMu sync.Mutex // serializes Swap so the Observer sees swaps in order
+}
+
+// New returns a Service that checks requests against snap using st. It
+// rejects a nil store or snapshot and a negative MaxCost. The service does
+// not own st: the caller closes it after the last check.
+func New(st store.Store, snap *policy.Snapshot, opts Options) (*Service, error) {
+	if st == nil {
+		return nil, errors.New("service: nil store")
+	}
+	if snap == nil {
+		return nil, ErrNilSnapshot
+	}
+	if opts.MaxCost < 0 {
+		return nil, fmt.Errorf("service: negative MaxCost %d", opts.MaxCost)
+	}
+	if opts.MaxCost == 0 {
+		opts.MaxCost = DefaultMaxCost
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.System
+	}
+	s := &Service{store: st, obs: opts.Observer, clock: opts.Clock, maxCost: opts.MaxCost}
+	s.snap.Store(snap)
+	if s.obs != nil {
+		s.obs.ObserveSnapshot(snap)
+	}
+	return s, nil
+}
+
+// MaxCost returns the largest cost Check accepts.
+func (s *Service) MaxCost() int64 { return s.maxCost }
+
+// Snapshot returns the policy snapshot checks currently use. It is never nil.
+func (s *Service) Snapshot() *policy.Snapshot { return s.snap.Load() }
+
+// Swap makes snap the policy of every check that starts from now on and
+// returns the snapshot it replaces. Checks already in flight finish on the
+// snapshot they loaded. Swap rejects a nil snapshot with ErrNilSnapshot and
+// keeps the current one.
+func (s *Service) Swap(snap *policy.Snapshot) (old *policy.Snapshot, err error) {
+	if snap == nil {
+		return nil, ErrNilSnapshot
+	}
+	s.swapMu.Lock()
+	defer s.swapMu.Unlock()
+	old = s.snap.Swap(snap)
+	if s.obs != nil {
+		s.obs.ObserveSnapshot(snap)
+	}
+	return old, nil
+}
+
+// Check applies req to the limit set its namespace and subject resolve to,
+// consuming req.Cost from every rule of the set if and only if all of them
+// admit it (see store.Store.Apply).
+//
+// A denial is not an error: it is a Result whose Verdict.Allowed is false.
+// Errors wrap one of the sentinels listed with ErrInvalidNamespace; the
+// Result still carries the request's namespace and subject (and Set.Namespace
+// when the namespace is known). Apart from the store key and whatever the
+// store allocates, a successful check allocates nothing.
+func (s *Service) Check(ctx context.Context, req Request) (Result, error) {
+	var start time.Time
+	if s.obs != nil {
+		start = s.clock.Now()
+	}
+	res, err := s.check(ctx, req)
+	if s.obs != nil {
+		s.obs.ObserveCheck(res, err, s.clock.Now().Sub(start))
+	}
+	return res, err
+}
+
+func (s *Service) check(ctx context.Context, req Request) (Result, error) {
+	snap := s.snap.Load()
+	res := Result{Namespace: req.Namespace, Subject: req.Subject}
+	if err := s.validate(&req); err != nil {
+		if ns, ok := snap.Namespace(req.Namespace); ok {
+			res.Set.Namespace = ns
+		}
+		return res, err
+	}
+	set, err := snap.Resolve(req.Namespace, req.Subject)
+	if err != nil {
+		return res, err // wraps policy.ErrUnknownNamespace and names it
+	}
+	res.Set = set
+	v, err := s.store.Apply(ctx, store.Request{
+		Key:   policy.Key(req.Namespace, req.Subject),
+		Rules: set.Rules,
+		Cost:  req.Cost,
+	})
+	if err != nil {
+		return res, fmt.Errorf("check %s: %w", req.Namespace, err)
+	}
+	res.Verdict = v
+	return res, nil
+}
+
+func (s *Service) validate(req *Request) error {
+	if req.Namespace == "" {
+		return fmt.Errorf("%w: namespace is required", ErrInvalidNamespace)
+	}
+	if err := policy.ValidateSubject(req.Subject); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidSubject, err)
+	}
+	switch {
+	case req.Cost < 0:
+		return fmt.Errorf("%w: cost %d is negative", ErrInvalidCost, req.Cost)
+	case req.Cost > s.maxCost:
+		return fmt.Errorf("%w: cost %d is over the maximum %d", ErrInvalidCost, req.Cost, s.maxCost)
+	}
+	return nil
+}
+
+// Ready reports whether the service can answer checks: it has a snapshot and
+// the store answers a peek. The peek uses a reserved key no subject can
+// produce (it starts with a control character) and consumes nothing.
+// The error wraps the store's error (store.ErrClosed after Close).
+func (s *Service) Ready(ctx context.Context) error {
+	if s.snap.Load() == nil {
+		return ErrNilSnapshot
+	}
+	_, err := s.store.Apply(ctx, store.Request{Key: readyKey, Rules: readyRules, Cost: 0})
+	if err != nil {
+		return fmt.Errorf("service: store not ready: %w", err)
+	}
+	return nil
+}
+
+// readyKey cannot collide with policy.Key(ns, subject): namespace names
+// start with a letter or digit.
+const readyKey = "\x00ready:probe"
+
+var readyRules = []limit.Rule{{Name: "ready", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second, Burst: 1}}

@@ -1,0 +1,306 @@
+// Package httpapi serves the rate limiter over HTTP: the JSON check API, the
+// gate endpoint for reverse proxies, health and readiness probes, the policy
+// in use, and Prometheus metrics.
+//
+// Routes:
+//
+//	POST /v1/check    {"namespace":"orders","subject":"user-42","cost":1}
+//	                  200 allowed, 429 denied; JSON body and rate limit headers
+//	ANY  /v1/gate?namespace=orders
+//	                  subject from the namespace's subject header, cost from
+//	                  X-RateLimit-Cost (default 1); 200 or 429, same headers,
+//	                  empty body (nginx auth_request, Caddy forward_auth)
+//	GET  /healthz     200 "ok" while the process serves
+//	GET  /readyz      200 when the service has a policy and its store answers
+//	GET  /v1/config   the policy in use
+//	GET  /metrics     Prometheus exposition of Options.Gatherer
+//
+// Errors are JSON {"error":"..."} naming the problem: 400 for bad input,
+// 404 for an unknown namespace or route, 405 for a wrong method, 413 for a
+// body over Options.MaxBodyBytes, 503 when the store fails. A 500 means a bug
+// in this program: a panic is recovered, logged with its stack, and answered
+// with 500.
+//
+// Every 200 and 429 of /v1/check and /v1/gate carries RateLimit-Policy and
+// RateLimit (draft-ietf-httpapi-ratelimit-headers), X-RateLimit-Limit,
+// X-RateLimit-Remaining and X-RateLimit-Reset for the binding limit
+// (limit.Verdict.Binding), and a 429 carries Retry-After in whole seconds,
+// rounded up, unless the request can never pass (its cost exceeds a limit's
+// capacity). Durations in JSON bodies are milliseconds rounded up; -1 means
+// never.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store"
+)
+
+// DefaultMaxBodyBytes bounds a /v1/check request body unless
+// Options.MaxBodyBytes says otherwise.
+const DefaultMaxBodyBytes = 64 << 10
+
+// readyTimeout bounds the store probe of /readyz.
+const readyTimeout = 2 * time.Second
+
+// Options configure the handler. The zero value is usable.
+type Options struct {
+	// Logger receives recovered panics and unexpected errors. Default: discard.
+	Logger *slog.Logger
+	// Gatherer is served on /metrics; nil leaves /metrics unrouted (404).
+	Gatherer prometheus.Gatherer
+	// MaxBodyBytes bounds the body of /v1/check; larger bodies get 413.
+	// Default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+}
+
+type api struct {
+	svc     *service.Service
+	log     *slog.Logger
+	maxBody int64
+}
+
+// New returns the handler of every route above, wrapped in panic recovery.
+// svc must not be nil: New panics on a nil service, a wiring bug that must
+// not reach a listening socket.
+func New(svc *service.Service, opts Options) http.Handler {
+	if svc == nil {
+		panic("httpapi: New called with a nil *service.Service")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	a := &api{svc: svc, log: opts.Logger, maxBody: opts.MaxBodyBytes}
+	mux := http.NewServeMux()
+	route := func(method, path string, h http.HandlerFunc, allow string) {
+		mux.HandleFunc(method+" "+path, h)
+		mux.HandleFunc(path, methodNotAllowed(allow))
+	}
+	route(http.MethodPost, "/v1/check", a.check, "POST")
+	mux.HandleFunc("/v1/gate", a.gate)
+	route(http.MethodGet, "/healthz", healthz, "GET, HEAD")
+	route(http.MethodGet, "/readyz", a.readyz, "GET, HEAD")
+	route(http.MethodGet, "/v1/config", a.config, "GET, HEAD")
+	if opts.Gatherer != nil {
+		route(http.MethodGet, "/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{
+			ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelError),
+		}).ServeHTTP, "GET, HEAD")
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no route for "+r.Method+" "+r.URL.Path)
+	})
+	return a.recoverer(mux)
+}
+
+// recoverer answers 500 to a handler that panicked and logs the panic with
+// its stack. http.ErrAbortHandler keeps its meaning (abort the response).
+func (a *api) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			a.log.Error("httpapi: handler panicked", "method", r.Method, "path", r.URL.Path,
+				"panic", v, "stack", string(debug.Stack()))
+			writeError(w, http.StatusInternalServerError, "internal error")
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+allow)
+	}
+}
+
+// bufPool holds response and request body buffers.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 64<<10 { // do not keep rare giants alive
+		return
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+// check serves POST /v1/check.
+func (a *api) check(w http.ResponseWriter, r *http.Request) {
+	bp := getBuf()
+	defer putBuf(bp)
+	body, status, msg := a.readBody(w, r, (*bp)[:0])
+	*bp = body
+	if status != 0 {
+		writeError(w, status, msg)
+		return
+	}
+	req, err := decodeCheck(body) // copies the strings out of body
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	res, err := a.svc.Check(r.Context(), req)
+	if err != nil {
+		a.writeCheckError(w, err)
+		return
+	}
+	*bp = setLimitHeaders(w.Header(), &res, contentTypeJSON, (*bp)[:0])
+	*bp = appendCheckBody((*bp)[:0], &res)
+	w.WriteHeader(verdictStatus(&res))
+	w.Write(*bp)
+}
+
+// readBody reads the whole request body into buf, at most a.maxBody bytes.
+// A non-zero status reports a failure and its message.
+func (a *api) readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, int, string) {
+	if r.ContentLength > a.maxBody {
+		return buf, http.StatusRequestEntityTooLarge, tooLarge(a.maxBody)
+	}
+	if r.Body == nil {
+		return buf, 0, ""
+	}
+	body := http.MaxBytesReader(w, r.Body, a.maxBody)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == nil {
+			continue
+		}
+		var mbe *http.MaxBytesError
+		switch {
+		case err == io.EOF:
+			return buf, 0, ""
+		case errors.As(err, &mbe):
+			return buf, http.StatusRequestEntityTooLarge, tooLarge(a.maxBody)
+		default:
+			return buf, http.StatusBadRequest, "reading request body: " + err.Error()
+		}
+	}
+}
+
+func tooLarge(n int64) string {
+	return "request body is larger than " + strconv.FormatInt(n, 10) + " bytes"
+}
+
+func verdictStatus(res *service.Result) int {
+	if res.Verdict.Allowed {
+		return http.StatusOK
+	}
+	return http.StatusTooManyRequests
+}
+
+// writeCheckError answers a failed service.Check: 400 for bad input, 404 for
+// an unknown namespace, 503 when the store failed, 500 otherwise (a bug,
+// logged).
+func (a *api) writeCheckError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, service.ErrInvalidNamespace), errors.Is(err, service.ErrInvalidSubject), errors.Is(err, service.ErrInvalidCost):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, policy.ErrUnknownNamespace):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusServiceUnavailable, "rate limit store unavailable: "+err.Error())
+	default:
+		a.log.Error("httpapi: check failed", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: "+err.Error())
+	}
+}
+
+// writeError answers status with {"error":msg}.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	bp := getBuf()
+	defer putBuf(bp)
+	*bp = appendError((*bp)[:0], msg)
+	h := w.Header()
+	h[hdrContentType] = []string{contentTypeJSON}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	w.WriteHeader(status)
+	w.Write(*bp)
+}
+
+// gate serves /v1/gate for any method: reverse proxies forward the original
+// request's method. The subject is read from the namespace's subject header.
+func (a *api) gate(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("namespace")
+	if name == "" {
+		writeError(w, http.StatusBadRequest, "query parameter namespace is required")
+		return
+	}
+	ns, ok := a.svc.Snapshot().Namespace(name)
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown namespace "+strconv.Quote(name))
+		return
+	}
+	if ns.SubjectHeader == "" {
+		writeError(w, http.StatusBadRequest, "namespace "+name+" has no subject header configured")
+		return
+	}
+	subject := r.Header.Get(ns.SubjectHeader)
+	if subject == "" {
+		writeError(w, http.StatusBadRequest, "missing subject header "+ns.SubjectHeader)
+		return
+	}
+	cost := int64(1)
+	if c := r.Header.Get(hdrXRateLimitCost); c != "" {
+		n, err := parseCost(c)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "header X-RateLimit-Cost: "+err.Error())
+			return
+		}
+		cost = n
+	}
+	res, err := a.svc.Check(r.Context(), service.Request{Namespace: name, Subject: subject, Cost: cost})
+	if err != nil {
+		a.writeCheckError(w, err)
+		return
+	}
+	sb := getBuf()
+	defer putBuf(sb)
+	*sb = setLimitHeaders(w.Header(), &res, "", *sb)
+	w.WriteHeader(verdictStatus(&res))
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header()[hdrContentType] = []string{contentTypeTextPlain}
+	w.Write([]byte("ok\n"))
+}
+
+func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	w.Header()[hdrContentType] = []string{contentTypeTextPlain}
+	if err := a.svc.Ready(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("not ready: " + err.Error() + "\n"))
+		return
+	}
+	w.Write([]byte("ok\n"))
+}
