@@ -24,6 +24,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store"
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
+	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 )
 
@@ -36,6 +37,13 @@ type serveFlags struct {
 	logFormat       string
 	logLevel        string
 	shutdownTimeout time.Duration
+
+	redisAddrs      string
+	redisMode       string
+	redisMasterName string
+	redisUsername   string
+	redisPassword   string
+	redisTimeout    time.Duration
 }
 
 // serveCmd runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
@@ -51,8 +59,14 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs := newFlagSet("serve", "serve [flags]", stderr)
 	fs.StringVar(&f.config, "config", "", "YAML configuration `file`; empty runs the embedded example (namespace orders)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8080", "`address` to serve HTTP on (port 0 picks a free port)")
-	fs.StringVar(&f.store, "store", "memory", "state store: memory")
+	fs.StringVar(&f.store, "store", "memory", "state store: memory (this process only) or redis (shared by every instance)")
 	fs.IntVar(&f.maxKeys, "max-keys", 1_000_000, "memory store: most subjects held at once")
+	fs.StringVar(&f.redisAddrs, "redis-addrs", "127.0.0.1:6379", "redis store: comma-separated `host:port` list (the server, the sentinels, or cluster seed nodes)")
+	fs.StringVar(&f.redisMode, "redis-mode", "standalone", "redis store: standalone, sentinel or cluster")
+	fs.StringVar(&f.redisMasterName, "redis-master-name", "", "redis store, sentinel mode: the master set `name`")
+	fs.StringVar(&f.redisUsername, "redis-username", "", "redis store: ACL user name")
+	fs.StringVar(&f.redisPassword, "redis-password", "", "redis store: password (prefer the environment variable)")
+	fs.DurationVar(&f.redisTimeout, "redis-timeout", time.Second, "redis store: bound on each Redis call")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format on stderr: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long requests in flight may take to finish on shutdown")
@@ -106,8 +120,26 @@ func newStore(f serveFlags) (store.Store, error) {
 			return nil, fmt.Errorf("--max-keys: %d, want at least 1", f.maxKeys)
 		}
 		return memstore.New(memstore.Options{Clock: clock.System, MaxKeys: f.maxKeys}), nil
+	case "redis":
+		var addrs []string
+		for _, a := range strings.Split(f.redisAddrs, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				addrs = append(addrs, a)
+			}
+		}
+		if len(addrs) == 0 {
+			return nil, errors.New("--redis-addrs: no address")
+		}
+		return redisstore.New(redisstore.Options{
+			Addrs:      addrs,
+			Mode:       redisstore.Mode(f.redisMode),
+			MasterName: f.redisMasterName,
+			Username:   f.redisUsername,
+			Password:   f.redisPassword,
+			Timeout:    f.redisTimeout,
+		})
 	}
-	return nil, fmt.Errorf("--store: unknown store %q (want memory)", f.store)
+	return nil, fmt.Errorf("--store: unknown store %q (want memory or redis)", f.store)
 }
 
 func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {

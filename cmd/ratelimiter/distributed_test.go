@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/internal/redistest"
+)
+
+// Distributed counting, end to end: three `ratelimiter serve` processes share
+// one Redis (and, separately, one Redis Cluster); 1,000 concurrent checks of
+// one subject spread over the three admit exactly the limit, and a limit set
+// with costs charges both of its limits exactly what was admitted.
+
+const distributedConfig = `namespaces:
+  - name: orders
+    limits:
+      - name: per-hour
+        algorithm: token_bucket
+        limit: 100
+        period: 1h
+  - name: checkout
+    limits:
+      - name: per-hour
+        algorithm: token_bucket
+        limit: 100
+        period: 1h
+      - name: per-day
+        algorithm: sliding_window_log
+        limit: 130
+        period: 24h
+`
+
+type checkReply struct {
+	Allowed bool `json:"allowed"`
+	Limits  []struct {
+		Name      string `json:"name"`
+		Remaining int64  `json:"remaining"`
+	} `json:"limits"`
+}
+
+func postCheck(client *http.Client, addr, ns, subject string, cost int64) (int, checkReply, error) {
+	body := fmt.Sprintf(`{"namespace":%q,"subject":%q,"cost":%d}`, ns, subject, cost)
+	resp, err := client.Post("http://"+addr+"/v1/check", "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, checkReply{}, err
+	}
+	defer resp.Body.Close()
+	var r checkReply
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	if err := json.Unmarshal(buf.Bytes(), &r); err != nil {
+		return resp.StatusCode, r, fmt.Errorf("decode %q: %w", buf.String(), err)
+	}
+	return resp.StatusCode, r, nil
+}
+
+func runDistributed(t *testing.T, redisArgs ...string) {
+	bin := buildBinary(t)
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte(distributedConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for i := 0; i < 3; i++ {
+		s := startServer(t, bin, append([]string{"--config", cfg, "--store", "redis"}, redisArgs...)...)
+		addrs = append(addrs, s.addr)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+	fire := func(ns string, cost func(i int) int64) (admitted, allowed int64) {
+		var a, n atomic.Int64
+		var wg sync.WaitGroup
+		work := make(chan int)
+		for w := 0; w < 64; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range work {
+					c := cost(i)
+					code, r, err := postCheck(client, addrs[i%3], ns, "user-hot", c)
+					if err != nil || (code != 200 && code != 429) || r.Allowed != (code == 200) {
+						t.Errorf("check %d: status %d, %+v, %v", i, code, r, err)
+						continue
+					}
+					if r.Allowed {
+						a.Add(c)
+						n.Add(1)
+					}
+				}
+			}()
+		}
+		for i := 0; i < 1000; i++ {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		return a.Load(), n.Load()
+	}
+
+	if _, n := fire("orders", func(int) int64 { return 1 }); n != 100 {
+		t.Fatalf("%d of 1000 checks through 3 instances allowed, want exactly 100", n)
+	}
+	admitted, _ := fire("checkout", func(i int) int64 { return int64(1 + i%3) })
+	if admitted < 98 || admitted > 100 {
+		t.Fatalf("admitted %d units, want the per-hour limit of 100 filled (costs 1..3)", admitted)
+	}
+	code, r, err := postCheck(client, addrs[0], "checkout", "user-hot", 0)
+	if err != nil || len(r.Limits) != 2 {
+		t.Fatalf("peek: %d %+v %v", code, r, err)
+	}
+	if hour, day := 100-r.Limits[0].Remaining, 130-r.Limits[1].Remaining; hour != admitted || day != admitted {
+		t.Fatalf("admitted %d units, but per-hour was charged %d and per-day %d: not all-or-nothing", admitted, hour, day)
+	}
+}
+
+func TestDistributedStandaloneRedis(t *testing.T) {
+	srv := redistest.Standalone(t)
+	runDistributed(t, "--redis-addrs", srv.Addr())
+}
+
+func TestDistributedRedisCluster(t *testing.T) {
+	c := redistest.Cluster(t, 3, 0)
+	runDistributed(t, "--redis-mode", "cluster", "--redis-addrs", strings.Join(c.Addrs(), ","))
+}
