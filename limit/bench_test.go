@@ -32,3 +32,21 @@ func BenchmarkApplyTwoRules(b *testing.B) {
 		Apply(rules, states, now, 1)
 	}
 }
+
+// BenchmarkApplyOneRule is the path the stores take for a one-rule set: the
+// state is stepped in place.
+func BenchmarkApplyOneRule(b *testing.B) {
+	for _, a := range []Algorithm{TokenBucket, LeakyBucket, FixedWindow, SlidingWindowCounter, SlidingWindowLog} {
+		r, _ := Rule{Name: "b", Algorithm: a, Limit: 1000, Period: time.Second}.Normalize()
+		b.Run(a.String(), func(b *testing.B) {
+			rules := []Rule{r}
+			states := make([]State, 1)
+			now := t0
+			b.ReportAllocs()
+			for b.Loop() {
+				now += int64(time.Millisecond)
+				Apply(rules, states, now, 1)
+			}
+		})
+	}
+}

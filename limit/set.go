@@ -63,27 +63,29 @@ func (v *Verdict) Binding() int {
 // Preconditions: len(rules) == len(states) <= MaxRules, every rule valid,
 // cost >= 0.
 func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bool) {
-	if len(rules) == 1 { // the common case, without the copy of a whole set
-		next, d, ch := rules[0].step(states[0], now, cost)
-		if ch {
-			states[0] = next
-		}
-		return Verdict{Allowed: d.Allowed, RetryAfter: d.RetryAfter, Delay: d.Delay, N: 1, D: [MaxRules]Decision{d}}, ch
+	if len(rules) == 1 { // the common case: one rule steps its state in place
+		v.N = 1
+		d := &v.D[0]
+		changed = rules[0].stepInPlace(&states[0], now, cost, d)
+		v.Allowed, v.RetryAfter, v.Delay = d.Allowed, d.RetryAfter, d.Delay
+		return v, changed
 	}
 	var next [MaxRules]State
 	var ds [MaxRules]Decision
 	var ch [MaxRules]bool
 	allowed := true
-	for i, r := range rules {
-		next[i], ds[i], ch[i] = r.step(states[i], now, cost)
+	for i := range rules {
+		next[i] = states[i]
+		ch[i] = rules[i].stepInPlace(&next[i], now, cost, &ds[i])
 		allowed = allowed && ds[i].Allowed
 	}
 	if !allowed && cost > 0 {
 		// Nothing may be consumed: the admitting rules report a peek, whose
 		// state differs from the old one only if it was rescaled.
-		for i, r := range rules {
+		for i := range rules {
 			if ds[i].Allowed {
-				next[i], ds[i], ch[i] = r.step(states[i], now, 0)
+				next[i] = states[i]
+				ch[i] = rules[i].stepInPlace(&next[i], now, 0, &ds[i])
 			}
 		}
 	}

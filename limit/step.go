@@ -64,40 +64,43 @@ type Decision struct {
 // caller needs no copy to implement all-or-nothing. The flip side: a caller
 // that steps one state twice and keeps both results (a model checker
 // exploring branches) must copy s.Log first.
-func (r Rule) Step(s State, now, cost int64) (State, Decision) {
-	next, d, _ := r.step(s, now, cost)
+func (r *Rule) Step(s State, now, cost int64) (next State, d Decision) {
+	next = s
+	if !r.stepInPlace(&next, now, cost, &d) {
+		next = s
+	}
 	return next, d
 }
 
-// step is Step that also reports whether the returned state differs from s.
-func (r Rule) step(s State, now, cost int64) (State, Decision, bool) {
-	next := s
-	if next.Alg != r.Algorithm {
-		next = State{Alg: r.Algorithm}
+// stepInPlace is Step on *s: it writes *s only when the request consumes or
+// a bucket is rescaled (and reports that as changed), except that a state
+// written by another algorithm is first replaced by a fresh one, which is
+// equivalent to it.
+func (r *Rule) stepInPlace(s *State, now, cost int64, d *Decision) bool {
+	if s.Alg != r.Algorithm {
+		*s = State{Alg: r.Algorithm}
 	}
-	var d Decision
 	rescaled := false
 	switch r.Algorithm {
 	case TokenBucket, LeakyBucket:
-		d, rescaled = r.gcra(&next, now, cost)
+		rescaled = r.gcra(s, now, cost, d)
 	case FixedWindow:
-		d = r.fixedWindow(&next, now, cost)
+		r.fixedWindow(s, now, cost, d)
 	case SlidingWindowCounter:
-		d = r.slidingCounter(&next, now, cost)
+		r.slidingCounter(s, now, cost, d)
 	case SlidingWindowLog:
-		d = r.slidingLog(&next, now, cost)
+		r.slidingLog(s, now, cost, d)
 	default:
-		return s, Decision{Limit: r.Limit, RetryAfter: RetryNever}, false
+		*d = Decision{Limit: r.Limit, RetryAfter: RetryNever}
+		return false
 	}
-	if (d.Allowed && cost > 0) || rescaled {
-		return next, d, true
-	}
-	return s, d, false
+	return (d.Allowed && cost > 0) || rescaled
 }
 
 // The algorithm functions below evaluate a request against *s (already reset
-// to fresh if it belonged to another algorithm) and advance *s only when the
-// request is allowed and cost > 0. Cost 0 is evaluated as a peek of cost 1.
+// to fresh if it belonged to another algorithm), write the decision to *d,
+// and advance *s only when the request is allowed and cost > 0 (or, for the
+// buckets, rescaled). Cost 0 is evaluated as a peek of cost 1.
 
 // gcra implements TokenBucket and LeakyBucket. With emission interval I
 // (Period/Limit) and tolerance tau = Burst*I, a request of cost c at now is
@@ -113,7 +116,7 @@ func (r Rule) step(s State, now, cost int64) (State, Decision, bool) {
 // in this exact order, which the Redis script repeats bit for bit, and capped
 // at MaxDebt. The rescaled state is written back whatever the decision
 // (rescaled reports it), so the subject refills at the new rate from then on.
-func (r *Rule) gcra(s *State, now, cost int64) (Decision, bool) {
+func (r *Rule) gcra(s *State, now, cost int64, d *Decision) bool {
 	iv := r.interval()
 	tau := r.Burst * iv
 	tat := s.T
@@ -125,7 +128,7 @@ func (r *Rule) gcra(s *State, now, cost int64) (Decision, bool) {
 		rescaled = true
 	}
 	tat = max(tat, now)
-	d := Decision{Limit: r.Limit}
+	*d = Decision{Limit: r.Limit}
 	c := max(cost, 1)
 	newTAT := tat + c*iv
 	switch {
@@ -145,12 +148,12 @@ func (r *Rule) gcra(s *State, now, cost int64) (Decision, bool) {
 	}
 	d.Remaining = max(0, (tau-(tat-now))/iv)
 	d.ResetAfter = time.Duration(tat - now)
-	return d, rescaled
+	return rescaled
 }
 
 // fixedWindow counts units in the window [k*Period, (k+1)*Period) holding now.
 // State from a later window (a clock that went back) is kept and counted.
-func (r *Rule) fixedWindow(s *State, now, cost int64) Decision {
+func (r *Rule) fixedWindow(s *State, now, cost int64, d *Decision) {
 	p := int64(r.Period)
 	ws := floorDiv(now, p) * p
 	count := int64(0)
@@ -158,7 +161,7 @@ func (r *Rule) fixedWindow(s *State, now, cost int64) Decision {
 		ws, count = s.T, s.N
 	}
 	end := ws + p
-	d := Decision{Limit: r.Limit}
+	*d = Decision{Limit: r.Limit}
 	c := max(cost, 1)
 	switch {
 	case c > r.Limit:
@@ -176,7 +179,6 @@ func (r *Rule) fixedWindow(s *State, now, cost int64) Decision {
 	if count > 0 {
 		d.ResetAfter = time.Duration(end - now)
 	}
-	return d
 }
 
 // slidingCounter estimates the units in the sliding interval (now-Period, now]
@@ -184,7 +186,7 @@ func (r *Rule) fixedWindow(s *State, now, cost int64) Decision {
 // since the current fixed window started. The product is taken in float64 in
 // this exact order so that the Redis script (Lua numbers are doubles) computes
 // bit-identical estimates.
-func (r *Rule) slidingCounter(s *State, now, cost int64) Decision {
+func (r *Rule) slidingCounter(s *State, now, cost int64, d *Decision) {
 	p := int64(r.Period)
 	ws := floorDiv(now, p) * p
 	var curr, prev int64
@@ -196,7 +198,7 @@ func (r *Rule) slidingCounter(s *State, now, cost int64) Decision {
 	}
 	elapsed := max(0, now-ws)
 	used := weigh(prev, p-elapsed, p) + curr
-	d := Decision{Limit: r.Limit}
+	*d = Decision{Limit: r.Limit}
 	c := max(cost, 1)
 	switch {
 	case c > r.Limit:
@@ -213,7 +215,6 @@ func (r *Rule) slidingCounter(s *State, now, cost int64) Decision {
 	}
 	d.Remaining = max(0, r.Limit-used)
 	d.ResetAfter = counterReset(ws, p, now, curr, prev)
-	return d
 }
 
 // weigh is floor(n * rem / p) in float64: the previous window's count still
@@ -267,14 +268,14 @@ func firstPassing(lo, hi int64, ok func(int64) bool) int64 {
 // (now-Period, now]. An entry expires at At+Period. Entries stamped later than
 // now (a clock that went back) stay counted until they expire; a new entry is
 // never stamped before the newest one, so the log stays sorted.
-func (r *Rule) slidingLog(s *State, now, cost int64) Decision {
+func (r *Rule) slidingLog(s *State, now, cost int64, d *Decision) {
 	p := int64(r.Period)
 	log, sum := s.Log, s.N
 	for len(log) > 0 && log[0].At <= now-p {
 		sum -= log[0].Cost
 		log = log[1:]
 	}
-	d := Decision{Limit: r.Limit}
+	*d = Decision{Limit: r.Limit}
 	c := max(cost, 1)
 	switch {
 	case c > r.Limit:
@@ -303,7 +304,6 @@ func (r *Rule) slidingLog(s *State, now, cost int64) Decision {
 	if len(log) > 0 {
 		d.ResetAfter = time.Duration(log[len(log)-1].At + p - now)
 	}
-	return d
 }
 
 // ExpiresAt returns the instant from which s is equivalent to a fresh state
