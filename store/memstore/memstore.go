@@ -22,10 +22,11 @@
 // A key's entry is dropped once its state is equivalent to a fresh one
 // (limit.ExpiresAt): lazily, by sampling two entries on every insert, and by
 // Sweep, which a janitor goroutine runs every SweepInterval. MaxKeys bounds the
-// number of keys (split evenly across shards). When a shard is full, an insert
-// samples up to eight of its entries, drops the expired ones, and if none was
-// expired evicts the sampled entry that expires soonest: the one whose state
-// is closest to fresh, so eviction forgets as little as possible. A subject
+// number of keys held, exactly: one atomic counter, touched only when a key is
+// added or dropped. When the store is full, an insert samples up to eight
+// entries of its shard, drops the expired ones, and if none was expired evicts
+// the sampled entry that expires soonest: the one whose state is closest to
+// fresh, so eviction forgets as little as possible. A subject
 // that is being limited holds state far into the future and is the last to be
 // evicted; a flood of new subjects can at worst make the store forget nearly
 // refilled buckets, never grow memory past the bound.
@@ -73,7 +74,8 @@ type Stats struct {
 type Store struct {
 	shards    []shard
 	mask      uint64
-	perShard  int
+	maxKeys   int64
+	keys      atomic.Int64
 	seed1     maphash.Seed
 	seed2     maphash.Seed
 	clock     clock.Clock
@@ -124,7 +126,7 @@ func New(opts Options) *Store {
 	s := &Store{
 		shards:   make([]shard, n),
 		mask:     uint64(n - 1),
-		perShard: max(1, (opts.MaxKeys+n-1)/n),
+		maxKeys:  int64(opts.MaxKeys),
 		seed1:    maphash.MakeSeed(),
 		seed2:    maphash.MakeSeed(),
 		clock:    opts.Clock,
@@ -196,12 +198,17 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 // insert adds a new entry to sh, keeping the shard within its bound. The
 // caller holds sh.mu.
 func (s *Store) insert(sh *shard, h uint64, e entry, now int64) {
-	if len(sh.m) >= s.perShard {
+	if _, replacing := sh.m[h]; replacing {
+		sh.m[h] = e
+		return
+	}
+	if s.keys.Load() >= s.maxKeys {
 		s.evict(sh, now, 8, true)
 	} else {
 		s.evict(sh, now, 2, false)
 	}
 	sh.m[h] = e
+	s.keys.Add(1)
 }
 
 // evict samples up to n entries of sh and drops the expired ones; when force
@@ -213,6 +220,7 @@ func (s *Store) evict(sh *shard, now int64, n int, force bool) {
 	for k, e := range sh.m {
 		if e.expires <= now {
 			delete(sh.m, k)
+			s.keys.Add(-1)
 			s.expired.Add(1)
 			dropped = true
 		} else if soonest < 0 || e.expires < soonest {
@@ -224,6 +232,7 @@ func (s *Store) evict(sh *shard, now int64, n int, force bool) {
 	}
 	if force && !dropped && soonest >= 0 {
 		delete(sh.m, victim)
+		s.keys.Add(-1)
 		s.evictions.Add(1)
 	}
 }
@@ -288,6 +297,7 @@ func (s *Store) Sweep() int {
 		}
 		sh.mu.Unlock()
 	}
+	s.keys.Add(-int64(n))
 	s.expired.Add(uint64(n))
 	return n
 }
@@ -332,7 +342,7 @@ func (s *Store) janitor(every time.Duration) {
 
 // String describes the store for logs.
 func (s *Store) String() string {
-	return fmt.Sprintf("memory(shards=%d, max_keys=%d)", len(s.shards), s.perShard*len(s.shards))
+	return fmt.Sprintf("memory(shards=%d, max_keys=%d)", len(s.shards), s.maxKeys)
 }
 
 var _ store.Store = (*Store)(nil)

@@ -137,7 +137,9 @@ func testLinearizable(t *testing.T, newStore Factory) {
 	if t.Failed() {
 		return
 	}
+	start := time.Now()
 	res := porcupine.CheckOperationsTimeout(linModel(rules), history, 60*time.Second)
+	t.Logf("porcupine checked %d operations in %v: %v", len(history), time.Since(start), res)
 	if res != porcupine.Ok {
 		t.Fatalf("history of %d operations is %v, want linearizable", len(history), res)
 	}
