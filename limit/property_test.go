@@ -287,3 +287,36 @@ func TestPropertyRetryExactAcrossRateChanges(t *testing.T) {
 		}
 	})
 }
+
+// A clock that stepped back, met by a raised rate, must not shrink the span it
+// went back by (found by the JavaScript port's cross-check).
+func TestRaisedRateWithClockBackGrantsNothing(t *testing.T) {
+	slow, _ := Rule{Name: "a", Algorithm: TokenBucket, Limit: 1, Period: time.Second, Burst: 10}.Normalize()
+	fast, _ := Rule{Name: "a", Algorithm: TokenBucket, Limit: 10, Period: time.Second, Burst: 10}.Normalize()
+	states := []State{{}}
+	Apply([]Rule{slow}, states, t0, 10) // TAT = t0+10s
+	Apply([]Rule{fast}, states, t0-int64(5*time.Second), 0)
+	v, _ := Apply([]Rule{fast}, states, t0, 0)
+	if v.D[0].Remaining != 0 {
+		t.Fatalf("remaining %d at t0; 10 slow units rescale to 1s of debt at 10/s, so none is back yet", v.D[0].Remaining)
+	}
+	v, _ = Apply([]Rule{fast}, states, t0+int64(time.Second), 0)
+	if v.D[0].Remaining != 10 {
+		t.Fatalf("remaining %d at t0+1s, want a full bucket", v.D[0].Remaining)
+	}
+}
+
+func TestValidateCatchesAStaleInterval(t *testing.T) {
+	r, _ := Rule{Name: "a", Algorithm: TokenBucket, Limit: 10, Period: time.Second}.Normalize()
+	if err := r.Validate(); err != nil {
+		t.Fatalf("a normalized rule: %v", err)
+	}
+	r.Limit, r.Burst = 1, 1
+	if err := r.Validate(); err == nil {
+		t.Fatal("Validate accepted a rule whose limit changed after Normalize")
+	}
+	filled := Rule{Name: "a", Algorithm: TokenBucket, Limit: 5, Period: time.Second, Burst: 5}
+	if err := filled.Validate(); err != nil {
+		t.Fatalf("a rule written with its defaults filled: %v", err)
+	}
+}

@@ -193,6 +193,9 @@ func (r Rule) Validate() error {
 	if n.Burst != r.Burst {
 		return fmt.Errorf("%w: burst: %d should be %d (call Normalize)", ErrInvalidRule, r.Burst, n.Burst)
 	}
+	if r.iv != 0 && r.iv != n.iv {
+		return fmt.Errorf("%w: limit or period changed after Normalize (call Normalize again)", ErrInvalidRule)
+	}
 	return nil
 }
 

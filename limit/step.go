@@ -9,7 +9,8 @@ const RetryNever time.Duration = -1
 // State is the stored state of one rule for one key. The zero State is a fresh
 // key. Fields are used per algorithm:
 //
-//	TokenBucket, LeakyBucket: T = theoretical arrival time (TAT), N = emission interval it was written with
+//	TokenBucket, LeakyBucket: T = theoretical arrival time (TAT), N = emission interval it was
+//	                          written with, P = the latest instant it was written at
 //	FixedWindow:              T = window start, N = units counted in it
 //	SlidingWindowCounter:     T = current window start, N = its count, P = previous window's count
 //	SlidingWindowLog:         Log = admitted requests, oldest first; N = their total cost
@@ -114,17 +115,19 @@ func (r *Rule) stepInPlace(s *State, now, cost int64, d *Decision) bool {
 // 10 and is raised to 20 has 10 left at once; one lowered from 10 to 1 per
 // second waits for 10 units at the new rate. The rescale is taken in float64
 // in this exact order, which the Redis script repeats bit for bit, and capped
-// at MaxDebt. The rescaled state is written back whatever the decision
+// at MaxDebt. The debt is measured from the latest instant the state has seen
+// (P), not from now, so a clock that stepped back cannot shrink the span it
+// went back by. The rescaled state is written back whatever the decision
 // (rescaled reports it), so the subject refills at the new rate from then on.
 func (r *Rule) gcra(s *State, now, cost int64, d *Decision) bool {
 	iv := r.interval()
 	tau := r.Burst * iv
 	tat := s.T
 	rescaled := false
-	if s.N != 0 && s.N != iv && tat > now {
-		debt := float64(tat-now) * float64(iv) / float64(s.N)
-		tat = now + int64(min(debt, float64(MaxDebt)))
-		s.T, s.N = tat, iv
+	if base := max(now, s.P); s.N != 0 && s.N != iv && tat > base {
+		debt := float64(tat-base) * float64(iv) / float64(s.N)
+		tat = base + int64(min(debt, float64(MaxDebt)))
+		s.T, s.N, s.P = tat, iv, base
 		rescaled = true
 	}
 	tat = max(tat, now)
@@ -142,7 +145,7 @@ func (r *Rule) gcra(s *State, now, cost int64, d *Decision) bool {
 			d.Delay = time.Duration(tat - now)
 		}
 		if cost > 0 {
-			s.T, s.N = newTAT, iv
+			s.T, s.N, s.P = newTAT, iv, max(s.P, now)
 			tat = newTAT
 		}
 	}
@@ -308,7 +311,9 @@ func (r *Rule) slidingLog(s *State, now, cost int64, d *Decision) {
 
 // ExpiresAt returns the instant from which s is equivalent to a fresh state
 // for r, so a store may drop it (and a Redis key may expire). It is at most
-// 2*Period (or the bucket's refill time) after the state's last write.
+// 2*Period after the state's last write for the window algorithms, and at most
+// the bucket's refill time (MaxPeriod), or MaxDebt after a rate cut, for the
+// buckets.
 func (r Rule) ExpiresAt(s State) int64 {
 	if s.Alg != r.Algorithm {
 		return 0

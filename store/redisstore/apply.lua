@@ -103,16 +103,23 @@ local MAX_DEBT = 2 * 31 * 24 * 3600 * 1e9
 
 -- A bucket state written under another rate is rescaled to this rule's rate
 -- and saved even when nothing is consumed (limit.Rule.gcra).
+-- The bucket state is "<alg> <TAT> <interval> <latest write instant>", the
+-- instants as "seconds nanoseconds". A rescale measures the debt from the
+-- latest instant the state has seen, so a clock that stepped back cannot
+-- shrink it.
 local function gcra(f, alg, burst, iv, cost)
   local tau = burst * iv
-  local tat = -1
+  local tat, seen = -1, -7776000 * 1e9
   local val, ttl
   if f and f[1] == alg then
     tat = rel(f[2], f[3])
+    if f[6] then seen = rel(f[5], f[6]) end -- absent in a value of an older script
     local old_iv = f[4]
-    if old_iv ~= 0 and old_iv ~= iv and tat > 0 then
-      tat = math.floor(math.min(tat * iv / old_iv, MAX_DEBT))
-      val = string.format('%d %s %d', alg, stamp(tat), iv)
+    local base = math.max(0, seen)
+    if old_iv ~= 0 and old_iv ~= iv and tat > base then
+      tat = base + math.floor(math.min((tat - base) * iv / old_iv, MAX_DEBT))
+      seen = base
+      val = string.format('%d %s %d %s', alg, stamp(tat), iv, stamp(seen))
       ttl = ttl_ms(tat)
     end
   end
@@ -129,7 +136,7 @@ local function gcra(f, alg, burst, iv, cost)
     if alg == LB then d[5] = tat end
     if cost > 0 then
       tat = new_tat
-      val = string.format('%d %s %d', alg, stamp(tat), iv)
+      val = string.format('%d %s %d %s', alg, stamp(tat), iv, stamp(math.max(seen, 0)))
       ttl = ttl_ms(tat)
     end
   end

@@ -181,3 +181,16 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		t.Fatalf("New on a closed port = %v, want ErrUnavailable", err)
 	}
 }
+
+// A bucket value written before the latest-instant field existed (an older
+// script, mid rolling deploy) is still read, never a script error.
+func TestReadsOlderBucketValues(t *testing.T) {
+	srv := redistest.Standalone(t)
+	s := open(t, Options{Addrs: []string{srv.Addr()}})
+	rules := mustRules(t, limit.Rule{Name: "r", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
+	srv.MustDo("SET", s.Key("ns:old", "r"), "1 1 0 360000000000", "PX", "60000")
+	v, err := s.Apply(context.Background(), store.Request{Key: "ns:old", Rules: rules, Cost: 1})
+	if err != nil || !v.Allowed || v.D[0].Remaining != 9 {
+		t.Fatalf("%+v %v, want allowed with 9 remaining (the old TAT is long past)", v, err)
+	}
+}
