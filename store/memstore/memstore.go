@@ -92,20 +92,71 @@ type shard struct {
 	_  [40]byte // keep neighbouring shard locks on different cache lines
 }
 
-// entry is one key's state. It lives by value in the shard map.
+// entry is one key's state, by value in the shard map. It is 56 bytes, so a
+// map slot (with its 8-byte key) is one cache line: the state of a one-rule
+// bucket or window set lives inline, and only what does not fit (a sliding
+// window log, the states of a larger set) sits behind one pointer.
 type entry struct {
-	check   uint64       // second hash of the key
-	expires int64        // Unix ns from which every state is fresh again
-	rules   []limit.Rule // the limit set the states are aligned with
-	one     [1]limit.State
-	many    []limit.State // used instead of one when the set has several rules
+	tag     uint32          // 32 more bits of the key's hash, checked on lookup
+	n       uint8           // number of rules of the set
+	alg     limit.Algorithm // rule 0's state, for one-rule sets: Alg, T, N, P
+	expires int64           // Unix ns from which every state is fresh again
+	first   *limit.Rule     // first rule of the set the states belong to
+	t, c, p int64
+	more    *spill
 }
 
-func (e *entry) states() []limit.State {
-	if e.many != nil {
-		return e.many
+// spill holds what an entry cannot hold inline.
+type spill struct {
+	log    []limit.Entry // rule 0's log, for a one-rule set
+	rules  []limit.Rule  // the set, for a set of several rules
+	states []limit.State // their states, updated in place under the shard lock
+}
+
+// load returns the entry's states, in buf for a one-rule set.
+func (e *entry) load(buf *[limit.MaxRules]limit.State) []limit.State {
+	if e.n > 1 {
+		return e.more.states
 	}
-	return e.one[:]
+	buf[0] = limit.State{Alg: e.alg, T: e.t, N: e.c, P: e.p}
+	if e.more != nil {
+		buf[0].Log = e.more.log
+	}
+	return buf[:1]
+}
+
+// save stores the states load returned, after limit.Apply changed them.
+func (e *entry) save(st []limit.State) {
+	if e.n > 1 {
+		return // updated in place
+	}
+	s := &st[0]
+	e.alg, e.t, e.c, e.p = s.Alg, s.T, s.N, s.P
+	if s.Log != nil || e.more != nil {
+		if e.more == nil {
+			e.more = &spill{}
+		}
+		e.more.log = s.Log
+	}
+}
+
+// rules returns the limit set e's states belong to.
+func (e *entry) rules() []limit.Rule {
+	if e.n > 1 {
+		return e.more.rules
+	}
+	return []limit.Rule{*e.first}
+}
+
+// newEntry returns an entry holding states for rules.
+func newEntry(tag uint32, rules []limit.Rule, st []limit.State) entry {
+	e := entry{tag: tag, n: uint8(len(rules)), first: &rules[0]}
+	if len(rules) > 1 {
+		e.more = &spill{rules: rules, states: append([]limit.State(nil), st...)}
+		return e
+	}
+	e.save(st)
+	return e
 }
 
 // New returns a Store. Call Close to stop its janitor.
@@ -124,12 +175,12 @@ func New(opts Options) *Store {
 		opts.SweepInterval = time.Minute
 	}
 	s := &Store{
-		shards:   make([]shard, n),
-		mask:     uint64(n - 1),
-		maxKeys:  int64(opts.MaxKeys),
-		seed1:    maphash.MakeSeed(),
-		seed2:    maphash.MakeSeed(),
-		clock:    opts.Clock,
+		shards:  make([]shard, n),
+		mask:    uint64(n - 1),
+		maxKeys: int64(opts.MaxKeys),
+		seed1:   maphash.MakeSeed(),
+		seed2:   maphash.MakeSeed(),
+		clock:   opts.Clock,
 	}
 	for i := range s.shards {
 		s.shards[i].m = make(map[uint64]entry)
@@ -150,46 +201,35 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 		return limit.Verdict{}, err
 	}
 	h1 := maphash.String(s.seed1, req.Key)
-	h2 := maphash.String(s.seed2, req.Key)
+	tag := uint32(maphash.String(s.seed2, req.Key))
 	sh := &s.shards[(h1>>32)&s.mask]
 	now := s.clock.Now().UnixNano()
+	var buf [limit.MaxRules]limit.State
 
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e, found := sh.m[h1]
-	if found && e.check != h2 {
-		found = false // a collision of the first hash: the newcomer replaces it
-	}
-	if !found {
-		e = entry{check: h2, rules: req.Rules}
-		if len(req.Rules) > 1 {
-			var tmp [limit.MaxRules]limit.State
-			v, changed := limit.Apply(req.Rules, tmp[:len(req.Rules)], now, req.Cost)
-			if changed {
-				e.many = append([]limit.State(nil), tmp[:len(req.Rules)]...)
-				e.expires = limit.ExpiresAt(req.Rules, e.many)
-				s.insert(sh, h1, e, now)
-			}
-			return v, nil
-		}
-		v, changed := limit.Apply(req.Rules, e.one[:], now, req.Cost)
+	if !found || e.tag != tag { // absent, or a collision of the first hash: the newcomer replaces it
+		st := buf[:len(req.Rules)]
+		v, changed := limit.Apply(req.Rules, st, now, req.Cost)
 		if changed {
-			e.expires = limit.ExpiresAt(req.Rules, e.one[:])
+			e = newEntry(tag, req.Rules, st)
+			e.expires = limit.ExpiresAt(req.Rules, st)
 			s.insert(sh, h1, e, now)
 		}
 		return v, nil
 	}
-	if !sameSlice(e.rules, req.Rules) {
-		if equalRules(e.rules, req.Rules) {
-			e.rules = req.Rules
-		} else {
-			e = realign(e, req.Rules)
-		}
+	realigned := false
+	if e.first != &req.Rules[0] || int(e.n) != len(req.Rules) {
+		e, realigned = realign(e, req.Rules), true
 	}
-	st := e.states()
+	st := e.load(&buf)
 	v, changed := limit.Apply(req.Rules, st, now, req.Cost)
 	if changed {
+		e.save(st)
 		e.expires = limit.ExpiresAt(req.Rules, st)
+	}
+	if changed || realigned {
 		sh.m[h1] = e
 	}
 	return v, nil
@@ -237,49 +277,24 @@ func (s *Store) evict(sh *shard, now int64, n int, force bool) {
 	}
 }
 
-// sameSlice reports whether a and b are the very same slice: the usual case,
-// both taken from the same policy snapshot.
-func sameSlice(a, b []limit.Rule) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
-
-// equalRules reports whether a and b hold equal rules (a reload that did not
-// change this limit set).
-func equalRules(a, b []limit.Rule) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// realign maps e's states onto a changed limit set (a reload or an override):
-// a rule keeps the state of the rule of the same name; a new rule starts fresh,
-// and limit.Rule.Step treats state of another algorithm as fresh.
+// realign moves e onto the limit set rules after a reload or an override
+// changed it: a rule keeps the state of the rule of the same name (and
+// limit.Rule.Step treats a state of another algorithm as fresh); a new rule
+// starts fresh. An unchanged set (a reload that left it equal) only moves.
 func realign(e entry, rules []limit.Rule) entry {
-	old := e.states()
-	var next [limit.MaxRules]limit.State
+	var buf, next [limit.MaxRules]limit.State
+	old, oldRules := e.load(&buf), e.rules()
 	for i, r := range rules {
-		for j, o := range e.rules {
+		for j, o := range oldRules {
 			if o.Name == r.Name {
 				next[i] = old[j]
 				break
 			}
 		}
 	}
-	e.rules = rules
-	e.one = [1]limit.State{}
-	e.many = nil
-	if len(rules) > 1 {
-		e.many = append([]limit.State(nil), next[:len(rules)]...)
-	} else {
-		e.one[0] = next[0]
-	}
-	return e
+	n := newEntry(e.tag, rules, next[:len(rules)])
+	n.expires = e.expires
+	return n
 }
 
 // Sweep drops every expired entry and returns how many it dropped.
