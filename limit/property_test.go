@@ -320,3 +320,18 @@ func TestValidateCatchesAStaleInterval(t *testing.T) {
 		t.Fatalf("a rule written with its defaults filled: %v", err)
 	}
 }
+
+// Apply leaves states untouched unless it reports a change, also when the
+// state is fresh or belongs to another algorithm.
+func TestApplyUntouchedUnlessChanged(t *testing.T) {
+	r, _ := Rule{Name: "a", Algorithm: TokenBucket, Limit: 1, Period: time.Second}.Normalize()
+	for _, st := range []State{{}, {Alg: FixedWindow, T: 5, N: 3}} {
+		states := []State{st}
+		if _, changed := Apply([]Rule{r}, states, t0, 0); changed || !sameState(states[0], st) {
+			t.Fatalf("a peek changed %+v to %+v (changed=%v)", st, states[0], changed)
+		}
+		if _, changed := Apply([]Rule{r}, states, t0, 2); changed || !sameState(states[0], st) {
+			t.Fatalf("an impossible request changed %+v to %+v (changed=%v)", st, states[0], changed)
+		}
+	}
+}

@@ -66,7 +66,14 @@ func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bo
 	if len(rules) == 1 { // the common case: one rule steps its state in place
 		v.N = 1
 		d := &v.D[0]
-		changed = rules[0].stepInPlace(&states[0], now, cost, d)
+		if states[0].Alg == rules[0].Algorithm {
+			changed = rules[0].stepInPlace(&states[0], now, cost, d)
+		} else { // fresh, or another algorithm's: untouched unless changed
+			next := State{Alg: rules[0].Algorithm}
+			if changed = rules[0].stepInPlace(&next, now, cost, d); changed {
+				states[0] = next
+			}
+		}
 		v.Allowed, v.RetryAfter, v.Delay = d.Allowed, d.RetryAfter, d.Delay
 		return v, changed
 	}

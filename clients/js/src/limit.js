@@ -33,7 +33,9 @@
 //   - A cost larger than the rule's capacity can never pass: the decision is
 //     denied with retryAfter === RETRY_NEVER (-1n).
 //   - A clock that goes backwards never grants extra capacity: state written
-//     at a later instant is kept, and counted, until time catches up.
+//     at a later instant is kept, and counted, until time catches up. A bucket
+//     state records the latest instant it was written at (p), so that not
+//     even a rate change met at an earlier instant shrinks its debt.
 //   - States are immutable values: step never modifies the state it is given,
 //     so the old state stays valid as "unchanged" (all-or-nothing needs that).
 
@@ -252,7 +254,8 @@ export function interval(rule) {
  * The stored state of one rule for one key. Fields are used per algorithm:
  *
  *   token_bucket, leaky_bucket: t = theoretical arrival time (TAT),
- *                               n = the emission interval it was written with
+ *                               n = the emission interval it was written with,
+ *                               p = the latest instant it was written at
  *   fixed_window:               t = window start, n = units counted in it
  *   sliding_window_counter:     t = current window start, n = its count,
  *                               p = the previous window's count
@@ -389,14 +392,20 @@ const MAX_DEBT_FLOAT = Number(MAX_DEBT);
  * callers that wait `delay` leave at a steady rate of one unit per I.
  *
  * When the rate changed since the state was written (a reload or an
- * override), the outstanding debt TAT - now is rescaled from the old interval
- * to the new one, so consumed units carry over: a user who used 10 of 10 and
+ * override), the outstanding debt TAT - base is rescaled from the old
+ * interval to the new one, so consumed units carry over: a user who used 10 of 10 and
  * is raised to 20 has 10 left at once; one lowered from 10 to 1 per second
  * waits for 10 units at the new rate. The rescale is computed in float64 in
  * this exact order, as in Go and the Redis script, and capped at MAX_DEBT, so
  * that no rate cut, however drastic, means a wait longer than 62 days. The
- * rescaled state is written back whatever the decision (`rescaled` reports
- * it), so the subject refills at the new rate from then on.
+ * debt is measured from base = max(now, s.p), where s.p is the latest
+ * instant the state was written at, not from now: a clock that stepped back
+ * cannot shrink the span it went back by (used 10 at 1/s, TAT 10s ahead; asked again 5s earlier at
+ * 10/s, the debt is 10s * 0.1 from the write, not 15s * 0.1 from the earlier
+ * now, which would already have refilled the bucket by the time of the
+ * write). The rescaled state is written back whatever the decision
+ * (`rescaled` reports it), so the subject refills at the new rate from then
+ * on; a consuming write records max(s.p, now) as its latest instant.
  *
  * @returns {{decision: Decision, rescaled: boolean}}
  */
@@ -405,14 +414,16 @@ function gcra(rule, s, now, cost) {
   const tau = rule.burst * iv;
   let tat = s.t;
   let rescaled = false;
-  if (s.n !== 0n && s.n !== iv && tat > now) {
-    // float64(tat-now) * float64(iv) / float64(s.n): Number(BigInt) rounds to
-    // nearest as Go's int64 -> float64 does, and the capped debt is at most
-    // MAX_DEBT < 2^53, so Math.trunc then BigInt is Go's exact int64().
-    const debt = (Number(tat - now) * Number(iv)) / Number(s.n);
-    tat = now + BigInt(Math.trunc(Math.min(debt, MAX_DEBT_FLOAT)));
+  const base = bigMax(now, s.p); // not before the state's latest write
+  if (s.n !== 0n && s.n !== iv && tat > base) {
+    // float64(tat-base) * float64(iv) / float64(s.n): Number(BigInt) rounds
+    // to nearest as Go's int64 -> float64 does, and the capped debt is at
+    // most MAX_DEBT < 2^53, so Math.trunc then BigInt is Go's exact int64().
+    const debt = (Number(tat - base) * Number(iv)) / Number(s.n);
+    tat = base + BigInt(Math.trunc(Math.min(debt, MAX_DEBT_FLOAT)));
     s.t = tat;
     s.n = iv;
+    s.p = base;
     rescaled = true;
   }
   tat = bigMax(tat, now); // a TAT in the past means a full bucket
@@ -432,6 +443,7 @@ function gcra(rule, s, now, cost) {
     if (cost > 0n) {
       s.t = newTAT;
       s.n = iv;
+      s.p = bigMax(s.p, now);
       tat = newTAT;
     }
   }

@@ -4,7 +4,10 @@
 // the same seeded random scenarios as the JavaScript port, and requires
 // identical results: every decision, verdict and next state, and the same
 // accept/reject answer of normalizeRule, and the same `changed` (whether the
-// states must be saved). Elsewhere (an npm install, no Go) it is skipped.
+// states must be saved). States are compared field by field, p included: for
+// the buckets the latest instant they were written at, which anchors a
+// rescale met by a clock that stepped back. Elsewhere (an npm install, no Go)
+// it is skipped.
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,6 +25,7 @@ import {
   binding,
   capacity,
   expiresAtSet,
+  interval,
   normalizeRule,
   InvalidRuleError,
 } from '../src/limit.js';
@@ -159,7 +163,15 @@ func main() {
 		var steps []map[string]any
 		for _, o := range sc.Ops {
 			rules := sets[o.Set]
-			v, changed := limit.Apply(rules, states, i64(o.Now), i64(o.Cost))
+			// As a store does (memstore): apply to a loaded copy, save it only
+			// when Apply says so. (Apply may reset a state of another
+			// algorithm to a fresh, equivalent one in place without
+			// reporting it.)
+			work := append([]limit.State(nil), states...)
+			v, changed := limit.Apply(rules, work, i64(o.Now), i64(o.Cost))
+			if changed {
+				states = work
+			}
 			var ds, ss []map[string]any
 			for _, d := range v.Decisions() {
 				ds = append(ds, decision(d))
@@ -417,6 +429,37 @@ test('conformance with the Go specification (limit package)', { timeout: 300_000
         { now: t0, cost: 0n, set: 0 },
       ],
     },
+    // Go TestRaisedRateWithClockBackGrantsNothing: 10 used at 1/s, then a
+    // peek 5s earlier at 10/s. The debt is rescaled from the write (t0), not
+    // from t0-5s: none is back at t0, 9 are 1ns before t0+1s, and the
+    // bucket is full at t0+1s.
+    {
+      sets: [tb(1n, NS.s, 10n), tb(10n, NS.s, 10n)],
+      ops: [
+        { now: t0, cost: 10n, set: 0 },
+        { now: t0 - 5n * NS.s, cost: 0n, set: 1 },
+        { now: t0, cost: 0n, set: 1 },
+        { now: t0 + NS.s - 1n, cost: 0n, set: 1 },
+        { now: t0 + NS.s, cost: 10n, set: 1 },
+      ],
+    },
+    // A leaky bucket of 10/s: 2 used at t0, 1 more admitted 500ms earlier
+    // (queued 700ms; p stays t0), then lowered to 1/s and raised back, both
+    // met 400ms before t0: each rescale is anchored at p = t0 (300ms of debt
+    // at 10/s is 3s at 1/s, and 300ms again). Then a full bucket at t0+1s,
+    // and a cut met 1ns before that write, anchored at it.
+    {
+      sets: [[{ name: 'r', algorithm: 'leaky_bucket', limit: 10n, period: NS.s, burst: 0n }], [{ name: 'r', algorithm: 'leaky_bucket', limit: 1n, period: NS.s, burst: 0n }]],
+      ops: [
+        { now: t0, cost: 2n, set: 0 },
+        { now: t0 - 500n * NS.ms, cost: 1n, set: 0 },
+        { now: t0 - 400n * NS.ms, cost: 1n, set: 1 },
+        { now: t0 - 400n * NS.ms, cost: 0n, set: 0 },
+        { now: t0 + NS.s, cost: 10n, set: 0 },
+        { now: t0 + NS.s - 1n, cost: 1n, set: 1 },
+        { now: t0 + 30n * NS.s, cost: 1n, set: 1 },
+      ],
+    },
   ];
   scenarios.push(...fixed);
 
@@ -442,11 +485,17 @@ test('conformance with the Go specification (limit package)', { timeout: 300_000
 
   let compared = 0;
   let rescaledOnly = 0; // changed without consuming: denials and peeks that rescaled
+  let anchoredAtP = 0; // bucket rescales measured from p, the clock behind the last write
+  let bucketP = 0; // bucket states compared with a non-zero p
   scenarios.forEach((sc, i) => {
     const sets = sc.sets.map((set) => set.map((r) => normalizeRule(r)));
     const states = sets[0].map(() => null);
     sc.ops.forEach((o, j) => {
       const rules = sets[o.set];
+      rules.forEach((r, k) => {
+        const st = states[k];
+        if (st && st.alg === r.algorithm && st.n !== 0n && st.n !== interval(r) && st.p > o.now && st.t > st.p) anchoredAtP++;
+      });
       const { verdict: v, changed } = apply(rules, states, o.now, o.cost);
       const mine = {
         allowed: v.allowed,
@@ -461,11 +510,16 @@ test('conformance with the Go specification (limit package)', { timeout: 300_000
       assert.deepEqual(mine, got.scenarios[i][j], `scenario ${i} op ${j}: ${JSON.stringify({ rules: rules.map(toWire), now: str(o.now), cost: str(o.cost) })}`);
       compared++;
       if (changed && !(v.allowed && o.cost > 0n)) rescaledOnly++;
+      bucketP += states.filter((st) => st && st.alg.endsWith('bucket') && st.p !== 0n).length;
     });
   });
   assert.equal(compared, SCENARIOS * 250 + fixed.reduce((n, sc) => n + sc.ops.length, 0));
   assert.ok(rescaledOnly >= fixed.length, `only ${rescaledOnly} denials or peeks rescaled a state`);
-  t.diagnostic(`${normalize.length} rules normalized, ${compared} requests compared with Go, ${rescaledOnly} of them denials or peeks that rescaled`);
+  assert.ok(anchoredAtP >= 3, `only ${anchoredAtP} rescales were anchored at p`);
+  t.diagnostic(
+    `${normalize.length} rules normalized, ${compared} requests compared with Go, ${rescaledOnly} of them denials or peeks that rescaled, ` +
+      `${anchoredAtP} rescales anchored at p (clock behind the last write), ${bucketP} bucket states with p compared`,
+  );
 });
 
 test('conformance harness: a Go program that does not build is reported with its compiler errors', { timeout: 120_000 }, (t) => {

@@ -281,3 +281,18 @@ test('Go TestRescaleIsCapped', () => {
   assert.equal(apply([tiny], [...states], t0 + MAX_DEBT - 1n, 1).verdict.allowed, false);
   assert.equal(apply([tiny], [...states], t0 + MAX_DEBT, 1).verdict.allowed, true);
 });
+
+// A clock that stepped back, met by a raised rate, must not shrink the span it
+// went back by: the rescale measures the debt from the latest instant the
+// state was written at (its p), not from the earlier now.
+test('Go TestRaisedRateWithClockBackGrantsNothing', () => {
+  const slow = normalizeRule({ name: 'a', algorithm: 'token_bucket', limit: 1, period: s, burst: 10 });
+  const fast = normalizeRule({ name: 'a', algorithm: 'token_bucket', limit: 10, period: s, burst: 10 });
+  const states = [null];
+  apply([slow], states, t0, 10); // TAT = t0+10s
+  apply([fast], states, t0 - 5n * s, 0);
+  let { verdict: v } = apply([fast], states, t0, 0);
+  assert.equal(v.decisions[0].remaining, 0n, '10 slow units rescale to 1s of debt at 10/s, so none is back yet');
+  ({ verdict: v } = apply([fast], states, t0 + s, 0));
+  assert.equal(v.decisions[0].remaining, 10n, 'a full bucket at t0+1s');
+});

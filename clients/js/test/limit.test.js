@@ -401,6 +401,37 @@ test('a clock that goes backwards never grants capacity', () => {
   }
 });
 
+test('a bucket state records the latest instant it was written at (p)', () => {
+  const ten = normalizeRule({ name: 'r', algorithm: 'token_bucket', limit: 10, period: '1s' });
+  const one = normalizeRule({ name: 'r', algorithm: 'token_bucket', limit: 1, period: '1s' });
+  let r = step(ten, null, M, 2);
+  assert.deepEqual({ t: r.state.t, n: r.state.n, p: r.state.p }, { t: M + 200n * ms, n: 100n * ms, p: M });
+  // A consumption at an earlier instant keeps the later p.
+  r = step(ten, r.state, M - 500n * ms, 1);
+  assert.equal(r.decision.allowed, true);
+  assert.deepEqual({ t: r.state.t, p: r.state.p }, { t: M + 300n * ms, p: M });
+  // A denial, a peek, a consumption later on: p moves only with a write.
+  const used = r.state;
+  assert.equal(step(ten, used, M + 2n * s, 0).state, used);
+  assert.equal(step(ten, used, M, 11).state, used);
+  assert.equal(step(ten, used, M + 2n * s, 1).state.p, M + 2n * s);
+  // A rescale met 400ms before p is measured from p: 300ms at 10/s is 3s at
+  // 1/s (not 7s, from 700ms), and the rescaled state is written at p.
+  r = step(one, used, M - 400n * ms, 0);
+  assert.equal(r.changed, true);
+  assert.deepEqual({ t: r.state.t, n: r.state.n, p: r.state.p }, { t: M + 3n * s, n: s, p: M });
+  // Met after p, it is measured from now and written at now.
+  r = step(one, used, M + 100n * ms, 0);
+  assert.deepEqual({ t: r.state.t, n: r.state.n, p: r.state.p }, { t: M + 100n * ms + 2n * s, n: s, p: M + 100n * ms });
+  // A TAT not after p (a debt that rescaled to nothing) needs no rescale,
+  // however far back the clock is; it is still ahead of that clock.
+  const owed = { alg: 'token_bucket', t: M, n: 100n * ms, p: M, log: [] };
+  r = step(one, owed, M - 2n * s, 0);
+  assert.equal(r.changed, false);
+  assert.equal(r.state, owed);
+  assert.equal(r.decision.remaining, 0n, 'TAT 2s ahead of now at 1/s: the bucket of 1 is empty');
+});
+
 test('a state written by another algorithm is treated as fresh', () => {
   const fw = normalizeRule({ name: 'r', algorithm: 'fixed_window', limit: 2, period: '1m' });
   const tb = normalizeRule({ name: 'r', algorithm: 'token_bucket', limit: 2, period: '1m' });

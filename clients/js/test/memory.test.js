@@ -172,6 +172,21 @@ test('InMemoryLimiter: a denied check after a rate cut saves the rescaled state'
   assert.equal(limiter.entries.has('fresh'), false);
 });
 
+test('InMemoryLimiter: a clock stepped back to meet a raised rate grants nothing', () => {
+  const clock = manualClock();
+  const limiter = new InMemoryLimiter({ clock, rules: [{ name: 'b', algorithm: 'token_bucket', limit: 1, period: '1s', burst: 10 }] });
+  assert.equal(limiter.check('u', 10).allowed, true); // TAT 10s ahead, written at T0
+  limiter.setRules([{ name: 'b', algorithm: 'token_bucket', limit: 10, period: '1s', burst: 10 }]);
+  clock.advance(-5n * s);
+  assert.equal(limiter.peek('u').allowed, false, '1s of debt at 10/s, counted from T0, is 6s ahead of T0-5s');
+  assert.deepEqual(stored(limiter, 'u', 'b'), { t: s, n: 100n * ms }, 'the rescale is saved, anchored at T0');
+  assert.equal(limiter.entries.get('u').states.get('b').p, T0);
+  clock.advance(5n * s);
+  assert.equal(limiter.peek('u').decisions[0].remaining, 0n, 'none back at T0');
+  clock.advance(s);
+  assert.equal(limiter.check('u', 10).allowed, true, 'a full bucket at T0+1s');
+});
+
 test('InMemoryLimiter: defaults and argument checks', () => {
   const now = systemClock();
   assert.equal(typeof now, 'bigint');

@@ -166,3 +166,61 @@ test('property: retryAfter stays exact across rate changes', () => {
     }
   }
 });
+
+// Go TestRaisedRateWithClockBackGrantsNothing, generalized. A history with the
+// clock moving forward, random rates and costs leaves a bucket state last
+// written at `now`. Then the clock steps back: peeks and denials under random
+// rates at instants up to 3 periods before `now` (each saving its rescale, as
+// apply says), compared with the same requests on a clock that stood still at
+// `now`; then the clock catches up and both timelines see the same peeks. The
+// stepped-back one never has more remaining, at any of them.
+test('property: a stepped-back clock with random rate changes never yields more remaining than a clock that stood still', () => {
+  const rng = new Prng(1006);
+  let rescales = 0;
+  for (let round = 0; round < 3 * ROUNDS; round++) {
+    const algorithm = rng.pick(['token_bucket', 'leaky_bucket']);
+    const rules = [0, 1, 2].map(() => ({ ...genRule(rng, algorithm), name: 'same' }));
+    const longest = rules.reduce((a, r) => (r.period > a ? r.period : a), 0n);
+    let at = t0;
+    let now = t0; // the instant of the last write
+    let state = null;
+    for (let i = 1 + rng.int(30); i > 0; i--) {
+      const rule = rng.pick(rules);
+      at += rng.big(0n, rule.period / 2n);
+      const r = step(rule, state, at, rng.big(0n, rule.burst));
+      if (r.changed) {
+        state = r.state;
+        now = at;
+      }
+    }
+    let back = state;
+    let still = state;
+    const compare = (rule, whenBack, whenStill, cost, where) => {
+      const a = step(rule, back, whenBack, cost);
+      const b = step(rule, still, whenStill, cost);
+      assert.ok(
+        a.decision.remaining <= b.decision.remaining,
+        `round ${round} ${where}: ${rule.limit}/${rule.period}ns burst ${rule.burst}, cost ${cost}: ` +
+          `remaining ${a.decision.remaining} at +${whenBack - t0}ns after stepping back, ${b.decision.remaining} at +${whenStill - t0}ns`,
+      );
+      assert.ok(!(a.decision.allowed && cost > 0n), 'only peeks and denials here');
+      if (a.changed) {
+        back = a.state;
+        rescales++;
+      }
+      if (b.changed) still = b.state;
+    };
+    for (let i = 1 + rng.int(6); i > 0; i--) {
+      const rule = rng.pick(rules);
+      const when = rng.chance(0.1) ? now : now - rng.big(1n, 3n * longest);
+      compare(rule, when, now, rng.chance(0.7) ? 0n : rule.burst + 1n, `back ${now - when}ns`);
+    }
+    let later = now;
+    for (let i = 1 + rng.int(6); i > 0; i--) {
+      const rule = rng.pick(rules);
+      later += rng.big(0n, rule.period);
+      compare(rule, later, later, 0n, `caught up`);
+    }
+  }
+  assert.ok(rescales > ROUNDS, `only ${rescales} stepped-back requests rescaled a state`);
+});
