@@ -263,8 +263,28 @@ local function sliding_log(f, lim, p, cost)
   return d, val, ttl
 end
 
+-- Keys are read once and written once per call: a hot subject coalesced into
+-- one batch costs one GET and one SET, however many checks it carries. cache
+-- holds each key's current value (false: no key), pending its last write.
+local cache, pending, order = {}, {}, {}
+
+local function read(key)
+  local v = cache[key]
+  if v == nil then
+    v = redis.call('GET', key)
+    cache[key] = v
+  end
+  return v
+end
+
+local function write(key, val, ttl)
+  cache[key] = val
+  if pending[key] == nil then order[#order + 1] = key end
+  pending[key] = ttl
+end
+
 local function step(key, alg, lim, p, burst, iv, cost)
-  local v = redis.call('GET', key)
+  local v = read(key)
   local f = nil
   if v then f = fields(v) end
   if alg == TB or alg == LB then return gcra(f, alg, burst, iv, cost) end
@@ -304,9 +324,7 @@ for _ = 1, tonumber(ARGV[3]) do
     end
   end
   for j = 1, nrules do
-    if writes[j][1] then
-      redis.call('SET', rules[j][1], writes[j][1], 'PX', writes[j][2])
-    end
+    if writes[j][1] then write(rules[j][1], writes[j][1], writes[j][2]) end
   end
   for j = 1, nrules do
     local d = decisions[j]
@@ -316,5 +334,8 @@ for _ = 1, tonumber(ARGV[3]) do
     out[#out + 1] = d[4]
     out[#out + 1] = d[5]
   end
+end
+for _, key in ipairs(order) do
+  redis.call('SET', key, cache[key], 'PX', pending[key])
 end
 return out

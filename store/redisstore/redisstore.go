@@ -91,29 +91,41 @@ type Options struct {
 	// MaxBatch is the largest number of checks sent in one script call.
 	// Default 128; 1 disables batching.
 	MaxBatch int
+	// MaxInFlight is how many batches may be in flight at once, so that
+	// Redis works on one while the next is built and sent. Default 2.
+	MaxInFlight int
 	// Timeout bounds each Redis call. Default 1s.
 	Timeout time.Duration
+	// TopologyRefresh is how often a Sentinel or Cluster client re-reads
+	// the topology, besides following +switch-master events and MOVED
+	// replies: it recovers a client from a missed event (a demoted primary
+	// answering READONLY). Default 2s; negative disables it.
+	TopologyRefresh time.Duration
 }
 
 // Store is the Redis store.Store. It is safe for concurrent use.
 type Store struct {
-	client   rueidis.Client
-	prefix   string
-	clock    clock.Clock
-	cluster  bool
-	maxBatch int
-	timeout  time.Duration
-	sha      string
+	client     rueidis.Client
+	prefix     string
+	clock      clock.Clock
+	cluster    bool
+	maxBatch   int
+	maxIn      int
+	timeout    time.Duration
+	sha        string
+	ruleArgs   sync.Map // *limit.Rule -> *[5]string, the rule's script arguments
+	cachedArgs atomic.Int64
 
 	mu       sync.Mutex
 	pending  []*call
-	flushing bool
+	inflight int
 	closed   atomic.Bool
 	wg       sync.WaitGroup
 }
 
 // call is one queued check.
 type call struct {
+	ctx  context.Context // the caller's: a call it gave up on is not sent
 	req  store.Request
 	keys []string
 	v    limit.Verdict
@@ -139,11 +151,13 @@ func New(opts Options) (*Store, error) {
 		if opts.MasterName == "" {
 			return nil, errors.New("redisstore: sentinel mode needs a master name")
 		}
-		co.Sentinel = rueidis.SentinelOption{MasterSet: opts.MasterName, Username: opts.Username, Password: opts.Password}
+		co.Sentinel = rueidis.SentinelOption{MasterSet: opts.MasterName, Username: opts.Username, Password: opts.Password,
+			TopologyRefreshInterval: topologyRefresh(opts)}
 	case Cluster:
 	default:
 		return nil, fmt.Errorf("redisstore: unknown mode %q (want standalone, sentinel or cluster)", opts.Mode)
 	}
+	resilient(&co, opts)
 	c, err := rueidis.NewClient(co)
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: connect to %s %v: %w: %w", modeName(opts.Mode), opts.Addrs, store.ErrUnavailable, err)
@@ -167,6 +181,7 @@ func NewFromClient(c rueidis.Client, opts Options) *Store {
 		clock:    opts.Clock,
 		cluster:  opts.Mode == Cluster,
 		maxBatch: opts.MaxBatch,
+		maxIn:    opts.MaxInFlight,
 		timeout:  opts.Timeout,
 		sha:      scriptSHA,
 	}
@@ -175,6 +190,9 @@ func NewFromClient(c rueidis.Client, opts Options) *Store {
 	}
 	if s.maxBatch <= 0 {
 		s.maxBatch = 128
+	}
+	if s.maxIn <= 0 {
+		s.maxIn = 2
 	}
 	if s.timeout <= 0 {
 		s.timeout = time.Second
@@ -199,7 +217,7 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 	if err := ctx.Err(); err != nil {
 		return limit.Verdict{}, fmt.Errorf("redisstore: %w: %w", store.ErrUnavailable, err)
 	}
-	c := &call{req: req, done: make(chan struct{})}
+	c := &call{ctx: ctx, req: req, done: make(chan struct{})}
 	c.keys = make([]string, len(req.Rules))
 	for i, r := range req.Rules {
 		c.keys[i] = s.Key(req.Key, r.Name)
@@ -209,17 +227,18 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 	case <-c.done:
 		return c.v, c.err
 	case <-ctx.Done():
-		// The call may still reach Redis and consume: the caller gave up on
-		// the answer, not on the request.
+		// A call still queued is dropped (send skips it); one already sent
+		// may still reach Redis and consume: the caller gave up on the
+		// answer, not on the request.
 		return limit.Verdict{}, fmt.Errorf("redisstore: %w: %w", store.ErrUnavailable, ctx.Err())
 	}
 }
 
-// enqueue queues c. If no flush is running, the caller becomes the flusher:
-// it sends everything queued (its own check included) from its own goroutine,
-// so a lone check costs no goroutine hop. Checks that queue up meanwhile are
-// sent by a background flusher, which keeps sending until the queue is empty:
-// batches form by themselves under load.
+// enqueue queues c. If fewer than MaxInFlight batches are in flight, the
+// caller becomes a flusher: it sends everything queued (its own check
+// included) from its own goroutine, so a lone check costs no goroutine hop.
+// Checks that queue up meanwhile are sent by a background flusher, which keeps
+// sending until the queue is empty: batches form by themselves under load.
 func (s *Store) enqueue(c *call) {
 	s.mu.Lock()
 	if s.closed.Load() {
@@ -229,20 +248,34 @@ func (s *Store) enqueue(c *call) {
 		return
 	}
 	s.pending = append(s.pending, c)
-	if s.flushing {
+	if s.inflight >= s.maxIn {
 		s.mu.Unlock()
 		return
 	}
-	s.flushing = true
+	s.inflight++
 	s.wg.Add(1)
 	batch := s.pending
 	s.pending = nil
 	s.mu.Unlock()
+	if c.ctx.Done() != nil {
+		// The caller has a deadline: it must be free to leave at it, so it
+		// cannot be the one waiting on Redis (resilience.go).
+		go s.flushFrom(batch)
+		return
+	}
 	s.send(batch)
 	if !s.handOff() {
 		return
 	}
 	go s.flushLoop()
+}
+
+// flushFrom sends batch, then goes on flushing while checks are queued.
+func (s *Store) flushFrom(batch []*call) {
+	s.send(batch)
+	if s.handOff() {
+		s.flushLoop()
+	}
 }
 
 // handOff ends a flush when nothing is queued and reports whether a flusher
@@ -251,7 +284,7 @@ func (s *Store) handOff() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.pending) == 0 {
-		s.flushing = false
+		s.inflight--
 		s.wg.Done()
 		return false
 	}
@@ -274,6 +307,10 @@ func (s *Store) flushLoop() {
 // send executes a set of queued calls as few script calls as the deployment
 // allows, pipelined together, and completes every call.
 func (s *Store) send(calls []*call) {
+	calls = dropAbandoned(calls)
+	if len(calls) == 0 {
+		return
+	}
 	groups := s.group(calls)
 	cmds := make(rueidis.Commands, len(groups))
 	nowS, nowNs := "", ""
@@ -335,13 +372,9 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 	for _, c := range g {
 		keys = append(keys, c.keys...)
 		args = append(args, strconv.FormatInt(c.req.Cost, 10), strconv.Itoa(len(c.req.Rules)))
-		for _, r := range c.req.Rules {
-			args = append(args,
-				strconv.Itoa(int(r.Algorithm)),
-				strconv.FormatInt(r.Limit, 10),
-				strconv.FormatInt(int64(r.Period), 10),
-				strconv.FormatInt(r.Burst, 10),
-				strconv.FormatInt(int64(r.Interval()), 10))
+		for j := range c.req.Rules {
+			a := s.args(&c.req.Rules[j])
+			args = append(args, a[:]...)
 		}
 	}
 	b := s.client.B()
@@ -349,6 +382,29 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 		return b.Eval().Script(applySource).Numkeys(int64(nkeys)).Key(keys...).Arg(args...).Build()
 	}
 	return b.Evalsha().Sha1(sha).Numkeys(int64(nkeys)).Key(keys...).Arg(args...).Build()
+}
+
+// args returns the script arguments of a rule: algorithm, limit, period,
+// burst, interval. Rules come from long-lived policy snapshots, so they are
+// formatted once per rule and cached by address; the cache is dropped when it
+// grows past a bound (many reloads).
+func (s *Store) args(r *limit.Rule) *[5]string {
+	if a, ok := s.ruleArgs.Load(r); ok {
+		return a.(*[5]string)
+	}
+	a := &[5]string{
+		strconv.Itoa(int(r.Algorithm)),
+		strconv.FormatInt(r.Limit, 10),
+		strconv.FormatInt(int64(r.Period), 10),
+		strconv.FormatInt(r.Burst, 10),
+		strconv.FormatInt(int64(r.Interval()), 10),
+	}
+	if s.cachedArgs.Add(1) > 10_000 {
+		s.ruleArgs.Clear()
+		s.cachedArgs.Store(0)
+	}
+	s.ruleArgs.Store(r, a)
+	return a
 }
 
 // complete decodes a script reply into the verdicts of its calls.
