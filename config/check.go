@@ -213,8 +213,8 @@ func (c *checker) names(items []*yaml.Node, parent, kind string) []named {
 // namespace reads one namespace; pi is its index among those given to
 // policy.New. It returns false when the namespace is left out.
 func (c *checker) namespace(n *yaml.Node, nm named, pi int) (policy.Namespace, bool) {
-	f, ok := c.fields(n, nm.path, "a mapping (name, subject_header, limits, overrides)",
-		"name", "subject_header", "limits", "overrides")
+	f, ok := c.fields(n, nm.path, "a mapping (name, subject_header, on_store_error, limits, overrides)",
+		"name", "subject_header", "on_store_error", "limits", "overrides")
 	if !ok {
 		return policy.Namespace{}, false
 	}
@@ -240,6 +240,16 @@ func (c *checker) namespace(n *yaml.Node, nm named, pi int) (policy.Namespace, b
 				ns.SubjectHeader = s
 			} else {
 				c.errorf(h.val.Line, hpath, "%s is not an HTTP header name", lit(h.val))
+			}
+		}
+	}
+	if p := f["on_store_error"]; p.present() {
+		ppath := join(nm.path, "on_store_error")
+		if s, ok := c.str(p.val, ppath); ok {
+			if fp, err := policy.ParseFailurePolicy(s); err == nil {
+				ns.OnStoreError = fp
+			} else {
+				c.errorf(p.val.Line, ppath, "%q is not a failure policy (want one of %s)", s, strings.Join(policy.FailurePolicies(), ", "))
 			}
 		}
 	}

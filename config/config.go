@@ -8,6 +8,8 @@
 //	namespaces:                        # required, at least one
 //	  - name: orders                   # required; 1-64 of [A-Za-z0-9_.-], not starting with _ . -
 //	    subject_header: X-User-ID      # optional, default "X-User-ID"; an HTTP header name
+//	    on_store_error: local          # optional, default local: how checks are answered when
+//	                                   #   the store fails (local, open or closed; policy.FailurePolicy)
 //	    limits:                        # required, 1 to limit.MaxRules
 //	      - name: per-minute           # required, unique in the namespace
 //	        algorithm: token_bucket    # required: token_bucket (alias gcra), leaky_bucket,
@@ -25,8 +27,8 @@
 // patch changes limit but not burst and the namespace's burst was the default,
 // the burst follows the new limit.
 //
-// Defaults are only the two stated above: subject_header "X-User-ID" and
-// burst = limit for the bucket algorithms. A key with no value ("burst:") is
+// Defaults are only the three stated above: subject_header "X-User-ID",
+// on_store_error local, and burst = limit for the bucket algorithms. A key with no value ("burst:") is
 // the same as an absent key. Everything else is explicit: there is no default
 // algorithm. Subjects and names are the text written: subjects: [12345] is
 // the subject "12345".

@@ -8,8 +8,12 @@
 //	    "denied", limit the name of the binding rule (limit.Verdict.Binding)
 //	ratelimiter_check_duration_seconds{namespace}          histogram, 50µs to 100ms
 //	ratelimiter_check_errors_total{namespace,kind}         counter; kind is "invalid",
-//	    "unknown_namespace" or "store"
+//	    "unknown_namespace" or "store" (a store failure, also when a failure
+//	    policy answered the check: service.Result.StoreError)
 //	ratelimiter_config_info{version}                       gauge, 1 for the policy in use
+//
+// and those of the store's failure handling, listed in failure.go
+// (ratelimiter_decided_by_total, ratelimiter_store_breaker_state, ...).
 //
 // Label values come from the policy snapshot, never from user input: a check
 // whose namespace the snapshot does not know is counted under namespace
@@ -58,6 +62,7 @@ type Observer struct {
 	duration  *prometheus.HistogramVec
 	errs      *prometheus.CounterVec
 	info      *prometheus.GaugeVec
+	fail      failureMetrics // failure.go
 
 	mu      sync.Mutex // serializes table rebuilds and the info gauge
 	table   atomic.Pointer[table]
@@ -76,6 +81,7 @@ type nsChildren struct {
 	unknownNS  prometheus.Counter
 	storeErr   prometheus.Counter
 	byRuleName map[string]*[2]prometheus.Counter // [denied, allowed]
+	by         *byPath                           // decided_by children (failure.go)
 }
 
 // New creates the collectors and registers them on reg. It fails if reg is
@@ -103,7 +109,8 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 			Help: "The version of the policy in use, as a label; the value is always 1.",
 		}, []string{"version"}),
 	}
-	for _, c := range []prometheus.Collector{o.decisions, o.duration, o.errs, o.info} {
+	o.fail = newFailureMetrics()
+	for _, c := range append([]prometheus.Collector{o.decisions, o.duration, o.errs, o.info}, o.fail.collectors()...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
@@ -121,6 +128,9 @@ func (o *Observer) children(ns string, ruleNames []string) *nsChildren {
 		unknownNS:  o.errs.WithLabelValues(ns, KindUnknownNamespace),
 		storeErr:   o.errs.WithLabelValues(ns, KindStore),
 		byRuleName: make(map[string]*[2]prometheus.Counter, len(ruleNames)),
+	}
+	if ns != UnknownNamespace {
+		c.by = o.fail.children(ns)
 	}
 	for _, r := range ruleNames {
 		c.byRuleName[r] = &[2]prometheus.Counter{
@@ -196,6 +206,7 @@ func (o *Observer) ObserveCheck(res service.Result, err error, took time.Duratio
 	if v.Allowed {
 		outcome = 1
 	}
+	c.observeDecidedBy(&res, outcome)
 	if pair, ok := c.byRuleName[rule]; ok {
 		pair[outcome].Inc()
 		return

@@ -57,6 +57,9 @@ type Namespace struct {
 	// Rules is the limit set every subject gets unless overridden.
 	Rules     []limit.Rule
 	Overrides []Override
+	// OnStoreError answers checks when the store fails (see FailurePolicy);
+	// the zero value is FailLocal.
+	OnStoreError FailurePolicy
 }
 
 // LimitSet is what a request resolves to.
@@ -71,6 +74,11 @@ type LimitSet struct {
 type compiled struct {
 	ns        *Namespace
 	overrides map[string][]limit.Rule
+	// defaulted[j] reports whether ns.Rules[j].Burst was left to default
+	// (to follow the limit); byName maps rule names to indices. Runtime
+	// overrides (dynamic.go) patch with the same semantics as the file's.
+	defaulted []bool
+	byName    map[string]int
 }
 
 // Snapshot is an immutable, validated policy. It is safe for concurrent use.
@@ -79,6 +87,9 @@ type Snapshot struct {
 	loadedAt   time.Time
 	namespaces map[string]*compiled
 	names      []string
+	// runtime is the layer of runtime overrides (dynamic.go); nil for a
+	// snapshot built by New.
+	runtime *runtimeLayer
 }
 
 // New validates namespaces and builds a Snapshot. version identifies the
@@ -109,6 +120,9 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 		if len(ns.Rules) == 0 || len(ns.Rules) > limit.MaxRules {
 			fail("%s.limits: %d limits, want 1 to %d", where, len(ns.Rules), limit.MaxRules)
 		}
+		if ns.OnStoreError > FailClosed {
+			fail("%s.on_store_error: %v is not a failure policy", where, ns.OnStoreError)
+		}
 		byName := make(map[string]int, len(ns.Rules))
 		// A burst left at 0 defaults to the limit, and keeps following it
 		// when an override changes the limit; an explicit burst stays.
@@ -133,7 +147,7 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 			}
 			*r = n
 		}
-		c := &compiled{ns: ns, overrides: map[string][]limit.Rule{}}
+		c := &compiled{ns: ns, overrides: map[string][]limit.Rule{}, defaulted: defaulted, byName: byName}
 		for k, o := range ns.Overrides {
 			owhere := fmt.Sprintf("%s.overrides[%d]", where, k)
 			if len(o.Subjects) == 0 {

@@ -6,7 +6,10 @@
 #
 #   scripts/run-distributed.sh [config.yaml]
 #
-# Environment: REDIS_BASE_PORT (7001), HTTP_BASE_PORT (8081).
+# Environment: REDIS_BASE_PORT (7001), HTTP_BASE_PORT (8081),
+# RATELIMITER_ADMIN_TOKEN (the admin API's bearer token; a random one is made
+# and printed when unset). docs/CONFIGURATION.md walks through changing a
+# user's limit live on this deployment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +47,11 @@ redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >/de
 until redis-cli -p "$redis_base" cluster info | grep -q 'cluster_state:ok'; do sleep 0.2; done
 echo "redis cluster: ${addrs[*]}"
 
+if [ -z "${RATELIMITER_ADMIN_TOKEN:-}" ]; then
+  RATELIMITER_ADMIN_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+fi
+export RATELIMITER_ADMIN_TOKEN
+
 joined=$(IFS=,; echo "${addrs[*]}")
 for i in 0 1 2; do
   port=$((http_base + i))
@@ -61,6 +69,9 @@ try:
   for p in $http_base $((http_base + 1)) $((http_base + 2)); do
     curl -s -X POST localhost:\$p/v1/check -d '{"namespace":"orders","subject":"user-42"}'; echo
   done
+admin API token: $RATELIMITER_ADMIN_TOKEN
+  curl -s -X PUT localhost:$http_base/v1/admin/overrides/orders/user-42 \\
+    -H "Authorization: Bearer $RATELIMITER_ADMIN_TOKEN" -d '{"limits":{"per-minute":{"limit":1000,"burst":200}},"ttl":"1h"}'
 Ctrl-C stops everything.
 MSG
 wait

@@ -6,6 +6,12 @@
 // their requests into a Request and render the Result; metrics and other
 // observers plug in through Observer.
 //
+// With Options.Guard the store is treated as remote (guard.go): every store
+// call has a deadline, a circuit breaker stops calling a store that keeps
+// failing, a failed check is answered by its namespace's failure policy
+// (open, closed, or this instance's share of the limits), and subjects known
+// to be denied are answered from a deny cache (denycache.go).
+//
 // A Service is safe for concurrent use. The policy lives behind an atomic
 // pointer: Swap installs a new snapshot without blocking checks, and a check
 // in flight finishes on the snapshot it loaded.
@@ -69,6 +75,13 @@ type Result struct {
 	// Verdict is the store's answer, one decision per rule of Set.Rules.
 	// It is the zero Verdict when Check returns an error.
 	Verdict limit.Verdict
+	// DecidedBy names the path that gave Verdict: the store, the deny cache
+	// or a failure policy (see Guard). DecidedByStore without a Guard.
+	DecidedBy DecidedBy
+	// StoreError is the store failure a failure policy answered for, when
+	// DecidedBy is DecidedByLocal, DecidedByOpen or DecidedByClosed (a
+	// timeout, Redis down, or the circuit breaker open); nil otherwise.
+	StoreError error
 }
 
 // Observer is told about every check and every snapshot the service starts
@@ -94,6 +107,11 @@ type Options struct {
 	Clock clock.Clock
 	// MaxCost bounds Request.Cost. Default DefaultMaxCost.
 	MaxCost int64
+	// Guard, when not nil, treats the store as remote (Redis): store calls
+	// get a deadline, a circuit breaker and a failure policy, and denied
+	// subjects are answered from a deny cache. Nil suits an in-process
+	// store, which neither blocks nor fails: checks call it directly.
+	Guard *Guard
 }
 
 // Service runs checks. Create it with New; the zero value is not usable.
@@ -105,6 +123,7 @@ type Service struct {
 
 	snap   atomic.Pointer[policy.Snapshot]
 	swapMu sync.Mutex // serializes Swap so the Observer sees swaps in order
+	guard  *guard     // nil without Options.Guard
 }
 
 // New returns a Service that checks requests against snap using st. It
@@ -127,6 +146,13 @@ func New(st store.Store, snap *policy.Snapshot, opts Options) (*Service, error) 
 		opts.Clock = clock.System
 	}
 	s := &Service{store: st, obs: opts.Observer, clock: opts.Clock, maxCost: opts.MaxCost}
+	if opts.Guard != nil {
+		g, err := newGuard(*opts.Guard, opts.Observer)
+		if err != nil {
+			return nil, err
+		}
+		s.guard = g
+	}
 	s.snap.Store(snap)
 	if s.obs != nil {
 		s.obs.ObserveSnapshot(snap)
@@ -151,6 +177,9 @@ func (s *Service) Swap(snap *policy.Snapshot) (old *policy.Snapshot, err error) 
 	s.swapMu.Lock()
 	defer s.swapMu.Unlock()
 	old = s.snap.Swap(snap)
+	if s.guard != nil && s.guard.deny != nil {
+		s.guard.deny.clear() // denials were decided under the old limits
+	}
 	if s.obs != nil {
 		s.obs.ObserveSnapshot(snap)
 	}
@@ -165,20 +194,26 @@ func (s *Service) Swap(snap *policy.Snapshot) (old *policy.Snapshot, err error) 
 // Errors wrap one of the sentinels listed with ErrInvalidNamespace; the
 // Result still carries the request's namespace and subject (and Set.Namespace
 // when the namespace is known). Apart from the store key and whatever the
-// store allocates, a successful check allocates nothing.
+// store allocates, a successful check allocates nothing (with a Guard, the
+// deadline and the circuit breaker add three small allocations).
+//
+// With a Guard, a store that fails or misses the deadline does not make
+// Check fail: the namespace's failure policy answers, and Result.DecidedBy
+// and Result.StoreError say so. Check then returns an error only for bad
+// input, an unknown namespace, a closed store, or a ctx that ended first.
 func (s *Service) Check(ctx context.Context, req Request) (Result, error) {
 	var start time.Time
-	if s.obs != nil {
+	if s.obs != nil || s.guard != nil {
 		start = s.clock.Now()
 	}
-	res, err := s.check(ctx, req)
+	res, err := s.check(ctx, req, start)
 	if s.obs != nil {
 		s.obs.ObserveCheck(res, err, s.clock.Now().Sub(start))
 	}
 	return res, err
 }
 
-func (s *Service) check(ctx context.Context, req Request) (Result, error) {
+func (s *Service) check(ctx context.Context, req Request, start time.Time) (Result, error) {
 	snap := s.snap.Load()
 	res := Result{Namespace: req.Namespace, Subject: req.Subject}
 	if err := s.validate(&req); err != nil {
@@ -192,11 +227,18 @@ func (s *Service) check(ctx context.Context, req Request) (Result, error) {
 		return res, err // wraps policy.ErrUnknownNamespace and names it
 	}
 	res.Set = set
-	v, err := s.store.Apply(ctx, store.Request{
+	sreq := store.Request{
 		Key:   policy.Key(req.Namespace, req.Subject),
 		Rules: set.Rules,
 		Cost:  req.Cost,
-	})
+	}
+	if s.guard != nil {
+		if err := s.guarded(ctx, snap, &res, sreq, start); err != nil {
+			return res, fmt.Errorf("check %s: %w", req.Namespace, err)
+		}
+		return res, nil
+	}
+	v, err := s.store.Apply(ctx, sreq)
 	if err != nil {
 		return res, fmt.Errorf("check %s: %w", req.Namespace, err)
 	}

@@ -72,7 +72,10 @@ func runDistributed(t *testing.T, redisArgs ...string) {
 	}
 	var addrs []string
 	for i := 0; i < 3; i++ {
-		s := startServer(t, bin, append([]string{"--config", cfg, "--store", "redis"}, redisArgs...)...)
+		// Exact counts: a deadline no check under this load reaches, so
+		// that the store decides every check (the failure policies are
+		// tested in fault_test.go).
+		s := startServer(t, bin, append([]string{"--config", cfg, "--store", "redis", "--store-timeout", "5s"}, redisArgs...)...)
 		addrs = append(addrs, s.addr)
 	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}

@@ -14,7 +14,10 @@
 // serve logs one line with msg "listening" and the bound address in "addr"
 // once its listener is open, so a caller that starts it with
 // --listen 127.0.0.1:0 reads the chosen port from the log (the end-to-end test
-// does). SIGTERM or SIGINT shut it down gracefully; SIGHUP reloads --config.
+// does). SIGTERM or SIGINT shut it down gracefully; SIGHUP reloads --config
+// (which is also watched for changes). The admin API for runtime per-subject
+// overrides is on when RATELIMITER_ADMIN_TOKEN or --admin-token-file is set;
+// see docs/CONFIGURATION.md.
 //
 // This package is wiring only: flags, construction, signals and output. The
 // behaviour lives in the packages it assembles.

@@ -44,6 +44,10 @@ type serveFlags struct {
 	redisUsername   string
 	redisPassword   string
 	redisTimeout    time.Duration
+
+	live liveFlags // reloads, runtime overrides, admin API (admin.go)
+
+	fault faultFlags // deadlines, failure policy, breaker, deny cache (fault.go)
 }
 
 // serveCmd runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
@@ -52,8 +56,11 @@ type serveFlags struct {
 //
 // Once the listener is bound it logs one line with msg "listening" and the
 // bound address in the "addr" attribute; with --listen 127.0.0.1:0 that line
-// is how a caller learns the chosen port. SIGHUP reloads --config: a file that
-// does not validate is logged and the running policy is kept.
+// is how a caller learns the chosen port. SIGHUP reloads --config, and so
+// does a change of the file (--watch-config): a file that does not validate
+// is logged and the running policy is kept. With an admin token the admin API
+// (runtime per-subject overrides) is served on --listen, or on --admin-listen,
+// which logs "admin listening" with its "addr" (admin.go).
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	var f serveFlags
 	fs := newFlagSet("serve", "serve [flags]", stderr)
@@ -70,6 +77,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format on stderr: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long requests in flight may take to finish on shutdown")
+	f.live.register(fs)
+	f.fault.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return flagExit(err)
 	}
@@ -137,6 +146,8 @@ func newStore(f serveFlags) (store.Store, error) {
 			Username:   f.redisUsername,
 			Password:   f.redisPassword,
 			Timeout:    f.redisTimeout,
+
+			TopologyRefresh: f.fault.topologyRefreshes,
 		})
 	}
 	return nil, fmt.Errorf("--store: unknown store %q (want memory or redis)", f.store)
@@ -159,17 +170,31 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	svc, err := service.New(st, snap, service.Options{Observer: obs})
+	gd, err := startGuarding(f, st, reg, log)
 	if err != nil {
 		return err
 	}
+	defer gd.stop() // before st.Close
+	svc, err := service.New(st, snap, service.Options{Observer: obs, Guard: gd.guard})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	// Runtime overrides are in force before the listener opens.
+	liveCtx, stopLive := context.WithCancel(ctx)
+	lv, err := startLive(liveCtx, f, svc, st, reg, log)
+	if err != nil {
+		stopLive()
+		return err
+	}
+	defer func() { stopLive(); lv.ctrl.Wait() }() // before st.Close
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg}),
+		Handler:           httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: lv.mainAdmin}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -189,8 +214,10 @@ wait:
 		select {
 		case err := <-served:
 			return fmt.Errorf("http server: %w", err)
+		case err := <-lv.adminServed():
+			return fmt.Errorf("admin server: %w", err)
 		case <-hup:
-			reload(svc, f.config, log)
+			lv.reload()
 		case <-ctx.Done():
 			break wait
 		}
@@ -202,31 +229,13 @@ wait:
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}
+	stopLive()
+	if err := lv.shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown of the admin API: %w", err)
+	}
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("http server: %w", err)
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// reload re-reads the configuration file and swaps it in; on any error the
-// running policy stays.
-func reload(svc *service.Service, path string, log *slog.Logger) {
-	if path == "" {
-		log.Warn("SIGHUP: no --config file to reload; keeping the embedded example")
-		return
-	}
-	snap, err := config.Load(path)
-	if err != nil {
-		log.Error("reload failed; keeping the running configuration", "config", path,
-			"version", svc.Snapshot().Version(), "err", err)
-		return
-	}
-	old, err := svc.Swap(snap)
-	if err != nil {
-		log.Error("reload failed", "err", err)
-		return
-	}
-	log.Info("configuration reloaded", "config", path, "version", snap.Version(), "previous", old.Version(),
-		"namespaces", strings.Join(snap.Names(), ","))
 }

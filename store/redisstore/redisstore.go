@@ -321,6 +321,10 @@ func (s *Store) send(calls []*call) {
 	for i, g := range groups {
 		cmds[i] = s.command(s.sha, g, nowS, nowNs)
 	}
+	if s.cluster && len(groups) > 1 {
+		s.sendApart(groups, cmds, nowS, nowNs) // resilience.go
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	results := s.client.DoMulti(ctx, cmds...)

@@ -19,8 +19,12 @@ type configView struct {
 type namespaceView struct {
 	Name          string         `json:"name"`
 	SubjectHeader string         `json:"subject_header"`
+	OnStoreError  string         `json:"on_store_error"`
 	Limits        []ruleView     `json:"limits"`
 	Overrides     []overrideView `json:"overrides,omitempty"`
+	// RuntimeOverrides counts the runtime overrides in force (the admin
+	// API lists them).
+	RuntimeOverrides int `json:"runtime_overrides"`
 }
 
 type ruleView struct {
@@ -50,10 +54,11 @@ func viewOf(snap *policy.Snapshot) configView {
 		if !ok {
 			continue
 		}
-		nv := namespaceView{Name: ns.Name, SubjectHeader: ns.SubjectHeader, Limits: make([]ruleView, len(ns.Rules))}
+		nv := namespaceView{Name: ns.Name, SubjectHeader: ns.SubjectHeader, OnStoreError: ns.OnStoreError.String(), Limits: make([]ruleView, len(ns.Rules))}
 		for i, r := range ns.Rules {
 			nv.Limits[i] = ruleView{Name: r.Name, Algorithm: r.Algorithm.String(), Limit: r.Limit, PeriodMS: ceilMillis(r.Period), Burst: r.Burst}
 		}
+		nv.RuntimeOverrides = len(snap.RuntimeOverrides(name))
 		for _, o := range ns.Overrides {
 			ov := overrideView{Subjects: append([]string(nil), o.Subjects...), Limits: make(map[string]patchView, len(o.Limits))}
 			sort.Strings(ov.Subjects)

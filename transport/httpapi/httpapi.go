@@ -12,7 +12,9 @@
 //	                  empty body (nginx auth_request, Caddy forward_auth)
 //	GET  /healthz     200 "ok" while the process serves
 //	GET  /readyz      200 when the service has a policy and its store answers
-//	GET  /v1/config   the policy in use
+//	GET  /v1/config   the policy in use: file version, load time, runtime override counts
+//	     /v1/admin/...  runtime per-subject overrides, behind a bearer token (admin.go);
+//	                  only with Options.Admin
 //	GET  /metrics     Prometheus exposition of Options.Gatherer
 //
 // Errors are JSON {"error":"..."} naming the problem: 400 for bad input,
@@ -26,8 +28,11 @@
 // X-RateLimit-Remaining and X-RateLimit-Reset for the binding limit
 // (limit.Verdict.Binding), and a 429 carries Retry-After in whole seconds,
 // rounded up, unless the request can never pass (its cost exceeds a limit's
-// capacity). Durations in JSON bodies are milliseconds rounded up; -1 means
-// never.
+// capacity). They also carry RateLimit-Decided-By, the path that decided:
+// "store", "deny-cache" (the subject was known to be denied), or, when the
+// store failed or missed its deadline, the namespace's failure policy:
+// "local", "open" or "closed" (service.DecidedBy). Durations in JSON bodies
+// are milliseconds rounded up; -1 means never.
 package httpapi
 
 import (
@@ -65,6 +70,9 @@ type Options struct {
 	// MaxBodyBytes bounds the body of /v1/check; larger bodies get 413.
 	// Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Admin, when not nil, serves /v1/admin/ (NewAdmin). When nil, those
+	// routes answer 404 saying the admin API is not served here.
+	Admin http.Handler
 }
 
 type api struct {
@@ -97,6 +105,12 @@ func New(svc *service.Service, opts Options) http.Handler {
 	route(http.MethodGet, "/healthz", healthz, "GET, HEAD")
 	route(http.MethodGet, "/readyz", a.readyz, "GET, HEAD")
 	route(http.MethodGet, "/v1/config", a.config, "GET, HEAD")
+	if opts.Admin != nil {
+		mux.Handle("/v1/admin/", opts.Admin)
+	} else {
+		mux.HandleFunc("/v1/admin/", adminDisabled("the admin API is not served here: it is off without an admin token "+
+			"(--admin-token-file or RATELIMITER_ADMIN_TOKEN), and on the --admin-listen address when that is set"))
+	}
 	if opts.Gatherer != nil {
 		route(http.MethodGet, "/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{
 			ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelError),

@@ -144,12 +144,23 @@ const (
 	hdrXRateLimitReset   = "X-Ratelimit-Reset"
 	hdrRetryAfter        = "Retry-After"
 	hdrXRateLimitCost    = "X-Ratelimit-Cost"
+	hdrDecidedBy         = "Ratelimit-Decided-By" // RateLimit-Decided-By
 	contentTypeJSON      = "application/json"
 	contentTypeTextPlain = "text/plain; charset=utf-8"
 )
 
+// decidedByValues are the values of RateLimit-Decided-By, one shared
+// slice per path: full (len == cap), so that a later Header.Add copies.
+var decidedByValues = func() (vals [service.NumDecidedBy][]string) {
+	for i := range vals {
+		vals[i] = []string{service.DecidedBy(i).String()}
+	}
+	return vals
+}()
+
 // setLimitHeaders sets the rate limit headers of a verdict on h:
 //
+//	RateLimit-Decided-By: store | deny-cache | local | open | closed
 //	RateLimit-Policy: "per-minute";q=100;w=60, "per-hour";q=1000;w=3600
 //	RateLimit: "per-minute";r=57;t=12              (the binding limit)
 //	X-RateLimit-Limit / -Remaining / -Reset        (the binding limit; reset in seconds)
@@ -160,6 +171,9 @@ const (
 // share one []string backing array, so the headers cost two allocations.
 func setLimitHeaders(h http.Header, res *service.Result, contentType string, scratch []byte) []byte {
 	v := &res.Verdict
+	if int(res.DecidedBy) < len(decidedByValues) {
+		h[hdrDecidedBy] = decidedByValues[res.DecidedBy]
+	}
 	if v.N == 0 { // no limits to report (a valid policy has at least one)
 		if contentType != "" {
 			h[hdrContentType] = []string{contentType}

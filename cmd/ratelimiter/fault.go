@@ -1,0 +1,144 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
+)
+
+// faultFlags are the settings of `serve` for a shared store that may fail:
+// the per-check deadline, the circuit breaker, the local fallback's share
+// (instance count) and the deny cache. They apply to --store redis only: the
+// memory store is in process and neither blocks nor fails.
+type faultFlags struct {
+	storeTimeout      time.Duration
+	instances         int
+	heartbeat         time.Duration
+	denyCacheSize     int
+	breakerOpenFor    time.Duration
+	breakerMinCalls   int
+	breakerRatio      float64
+	closedRetryAfter  time.Duration
+	disableBreaker    bool
+	topologyRefreshes time.Duration
+}
+
+func (f *faultFlags) register(fs *flag.FlagSet) {
+	fs.DurationVar(&f.storeTimeout, "store-timeout", service.DefaultStoreTimeout,
+		"redis store: deadline of each check's store call; past it the namespace's on_store_error policy answers")
+	fs.IntVar(&f.instances, "instances", 1,
+		"redis store: the number of instances to assume until the heartbeat has counted them (sizes each instance's share of a limit when Redis fails)")
+	fs.DurationVar(&f.heartbeat, "heartbeat", time.Second,
+		"redis store: how often this instance announces itself and counts the live instances (an instance silent for 3 heartbeats is gone)")
+	fs.IntVar(&f.denyCacheSize, "deny-cache-size", service.DefaultDenyCacheSize,
+		"redis store: most subjects remembered as denied, answered without Redis until their denial ends; 0 disables the deny cache")
+	fs.DurationVar(&f.breakerOpenFor, "breaker-open-for", 500*time.Millisecond,
+		"redis store: how long the circuit breaker stays open before probing Redis again")
+	fs.IntVar(&f.breakerMinCalls, "breaker-min-calls", 20,
+		"redis store: fewest calls in a 1s window that may open the circuit breaker")
+	fs.Float64Var(&f.breakerRatio, "breaker-failure-ratio", 0.5,
+		"redis store: share of failed calls in a 1s window that opens the circuit breaker")
+	fs.BoolVar(&f.disableBreaker, "disable-breaker", false,
+		"redis store: no circuit breaker: every check tries Redis (and waits up to --store-timeout when it is down)")
+	fs.DurationVar(&f.closedRetryAfter, "closed-retry-after", service.DefaultClosedRetryAfter,
+		"redis store: Retry-After of the denials of on_store_error: closed")
+	fs.DurationVar(&f.topologyRefreshes, "redis-topology-refresh", 2*time.Second,
+		"redis store, sentinel and cluster modes: how often the client re-reads the topology besides following failover events")
+}
+
+func (f *faultFlags) validate() error {
+	switch {
+	case f.storeTimeout <= 0:
+		return fmt.Errorf("--store-timeout: %v, want more than 0", f.storeTimeout)
+	case f.instances < 1:
+		return fmt.Errorf("--instances: %d, want at least 1", f.instances)
+	case f.heartbeat <= 0:
+		return fmt.Errorf("--heartbeat: %v, want more than 0", f.heartbeat)
+	case f.denyCacheSize < 0:
+		return fmt.Errorf("--deny-cache-size: %d, want 0 (off) or more", f.denyCacheSize)
+	case f.breakerOpenFor <= 0:
+		return fmt.Errorf("--breaker-open-for: %v, want more than 0", f.breakerOpenFor)
+	case f.breakerMinCalls < 1:
+		return fmt.Errorf("--breaker-min-calls: %d, want at least 1", f.breakerMinCalls)
+	case f.breakerRatio <= 0 || f.breakerRatio > 1:
+		return fmt.Errorf("--breaker-failure-ratio: %v, want (0, 1]", f.breakerRatio)
+	case f.closedRetryAfter <= 0:
+		return fmt.Errorf("--closed-retry-after: %v, want more than 0", f.closedRetryAfter)
+	case f.topologyRefreshes <= 0:
+		return fmt.Errorf("--redis-topology-refresh: %v, want more than 0", f.topologyRefreshes)
+	}
+	return nil
+}
+
+// guarding is the fault handling of one serve: the service's Guard and the
+// heartbeat that counts the instances.
+type guarding struct {
+	guard   *service.Guard
+	members *redisstore.Members
+}
+
+// startGuarding returns the Guard of a store: nil for the memory store. For
+// Redis it starts the heartbeat and registers ratelimiter_instances on reg.
+func startGuarding(f serveFlags, st store.Store, reg prometheus.Registerer, log *slog.Logger) (*guarding, error) {
+	rs, ok := st.(*redisstore.Store)
+	if !ok {
+		return &guarding{}, nil
+	}
+	ff := f.fault
+	if err := ff.validate(); err != nil {
+		return nil, err
+	}
+	var lastErr time.Time
+	m := rs.StartMembers(redisstore.MembersOptions{
+		Interval: ff.heartbeat,
+		Fallback: ff.instances,
+		OnError: func(err error) { // runs on the heartbeat goroutine only
+			if time.Since(lastErr) > time.Minute {
+				lastErr = time.Now()
+				log.Warn("instance heartbeat failed; keeping the last instance count", "err", err)
+			}
+		},
+	})
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ratelimiter_instances",
+		Help: "Live instances sharing the store, as last counted by the heartbeat (sizes the local share when the store fails).",
+	}, func() float64 { return float64(m.Count()) })); err != nil {
+		m.Close()
+		return nil, err
+	}
+	g := &service.Guard{
+		Timeout:          ff.storeTimeout,
+		FallbackMaxKeys:  f.maxKeys,
+		Instances:        m.Count,
+		DenyCacheSize:    ff.denyCacheSize,
+		Shards:           redisstore.ShardGroups,
+		ShardOf:          rs.Shard,
+		ClosedRetryAfter: ff.closedRetryAfter,
+		Breaker: service.Breaker{
+			Disabled:     ff.disableBreaker,
+			OpenFor:      ff.breakerOpenFor,
+			MinCalls:     uint32(ff.breakerMinCalls),
+			FailureRatio: ff.breakerRatio,
+		},
+	}
+	if ff.denyCacheSize == 0 {
+		g.DenyCacheSize = -1
+	}
+	log.Info("store failure handling", "store_timeout", ff.storeTimeout.String(), "instances", m.Count(),
+		"instance_id", m.ID(), "deny_cache_size", ff.denyCacheSize, "breaker", !ff.disableBreaker)
+	return &guarding{guard: g, members: m}, nil
+}
+
+// stop leaves the instance set; call it before closing the store.
+func (g *guarding) stop() {
+	if g.members != nil {
+		g.members.Close()
+	}
+}

@@ -1,0 +1,378 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/clock"
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/overrides"
+	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/reload"
+)
+
+// The admin API manages runtime per-subject overrides. Every route needs
+// "Authorization: Bearer <token>"; anything else is answered 401 before the
+// route is even looked at.
+//
+//	PUT    /v1/admin/overrides/{namespace}/{subject}   set (replace) the subject's override
+//	       {"limits":{"per-minute":{"limit":1000,"burst":200}},"ttl":"24h"}
+//	       limits: limit name -> any of limit, period ("1m"), burst, algorithm;
+//	       optional expiry: "expires_at" (RFC 3339) or "ttl" (a Go duration)
+//	       200 with the override as stored and the limit set now in force
+//	GET    /v1/admin/overrides/{namespace}/{subject}   one override, 404 if none
+//	DELETE /v1/admin/overrides/{namespace}/{subject}   204, 404 if none
+//	GET    /v1/admin/overrides/{namespace}             {"namespace":..,"overrides":[..]}, by subject
+//
+// Overrides are validated like the file's (policy.Snapshot.CheckOverride):
+// 400 for a bad body, an unknown limit name, a zero or negative field, a
+// burst on a window algorithm or an expiry in the past; 404 for a namespace
+// the file does not define; 409 when the namespace holds
+// overrides.DefaultMaxPerNamespace (or the configured maximum) already; 413
+// for a body over AdminOptions.MaxBodyBytes; 503 when the override store
+// fails. A subject with '/' or other reserved characters is written
+// percent-encoded in the path (user%2F42).
+
+// MinAdminTokenLen is the shortest admin token NewAdmin accepts, in bytes.
+const MinAdminTokenLen = 16
+
+// DefaultAdminMaxBodyBytes bounds an admin request body unless
+// AdminOptions.MaxBodyBytes says otherwise.
+const DefaultAdminMaxBodyBytes = 64 << 10
+
+// ErrWeakToken is returned by NewAdmin for a token shorter than
+// MinAdminTokenLen.
+var ErrWeakToken = fmt.Errorf("admin token shorter than %d bytes", MinAdminTokenLen)
+
+// Overrides is what the admin API manages: *reload.Controller.
+type Overrides interface {
+	Put(ctx context.Context, o policy.RuntimeOverride) (reload.Status, error)
+	Get(ns, subject string) (reload.Status, error)
+	Delete(ctx context.Context, ns, subject string) error
+	List(ns string) ([]reload.Status, error)
+}
+
+// AdminOptions configure the admin handler.
+type AdminOptions struct {
+	// Token is the bearer token every request must carry. Required, at
+	// least MinAdminTokenLen bytes.
+	Token string
+	// Logger receives recovered panics and failed authentications.
+	// Default: discard.
+	Logger *slog.Logger
+	// MaxBodyBytes bounds a request body. Default DefaultAdminMaxBodyBytes.
+	MaxBodyBytes int64
+	// Clock turns a ttl into an expiry. Default clock.System.
+	Clock clock.Clock
+}
+
+type admin struct {
+	ov      Overrides
+	log     *slog.Logger
+	maxBody int64
+	clock   clock.Clock
+	token   [sha256.Size]byte
+}
+
+// NewAdmin returns the handler of the admin routes above, behind bearer
+// token authentication and panic recovery. Mount it at /v1/admin/ (see
+// Options.Admin), or serve it on its own listener.
+func NewAdmin(ov Overrides, opts AdminOptions) (http.Handler, error) {
+	if ov == nil {
+		return nil, errors.New("httpapi: NewAdmin with nil Overrides")
+	}
+	if len(opts.Token) < MinAdminTokenLen {
+		return nil, ErrWeakToken
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultAdminMaxBodyBytes
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.System
+	}
+	a := &admin{ov: ov, log: opts.Logger, maxBody: opts.MaxBodyBytes, clock: opts.Clock, token: sha256.Sum256([]byte(opts.Token))}
+	mux := http.NewServeMux()
+	const one = "/v1/admin/overrides/{namespace}/{subject}"
+	mux.HandleFunc("PUT "+one, a.put)
+	mux.HandleFunc("GET "+one, a.get)
+	mux.HandleFunc("DELETE "+one, a.delete)
+	mux.HandleFunc(one, methodNotAllowed("GET, PUT, DELETE"))
+	const list = "/v1/admin/overrides/{namespace}"
+	mux.HandleFunc("GET "+list, a.list)
+	mux.HandleFunc(list, methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no admin route for "+r.Method+" "+r.URL.Path)
+	})
+	return (&api{log: opts.Logger}).recoverer(a.authenticate(mux)), nil
+}
+
+// authenticate answers 401 unless the request carries the token. The
+// comparison is of SHA-256 digests in constant time, so neither the
+// token's bytes nor its length leak through timing.
+func (a *admin) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		scheme, token, ok := strings.Cut(auth, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ratelimiter-admin"`)
+			writeError(w, http.StatusUnauthorized, "admin API: missing bearer token")
+			return
+		}
+		got := sha256.Sum256([]byte(strings.TrimSpace(token)))
+		if subtle.ConstantTimeCompare(got[:], a.token[:]) != 1 {
+			a.log.Warn("admin API: invalid token", "remote", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+			w.Header().Set("WWW-Authenticate", `Bearer realm="ratelimiter-admin", error="invalid_token"`)
+			writeError(w, http.StatusUnauthorized, "admin API: invalid token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// putBody is the body of PUT. Pointers tell an absent field from a zero.
+type putBody struct {
+	Limits    map[string]*patchBody `json:"limits"`
+	ExpiresAt *string               `json:"expires_at"`
+	TTL       *string               `json:"ttl"`
+}
+
+type patchBody struct {
+	Limit     *int64  `json:"limit"`
+	Period    *string `json:"period"`
+	Burst     *int64  `json:"burst"`
+	Algorithm *string `json:"algorithm"`
+}
+
+// decodePut turns a PUT body into an override of ns and subject. Like the
+// configuration file, it rejects unknown fields, written zeros (leave a
+// field out to keep the file's value) and patches that set nothing.
+func decodePut(body []byte, ns, subject string, now time.Time) (policy.RuntimeOverride, error) {
+	o := policy.RuntimeOverride{Namespace: ns, Subject: subject}
+	var b putBody
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return o, fmt.Errorf("request body: %w", err)
+	}
+	if dec.More() {
+		return o, errors.New("request body: more than one JSON value")
+	}
+	if len(b.Limits) == 0 {
+		return o, errors.New("limits: at least one limit is required")
+	}
+	if len(b.Limits) > limit.MaxRules {
+		return o, fmt.Errorf("limits: %d limits, a namespace has at most %d", len(b.Limits), limit.MaxRules)
+	}
+	o.Limits = make(map[string]policy.Patch, len(b.Limits))
+	for name, pb := range b.Limits {
+		where := "limits[" + name + "]"
+		if pb == nil || (pb.Limit == nil && pb.Period == nil && pb.Burst == nil && pb.Algorithm == nil) {
+			return o, fmt.Errorf("%s: want at least one of limit, period, burst, algorithm", where)
+		}
+		var p policy.Patch
+		if pb.Limit != nil {
+			if *pb.Limit < 1 || *pb.Limit > limit.MaxLimit {
+				return o, fmt.Errorf("%s.limit: %d is outside [1, %d]", where, *pb.Limit, limit.MaxLimit)
+			}
+			p.Limit = *pb.Limit
+		}
+		if pb.Burst != nil {
+			if *pb.Burst < 1 || *pb.Burst > limit.MaxLimit {
+				return o, fmt.Errorf("%s.burst: %d is outside [1, %d]", where, *pb.Burst, limit.MaxLimit)
+			}
+			p.Burst = *pb.Burst
+		}
+		if pb.Period != nil {
+			d, err := time.ParseDuration(*pb.Period)
+			if err != nil {
+				return o, fmt.Errorf("%s.period: %q is not a duration such as 500ms, 30s, 1m or 1h", where, *pb.Period)
+			}
+			if d < limit.MinPeriod || d > limit.MaxPeriod {
+				return o, fmt.Errorf("%s.period: %v is outside [%v, %v]", where, d, limit.MinPeriod, limit.MaxPeriod)
+			}
+			p.Period = d
+		}
+		if pb.Algorithm != nil {
+			alg, err := limit.ParseAlgorithm(*pb.Algorithm)
+			if err != nil {
+				return o, fmt.Errorf("%s.algorithm: %w", where, err)
+			}
+			p.Algorithm = alg
+		}
+		o.Limits[name] = p
+	}
+	switch {
+	case b.ExpiresAt != nil && b.TTL != nil:
+		return o, errors.New("give expires_at or ttl, not both")
+	case b.ExpiresAt != nil:
+		t, err := time.Parse(time.RFC3339Nano, *b.ExpiresAt)
+		if err != nil {
+			return o, fmt.Errorf("expires_at: %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", *b.ExpiresAt)
+		}
+		o.ExpiresAt = t.UTC()
+	case b.TTL != nil:
+		d, err := time.ParseDuration(*b.TTL)
+		if err != nil || d <= 0 {
+			return o, fmt.Errorf("ttl: %q is not a positive duration such as 30m or 24h", *b.TTL)
+		}
+		o.ExpiresAt = now.Add(d).UTC()
+	}
+	return o, nil
+}
+
+func (a *admin) put(w http.ResponseWriter, r *http.Request) {
+	ns, subject := r.PathValue("namespace"), r.PathValue("subject")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, tooLarge(a.maxBody))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "reading request body: "+err.Error())
+		return
+	}
+	o, err := decodePut(body, ns, subject, a.clock.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	st, err := a.ov.Put(r.Context(), o)
+	if err != nil {
+		a.writeAdminError(w, err)
+		return
+	}
+	a.writeJSON(w, http.StatusOK, statusView(st))
+}
+
+func (a *admin) get(w http.ResponseWriter, r *http.Request) {
+	st, err := a.ov.Get(r.PathValue("namespace"), r.PathValue("subject"))
+	if err != nil {
+		a.writeAdminError(w, err)
+		return
+	}
+	a.writeJSON(w, http.StatusOK, statusView(st))
+}
+
+func (a *admin) delete(w http.ResponseWriter, r *http.Request) {
+	if err := a.ov.Delete(r.Context(), r.PathValue("namespace"), r.PathValue("subject")); err != nil {
+		a.writeAdminError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type listView struct {
+	Namespace string              `json:"namespace"`
+	Overrides []adminOverrideView `json:"overrides"`
+}
+
+func (a *admin) list(w http.ResponseWriter, r *http.Request) {
+	ns := r.PathValue("namespace")
+	sts, err := a.ov.List(ns)
+	if err != nil {
+		a.writeAdminError(w, err)
+		return
+	}
+	v := listView{Namespace: ns, Overrides: make([]adminOverrideView, len(sts))}
+	for i, st := range sts {
+		v.Overrides[i] = statusView(st)
+	}
+	a.writeJSON(w, http.StatusOK, v)
+}
+
+// writeAdminError maps the controller's errors to statuses.
+func (a *admin) writeAdminError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, policy.ErrUnknownNamespace), errors.Is(err, overrides.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, policy.ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, overrides.ErrTooMany):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, overrides.ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusServiceUnavailable, "override store unavailable: "+err.Error())
+	default:
+		a.log.Error("admin API: unexpected error", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: "+err.Error())
+	}
+}
+
+func (a *admin) writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		a.log.Error("admin API: encoding a response", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: encoding the response")
+		return
+	}
+	w.Header()[hdrContentType] = []string{contentTypeJSON}
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}
+
+// adminOverrideView is an override in admin responses. Its namespace,
+// limits and expiry read back as a PUT body.
+type adminOverrideView struct {
+	Namespace string                    `json:"namespace"`
+	Subject   string                    `json:"subject"`
+	Limits    map[string]adminPatchView `json:"limits"`
+	ExpiresAt *time.Time                `json:"expires_at,omitempty"`
+	UpdatedAt time.Time                 `json:"updated_at"`
+	// Active reports whether the override applies now; Problem says why
+	// not.
+	Active  bool   `json:"active"`
+	Problem string `json:"problem,omitempty"`
+	// Effective is the subject's limit set while the override is active.
+	Effective []ruleView `json:"effective,omitempty"`
+}
+
+type adminPatchView struct {
+	Limit     int64  `json:"limit,omitempty"`
+	Period    string `json:"period,omitempty"`
+	Burst     int64  `json:"burst,omitempty"`
+	Algorithm string `json:"algorithm,omitempty"`
+}
+
+func statusView(st reload.Status) adminOverrideView {
+	v := adminOverrideView{Namespace: st.Namespace, Subject: st.Subject, UpdatedAt: st.UpdatedAt.UTC(),
+		Active: st.Active, Problem: st.Problem, Limits: make(map[string]adminPatchView, len(st.Limits))}
+	if !st.ExpiresAt.IsZero() {
+		t := st.ExpiresAt.UTC()
+		v.ExpiresAt = &t
+	}
+	for name, p := range st.Limits {
+		pv := adminPatchView{Limit: p.Limit, Burst: p.Burst}
+		if p.Period != 0 {
+			pv.Period = p.Period.String()
+		}
+		if p.Algorithm != 0 {
+			pv.Algorithm = p.Algorithm.String()
+		}
+		v.Limits[name] = pv
+	}
+	for _, r := range st.Rules {
+		v.Effective = append(v.Effective, ruleView{Name: r.Name, Algorithm: r.Algorithm.String(), Limit: r.Limit,
+			PeriodMS: ceilMillis(r.Period), Burst: r.Burst})
+	}
+	return v
+}
+
+// adminDisabled answers the admin routes of a server without an admin API.
+func adminDisabled(msg string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, msg)
+	}
+}
