@@ -6,7 +6,9 @@
 --
 -- ARGV[1], ARGV[2]: the current instant as Unix seconds and nanoseconds, or
 --                   both "" to use the Redis server's TIME.
--- ARGV[3]:          M, the number of checks. Then, per check:
+-- ARGV[3]:          M, the number of checks.
+-- ARGV[4]:          "1" when a key may appear in more than one check, else "0".
+-- Then, per check:
 --                     cost, R (number of rules), and per rule:
 --                     algorithm, limit, period_ns, burst, interval_ns
 -- KEYS:             one key per rule, in order, for all checks.
@@ -49,11 +51,16 @@ local function rel(s, ns)
   return ds * 1e9 + (ns - now_ns)
 end
 
--- stamp: the instant now + r, formatted "seconds nanoseconds".
-local function stamp(r)
+-- split: the instant now + r as Unix seconds and nanoseconds.
+local function split(r)
   local x = now_ns + r
   local q = idiv(x, 1e9)
-  return string.format('%d %d', now_s + q, x - q * 1e9)
+  return now_s + q, x - q * 1e9
+end
+
+-- stamp: the instant now + r, formatted "seconds nanoseconds".
+local function stamp(r)
+  return string.format('%d %d', split(r))
 end
 
 -- window_start: start of the window of length p (whole ms) holding now,
@@ -107,19 +114,31 @@ local MAX_DEBT = 2 * 31 * 24 * 3600 * 1e9
 -- instants as "seconds nanoseconds". A rescale measures the debt from the
 -- latest instant the state has seen, so a clock that stepped back cannot
 -- shrink it.
-local function gcra(f, alg, burst, iv, cost)
+local function gcra_value(alg, tat, iv, seen)
+  local ts, tn = split(tat)
+  local ss, sn = split(seen)
+  return string.format('%d %d %d %d %d %d', alg, ts, tn, iv, ss, sn)
+end
+
+-- gcra takes the stored value v (or nil) itself: it is the default algorithm
+-- and the hot path, so it parses with one pattern and no table.
+local function gcra(v, alg, burst, iv, cost)
   local tau = burst * iv
   local tat, seen = -1, -7776000 * 1e9
   local val, ttl
-  if f and f[1] == alg then
-    tat = rel(f[2], f[3])
-    if f[6] then seen = rel(f[5], f[6]) end -- absent in a value of an older script
-    local old_iv = f[4]
+  local fa, f2, f3, f4, f5, f6
+  if v then
+    fa, f2, f3, f4, f5, f6 = string.match(v, '^(%d+) (%-?%d+) (%d+) (%d+) ?(%-?%d*) ?(%d*)$')
+  end
+  if fa and tonumber(fa) == alg then
+    tat = rel(tonumber(f2), tonumber(f3))
+    if f6 ~= '' then seen = rel(tonumber(f5), tonumber(f6)) end -- absent in a value of an older script
+    local old_iv = tonumber(f4)
     local base = math.max(0, seen)
     if old_iv ~= 0 and old_iv ~= iv and tat > base then
       tat = base + math.floor(math.min((tat - base) * iv / old_iv, MAX_DEBT))
       seen = base
-      val = string.format('%d %s %d %s', alg, stamp(tat), iv, stamp(seen))
+      val = gcra_value(alg, tat, iv, seen)
       ttl = ttl_ms(tat)
     end
   end
@@ -136,7 +155,7 @@ local function gcra(f, alg, burst, iv, cost)
     if alg == LB then d[5] = tat end
     if cost > 0 then
       tat = new_tat
-      val = string.format('%d %s %d %s', alg, stamp(tat), iv, stamp(math.max(seen, 0)))
+      val = gcra_value(alg, tat, iv, math.max(seen, 0))
       ttl = ttl_ms(tat)
     end
   end
@@ -268,7 +287,10 @@ end
 -- holds each key's current value (false: no key), pending its last write.
 local cache, pending, order = {}, {}, {}
 
+local repeats = ARGV[4] == '1'
+
 local function read(key)
+  if not repeats then return redis.call('GET', key) end
   local v = cache[key]
   if v == nil then
     v = redis.call('GET', key)
@@ -278,6 +300,10 @@ local function read(key)
 end
 
 local function write(key, val, ttl)
+  if not repeats then
+    redis.call('SET', key, val, 'PX', ttl)
+    return
+  end
   cache[key] = val
   if pending[key] == nil then order[#order + 1] = key end
   pending[key] = ttl
@@ -285,54 +311,66 @@ end
 
 local function step(key, alg, lim, p, burst, iv, cost)
   local v = read(key)
+  if alg == TB or alg == LB then return gcra(v, alg, burst, iv, cost) end
   local f = nil
   if v then f = fields(v) end
-  if alg == TB or alg == LB then return gcra(f, alg, burst, iv, cost) end
   if alg == FW then return fixed_window(f, lim, p, cost) end
   if alg == SWC then return sliding_counter(f, lim, p, cost) end
   return sliding_log(f, lim, p, cost)
 end
 
 local out = {}
-local a = 4 -- next ARGV index
+local a = 5 -- next ARGV index
 local k = 1 -- next KEYS index
 for _ = 1, tonumber(ARGV[3]) do
   local cost, nrules = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
-  local rules, decisions, writes = {}, {}, {}
-  local allowed = true
-  for j = 1, nrules do
-    local r = {KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])}
-    rules[j] = r
+  if nrules == 1 then
+    -- One rule (the common case), without the tables a set needs: allowed
+    -- or denied, its only possible write is its own (a consumption or a
+    -- rescale).
+    local d, val, ttl = step(KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
+      tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), cost)
+    if val then write(KEYS[k], val, ttl) end
     k, a = k + 1, a + 5
-    local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], cost)
-    decisions[j] = d
-    writes[j] = {val, ttl}
-    if d[1] == 0 then allowed = false end
-  end
-  if not allowed and cost > 0 then
-    -- Denied: nothing is consumed. The rules that would have admitted it
-    -- report a peek, whose only possible write is a rescale; the denying
-    -- rules' writes are rescales too.
+    local n = #out
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = d[1], d[2], d[3], d[4], d[5]
+  else
+    local rules, decisions, writes = {}, {}, {}
+    local allowed = true
     for j = 1, nrules do
-      if decisions[j][1] == 1 then
-        local r = rules[j]
-        local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], 0)
-        decisions[j] = d
-        writes[j] = {val, ttl}
+      local r = {KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])}
+      rules[j] = r
+      k, a = k + 1, a + 5
+      local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], cost)
+      decisions[j] = d
+      writes[j] = {val, ttl}
+      if d[1] == 0 then allowed = false end
+    end
+    if not allowed and cost > 0 then
+      -- Denied: nothing is consumed. The rules that would have admitted it
+      -- report a peek, whose only possible write is a rescale; the denying
+      -- rules' writes are rescales too.
+      for j = 1, nrules do
+        if decisions[j][1] == 1 then
+          local r = rules[j]
+          local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], 0)
+          decisions[j] = d
+          writes[j] = {val, ttl}
+        end
       end
     end
-  end
-  for j = 1, nrules do
-    if writes[j][1] then write(rules[j][1], writes[j][1], writes[j][2]) end
-  end
-  for j = 1, nrules do
-    local d = decisions[j]
-    out[#out + 1] = d[1]
-    out[#out + 1] = d[2]
-    out[#out + 1] = d[3]
-    out[#out + 1] = d[4]
-    out[#out + 1] = d[5]
+    for j = 1, nrules do
+      if writes[j][1] then write(rules[j][1], writes[j][1], writes[j][2]) end
+    end
+    for j = 1, nrules do
+      local d = decisions[j]
+      out[#out + 1] = d[1]
+      out[#out + 1] = d[2]
+      out[#out + 1] = d[3]
+      out[#out + 1] = d[4]
+      out[#out + 1] = d[5]
+    end
   end
 end
 for _, key in ipairs(order) do

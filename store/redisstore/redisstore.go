@@ -365,14 +365,14 @@ func (s *Store) group(calls []*call) [][]*call {
 // command builds EVALSHA (or EVAL when sha is "") of the script for a group.
 func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Completed {
 	nkeys := 0
-	nargs := 3
+	nargs := 4
 	for _, c := range g {
 		nkeys += len(c.keys)
 		nargs += 2 + 5*len(c.req.Rules)
 	}
 	keys := make([]string, 0, nkeys)
 	args := make([]string, 0, nargs)
-	args = append(args, nowS, nowNs, strconv.Itoa(len(g)))
+	args = append(args, nowS, nowNs, strconv.Itoa(len(g)), repeats(g))
 	for _, c := range g {
 		keys = append(keys, c.keys...)
 		args = append(args, strconv.FormatInt(c.req.Cost, 10), strconv.Itoa(len(c.req.Rules)))
@@ -386,6 +386,23 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 		return b.Eval().Script(applySource).Numkeys(int64(nkeys)).Key(keys...).Arg(args...).Build()
 	}
 	return b.Evalsha().Sha1(sha).Numkeys(int64(nkeys)).Key(keys...).Arg(args...).Build()
+}
+
+// repeats tells the script whether a key may occur in several checks of the
+// group ("1"), so that it caches keys across checks, or not ("0"), so that it
+// reads and writes each key directly.
+func repeats(g []*call) string {
+	if len(g) < 2 {
+		return "0"
+	}
+	seen := make(map[string]struct{}, len(g))
+	for _, c := range g {
+		if _, dup := seen[c.req.Key]; dup {
+			return "1"
+		}
+		seen[c.req.Key] = struct{}{}
+	}
+	return "0"
 }
 
 // args returns the script arguments of a rule: algorithm, limit, period,
