@@ -68,6 +68,7 @@ type Stats struct {
 	Keys      int    // keys held now
 	Evictions uint64 // live entries evicted because a shard was full
 	Expired   uint64 // expired entries dropped
+	Unstored  uint64 // new keys not stored: the store was full and their shard empty
 }
 
 // Store is the in-memory store.Store. It is safe for concurrent use.
@@ -82,6 +83,7 @@ type Store struct {
 	closed    atomic.Bool
 	evictions atomic.Uint64
 	expired   atomic.Uint64
+	dropped   atomic.Uint64
 	stop      chan struct{}
 	done      chan struct{}
 }
@@ -242,18 +244,26 @@ func (s *Store) insert(sh *shard, h uint64, e entry, now int64) {
 		sh.m[h] = e
 		return
 	}
-	if s.keys.Load() >= s.maxKeys {
-		s.evict(sh, now, 8, true)
+	// Reserve the key first: of concurrent inserts, each one that takes the
+	// count past the bound evicts before it stores, so the keys held never
+	// exceed MaxKeys. If its shard holds nothing to evict, the key is not
+	// stored: the request was decided, its state is forgotten.
+	if s.keys.Add(1) > s.maxKeys {
+		if !s.evict(sh, now, 8, true) {
+			s.keys.Add(-1)
+			s.dropped.Add(1)
+			return
+		}
 	} else {
 		s.evict(sh, now, 2, false)
 	}
 	sh.m[h] = e
-	s.keys.Add(1)
 }
 
 // evict samples up to n entries of sh and drops the expired ones; when force
 // is set and none was expired, it drops the sampled entry that expires first.
-func (s *Store) evict(sh *shard, now int64, n int, force bool) {
+// It reports whether it dropped anything.
+func (s *Store) evict(sh *shard, now int64, n int, force bool) bool {
 	var victim uint64
 	soonest := int64(-1)
 	dropped := false
@@ -274,7 +284,9 @@ func (s *Store) evict(sh *shard, now int64, n int, force bool) {
 		delete(sh.m, victim)
 		s.keys.Add(-1)
 		s.evictions.Add(1)
+		dropped = true
 	}
+	return dropped
 }
 
 // realign moves e onto the limit set rules after a reload or an override
@@ -319,7 +331,7 @@ func (s *Store) Sweep() int {
 
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
-	st := Stats{Evictions: s.evictions.Load(), Expired: s.expired.Load()}
+	st := Stats{Evictions: s.evictions.Load(), Expired: s.expired.Load(), Unstored: s.dropped.Load()}
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()

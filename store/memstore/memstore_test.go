@@ -3,6 +3,7 @@ package memstore
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,5 +135,30 @@ func TestJanitorSweeps(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Concurrent inserts never take the store past its bound, not even by one.
+func TestBoundHoldsUnderConcurrentInserts(t *testing.T) {
+	s := New(Options{Clock: clocktest.New(storetest.Epoch), MaxKeys: 64, Shards: 4, SweepInterval: -1})
+	defer s.Close()
+	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				check(t, s, fmt.Sprintf("g%d-%d", g, i), rules, 1)
+				if n := s.Stats().Keys; n > 64 {
+					t.Errorf("%d keys held, bound 64", n)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	if st := s.Stats(); st.Keys != 64 || st.Evictions+st.Unstored != 16*2000-64 {
+		t.Fatalf("stats %+v: want the bound held and every other insert evicting or unstored", st)
 	}
 }
