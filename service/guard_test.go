@@ -534,3 +534,23 @@ func TestDecidedByNames(t *testing.T) {
 		t.Errorf("NumDecidedBy = %d", service.NumDecidedBy)
 	}
 }
+
+// With a guard, a store that does not answer leaves the instance ready but
+// degraded (the failure policies answer); a closed store does not.
+func TestReadyDegraded(t *testing.T) {
+	down := storeFunc(func(context.Context, store.Request) (limit.Verdict, error) {
+		return limit.Verdict{}, store.ErrUnavailable
+	})
+	snap := policySnapshot(t, "v1", tokenBucket("per-hour", 10, time.Hour))
+	svc := newGuarded(t, down, snap, nil, service.Guard{Breaker: service.Breaker{Disabled: true}})
+	if err := svc.Ready(context.Background()); !errors.Is(err, service.ErrDegraded) {
+		t.Fatalf("Ready with the store down = %v, want ErrDegraded", err)
+	}
+	closed := storeFunc(func(context.Context, store.Request) (limit.Verdict, error) {
+		return limit.Verdict{}, store.ErrClosed
+	})
+	svc = newGuarded(t, closed, snap, nil, service.Guard{Breaker: service.Breaker{Disabled: true}})
+	if err := svc.Ready(context.Background()); err == nil || errors.Is(err, service.ErrDegraded) {
+		t.Fatalf("Ready with the store closed = %v, want not ready", err)
+	}
+}

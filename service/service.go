@@ -48,6 +48,9 @@ var (
 	ErrInvalidSubject = errors.New("invalid subject")
 	// ErrInvalidCost is returned for a negative cost or one above MaxCost.
 	ErrInvalidCost = errors.New("invalid cost")
+	// ErrDegraded is returned by Ready when the store does not answer but
+	// the failure policies do: the instance serves, in degraded mode.
+	ErrDegraded = errors.New("degraded")
 	// ErrNilSnapshot is returned by New and Swap for a nil snapshot.
 	ErrNilSnapshot = errors.New("service: nil policy snapshot")
 )
@@ -271,10 +274,16 @@ func (s *Service) Ready(ctx context.Context) error {
 		return ErrNilSnapshot
 	}
 	_, err := s.store.Apply(ctx, store.Request{Key: readyKey, Rules: readyRules, Cost: 0})
-	if err != nil {
-		return fmt.Errorf("service: store not ready: %w", err)
+	switch {
+	case err == nil:
+		return nil
+	case s.guard != nil && !errors.Is(err, store.ErrClosed):
+		// The failure policies answer while the store is away: the
+		// instance still serves, so it must not leave the load balancer
+		// (every instance would, at once, in a Redis outage).
+		return fmt.Errorf("%w: store unavailable, failure policies answer: %w", ErrDegraded, err)
 	}
-	return nil
+	return fmt.Errorf("service: store not ready: %w", err)
 }
 
 // readyKey cannot collide with policy.Key(ns, subject): namespace names

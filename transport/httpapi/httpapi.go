@@ -11,7 +11,9 @@
 //	                  X-RateLimit-Cost (default 1); 200 or 429, same headers,
 //	                  empty body (nginx auth_request, Caddy forward_auth)
 //	GET  /healthz     200 "ok" while the process serves
-//	GET  /readyz      200 when the service has a policy and its store answers
+//	GET  /readyz      200 when the service has a policy and can decide: its store
+//	                  answers, or (Redis mode) the failure policies answer for it
+//	                  ("degraded: ..."); 503 otherwise
 //	GET  /v1/config   the policy in use: file version, load time, runtime override counts
 //	     /v1/admin/...  runtime per-subject overrides, behind a bearer token (admin.go);
 //	                  only with Options.Admin
@@ -311,7 +313,10 @@ func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()
 	w.Header()[hdrContentType] = []string{contentTypeTextPlain}
-	if err := a.svc.Ready(ctx); err != nil {
+	if err := a.svc.Ready(ctx); errors.Is(err, service.ErrDegraded) {
+		w.Write([]byte(err.Error() + "\n")) // 200: still serving, through the failure policies
+		return
+	} else if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("not ready: " + err.Error() + "\n"))
 		return
