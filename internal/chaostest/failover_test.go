@@ -258,11 +258,24 @@ func TestSentinelPrimaryKilledUnderLoad(t *testing.T) {
 	if lastFail.Sub(fault) > 10*time.Second {
 		t.Errorf("graceful failover: policy answers went on for %v", lastFail.Sub(fault))
 	}
+	// The last tenth of the run must be decided by the store again. A check
+	// that merely missed its 10ms deadline (a starved CPU on a loaded CI
+	// machine, not the failover) may still be answered by the policy, but
+	// only a few; any other store error there means the client did not
+	// recover (a stale connection to the demoted primary: READONLY).
 	tail := samples[len(samples)*9/10:]
+	slow := 0
 	for _, s := range tail {
-		if s.by != service.DecidedByStore && s.by != service.DecidedByDenyCache {
+		if s.by == service.DecidedByStore || s.by == service.DecidedByDenyCache {
+			continue
+		}
+		if !strings.Contains(s.storeErr, "deadline exceeded") {
 			t.Fatalf("graceful failover: the last checks are still decided by %v (%s)", s.by, s.storeErr)
 		}
+		slow++
+	}
+	if slow*50 > len(tail) {
+		t.Fatalf("graceful failover: %d of the last %d checks missed the store's deadline", slow, len(tail))
 	}
 }
 
