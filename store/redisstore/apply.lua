@@ -8,9 +8,10 @@
 --                   both "" to use the Redis server's TIME.
 -- ARGV[3]:          M, the number of checks.
 -- ARGV[4]:          "1" when a key may appear in more than one check, else "0".
--- Then, per check:
---                     cost, R (number of rules), and per rule:
+-- ARGV[5]:          T, the number of distinct rules; then T times:
 --                     algorithm, limit, period_ns, burst, interval_ns
+-- Then, per check:    cost, R (number of rules), and R indices (1-based) into
+--                     that rule table.
 -- KEYS:             one key per rule, in order, for all checks.
 --
 -- Checks are processed in order, so repeated checks of one key (a hot subject
@@ -320,7 +321,13 @@ local function step(key, alg, lim, p, burst, iv, cost)
 end
 
 local out = {}
-local a = 5 -- next ARGV index
+-- The rule table: each distinct rule once, as numbers.
+local rule = {}
+local a = 6 -- next ARGV index
+for i = 1, tonumber(ARGV[5]) do
+  rule[i] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])}
+  a = a + 5
+end
 local k = 1 -- next KEYS index
 for _ = 1, tonumber(ARGV[3]) do
   local cost, nrules = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
@@ -329,19 +336,20 @@ for _ = 1, tonumber(ARGV[3]) do
     -- One rule (the common case), without the tables a set needs: allowed
     -- or denied, its only possible write is its own (a consumption or a
     -- rescale).
-    local d, val, ttl = step(KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
-      tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), cost)
+    local r = rule[tonumber(ARGV[a])]
+    local d, val, ttl = step(KEYS[k], r[1], r[2], r[3], r[4], r[5], cost)
     if val then write(KEYS[k], val, ttl) end
-    k, a = k + 1, a + 5
+    k, a = k + 1, a + 1
     local n = #out
     out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = d[1], d[2], d[3], d[4], d[5]
   else
     local rules, decisions, writes = {}, {}, {}
     local allowed = true
     for j = 1, nrules do
-      local r = {KEYS[k], tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])}
+      local t = rule[tonumber(ARGV[a])]
+      local r = {KEYS[k], t[1], t[2], t[3], t[4], t[5]}
       rules[j] = r
-      k, a = k + 1, a + 5
+      k, a = k + 1, a + 1
       local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], cost)
       decisions[j] = d
       writes[j] = {val, ttl}

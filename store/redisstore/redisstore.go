@@ -364,21 +364,34 @@ func (s *Store) group(calls []*call) [][]*call {
 
 // command builds EVALSHA (or EVAL when sha is "") of the script for a group.
 func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Completed {
-	nkeys := 0
-	nargs := 4
+	// Each distinct rule is sent once; checks refer to it by its 1-based
+	// index. A batch's checks mostly share one policy's rules, so this
+	// divides the arguments Redis parses and the script converts.
+	index := make(map[*limit.Rule]int, 4)
+	var table []*limit.Rule
+	nkeys, nrefs := 0, 0
 	for _, c := range g {
 		nkeys += len(c.keys)
-		nargs += 2 + 5*len(c.req.Rules)
+		nrefs += 2 + len(c.req.Rules)
+		for j := range c.req.Rules {
+			if r := &c.req.Rules[j]; index[r] == 0 {
+				table = append(table, r)
+				index[r] = len(table)
+			}
+		}
 	}
 	keys := make([]string, 0, nkeys)
-	args := make([]string, 0, nargs)
-	args = append(args, nowS, nowNs, strconv.Itoa(len(g)), repeats(g))
+	args := make([]string, 0, 5+5*len(table)+nrefs)
+	args = append(args, nowS, nowNs, strconv.Itoa(len(g)), repeats(g), strconv.Itoa(len(table)))
+	for _, r := range table {
+		a := s.args(r)
+		args = append(args, a[:]...)
+	}
 	for _, c := range g {
 		keys = append(keys, c.keys...)
 		args = append(args, strconv.FormatInt(c.req.Cost, 10), strconv.Itoa(len(c.req.Rules)))
 		for j := range c.req.Rules {
-			a := s.args(&c.req.Rules[j])
-			args = append(args, a[:]...)
+			args = append(args, strconv.Itoa(index[&c.req.Rules[j]]))
 		}
 	}
 	b := s.client.B()
