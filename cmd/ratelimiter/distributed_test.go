@@ -135,3 +135,30 @@ func TestDistributedRedisCluster(t *testing.T) {
 	c := redistest.Cluster(t, 3, 0)
 	runDistributed(t, "--redis-mode", "cluster", "--redis-addrs", strings.Join(c.Addrs(), ","))
 }
+
+// An instance started while Redis is down does not exit (no crash loop): it
+// waits, retrying, and serves as soon as Redis answers.
+func TestStartsWhenRedisComesBack(t *testing.T) {
+	bin := buildBinary(t)
+	srv := redistest.Standalone(t)
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s := launchServer(t, bin, "--store", "redis", "--redis-addrs", srv.Addr(), "--redis-timeout", "200ms")
+	s.waitLogCount(t, "redis unreachable; retrying", 3, 30*time.Second) // still there, retrying
+	select {
+	case <-s.done:
+		t.Fatalf("serve exited while Redis was down: %v\n%s", s.err, s.log())
+	default:
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	line := s.waitLog(t, "listening", 30*time.Second)
+	s.addr, _ = line["addr"].(string)
+	client := &http.Client{Timeout: 10 * time.Second}
+	code, r, err := postCheck(client, s.addr, "orders", "user-1", 1)
+	if err != nil || code != 200 || !r.Allowed {
+		t.Fatalf("first check after Redis came back: %d %+v %v", code, r, err)
+	}
+}

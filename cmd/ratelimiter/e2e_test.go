@@ -147,6 +147,19 @@ type server struct {
 
 func startServer(t *testing.T, bin string, args ...string) *server {
 	t.Helper()
+	s := launchServer(t, bin, args...)
+	line := s.waitLog(t, "listening", 20*time.Second)
+	s.addr, _ = line["addr"].(string)
+	if s.addr == "" {
+		t.Fatalf("listening line without addr: %v", line)
+	}
+	return s
+}
+
+// launchServer starts `serve` and follows its log without waiting for it to
+// listen.
+func launchServer(t *testing.T, bin string, args ...string) *server {
+	t.Helper()
 	s := &server{done: make(chan struct{}), seen: make(chan struct{}, 1)}
 	s.cmd = exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json"}, args...)...)
 	s.cmd.Env = cleanEnv()
@@ -187,11 +200,6 @@ func startServer(t *testing.T, bin string, args ...string) *server {
 		s.err = s.cmd.Wait()
 		close(s.done)
 	}()
-	line := s.waitLog(t, "listening", 20*time.Second)
-	s.addr, _ = line["addr"].(string)
-	if s.addr == "" {
-		t.Fatalf("listening line without addr: %v", line)
-	}
 	return s
 }
 
@@ -363,5 +371,31 @@ func TestServeDefaultsToExample(t *testing.T) {
 	}
 	if srv.err != nil {
 		t.Fatalf("exit after SIGINT: %v\n%s", srv.err, srv.log())
+	}
+}
+
+// waitLogCount waits until at least n log lines carry msg.
+func (s *server) waitLogCount(t *testing.T, msg string, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		s.mu.Lock()
+		got := 0
+		for _, l := range s.lines {
+			if l["msg"] == msg {
+				got++
+			}
+		}
+		s.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-s.seen:
+		case <-s.done:
+			t.Fatalf("server exited (%v) after %d %q lines; log:\n%s", s.err, got, msg, s.log())
+		case <-deadline:
+			t.Fatalf("%d %q lines within %v, want %d; log:\n%s", got, msg, timeout, n, s.log())
+		}
 	}
 }

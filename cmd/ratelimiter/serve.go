@@ -153,12 +153,38 @@ func newStore(f serveFlags) (store.Store, error) {
 	return nil, fmt.Errorf("--store: unknown store %q (want memory or redis)", f.store)
 }
 
+// connectStore builds the store. A Redis that does not answer yet (a deploy
+// racing Redis, an outage) is waited for, retrying with a backoff capped at
+// maxConnectBackoff, instead of exiting: no crash loop, and the instance
+// starts serving the moment Redis answers. SIGTERM/SIGINT end the wait.
+func connectStore(ctx context.Context, f serveFlags, log *slog.Logger) (store.Store, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		st, err := newStore(f)
+		if err == nil || !errors.Is(err, store.ErrUnavailable) {
+			return st, err
+		}
+		log.Warn("redis unreachable; retrying", "in", backoff.String(), "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("stopped while waiting for redis: %w", err)
+		case <-t.C:
+		}
+		backoff = min(2*backoff, maxConnectBackoff)
+	}
+}
+
+// maxConnectBackoff caps the wait between connection attempts at start.
+const maxConnectBackoff = 5 * time.Second
+
 func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	snap, source, err := loadPolicy(f.config)
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
 	}
-	st, err := newStore(f)
+	st, err := connectStore(ctx, f, log)
 	if err != nil {
 		return err
 	}
