@@ -148,9 +148,12 @@ func (w *Watcher) Close() error {
 
 // loop reads events until Close. timer is the pending debounce, nil when
 // none: every relevant event arms a fresh one, and the previous one's
-// channel is dropped, so only the last of a burst fires.
+// channel is dropped, so only the last of a burst fires. A burst re-arms at
+// most maxRearms times, so a file rewritten faster than the debounce forever
+// is still reloaded (within about maxRearms events of the first).
 func (w *Watcher) loop() {
 	var timer <-chan time.Time
+	rearms := 0
 	events, errs := w.fs.events(), w.fs.errors()
 	for {
 		select {
@@ -164,8 +167,9 @@ func (w *Watcher) loop() {
 			if w.opts.trace != nil {
 				w.opts.trace(ev, rel)
 			}
-			if rel {
+			if rel && (timer == nil || rearms < maxRearms) {
 				timer = w.opts.After(w.opts.Debounce)
+				rearms++
 			}
 		case err, ok := <-errs:
 			if !ok {
@@ -176,7 +180,7 @@ func (w *Watcher) loop() {
 				timer = w.opts.After(w.opts.Debounce)
 			}
 		case <-timer:
-			timer = nil
+			timer, rearms = nil, 0
 			w.resolve()
 			select {
 			case w.c <- struct{}{}:
@@ -185,6 +189,9 @@ func (w *Watcher) loop() {
 		}
 	}
 }
+
+// maxRearms bounds how often one burst of events postpones its reload.
+const maxRearms = 16
 
 const changeOps = fsnotify.Create | fsnotify.Write | fsnotify.Remove | fsnotify.Rename
 

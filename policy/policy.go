@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"sort"
 	"time"
+	"unicode/utf8"
 
 	"github.com/distributedratelimiter/ratelimiter/limit"
 )
@@ -225,10 +226,15 @@ func applyPatches(rules []limit.Rule, defaulted []bool, byName map[string]int, p
 }
 
 // ValidateSubject reports whether s is a usable subject identifier: 1 to
-// MaxSubjectLen bytes with no control characters.
+// MaxSubjectLen bytes of valid UTF-8 with no control characters. (Invalid
+// UTF-8 would not survive a JSON round trip: two subjects could become one
+// in a stored override.)
 func ValidateSubject(s string) error {
 	if s == "" || len(s) > MaxSubjectLen {
 		return fmt.Errorf("subject must be 1 to %d bytes, got %d", MaxSubjectLen, len(s))
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("subject %q is not valid UTF-8", s)
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x20 || s[i] == 0x7f {

@@ -116,7 +116,7 @@ func TestValidateSubject(t *testing.T) {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", strings.Repeat("a", MaxSubjectLen+1), "a\nb", "a\x00", "\x7f"} {
+	for _, bad := range []string{"", strings.Repeat("a", MaxSubjectLen+1), "a\nb", "a\x00", "\x7f", "a\xff"} {
 		if err := ValidateSubject(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -89,7 +89,7 @@ type Target interface {
 }
 
 // Recorder is told about reloads and overrides, for metrics
-// (metrics.Reload implements it). Calls are serialized.
+// (metrics.Reload implements it). Calls may come from several goroutines at once.
 type Recorder interface {
 	// Reloaded counts one reload of the file; ok reports success.
 	Reloaded(ok bool)
@@ -182,6 +182,7 @@ type Controller struct {
 	loaded  map[string]bool                          // namespaces loaded from the store
 	invalid map[string]*policy.OverrideError         // "ns\x00subject" -> why it does not apply
 	dirty   map[string]bool                          // namespaces to load again
+	retryAt time.Time                                // when a failed removal of expired overrides is retried; guarded by mu
 
 	wake    chan struct{} // dirty namespaces to load
 	resched chan struct{} // the next expiry changed
@@ -258,6 +259,12 @@ func (c *Controller) Start(ctx context.Context) error {
 	c.mu.Unlock()
 	c.syncDirty(lctx)
 	cancel()
+	if w != nil {
+		// The file may have changed between its first read and the watch
+		// (a slow start waiting for Redis): read it once more. A no-op when
+		// the content is unchanged.
+		c.Reload(false)
+	}
 
 	c.wg.Add(2)
 	go func() {
@@ -293,7 +300,7 @@ func (c *Controller) loop(ctx context.Context, w *config.Watcher) {
 		case <-c.wake:
 			c.syncDirty(ctx)
 		case <-c.resched:
-			next := c.Snapshot().NextExpiry()
+			next := c.nextExpiry()
 			if expiry != nil && next.Equal(armedFor) {
 				continue // the timer is already for that instant
 			}
@@ -474,10 +481,32 @@ func (c *Controller) rebuildLocked(now time.Time) {
 	c.signal(c.resched)
 }
 
+// nextExpiry is the earliest expiry among the overrides held, including
+// those already past (stored while this process was down, or whose removal
+// from the store failed): the timer then fires at once and expire removes
+// them. The policy already ignores expired overrides; this keeps them from
+// lingering in the store and counting against the per-namespace maximum.
+func (c *Controller) nextExpiry() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var next time.Time
+	for _, m := range c.view {
+		for _, o := range m {
+			if !o.ExpiresAt.IsZero() && (next.IsZero() || o.ExpiresAt.Before(next)) {
+				next = o.ExpiresAt
+			}
+		}
+	}
+	if !next.IsZero() && next.Before(c.retryAt) {
+		next = c.retryAt // a removal failed: retry, not in a tight loop
+	}
+	return next
+}
+
 // expire removes the overrides that have expired from the store and
 // rebuilds without them. A store failure is logged: the overrides stop
-// applying all the same, and DeleteExpired is tried again at the next
-// expiry.
+// applying all the same, and they stay in the view so that the timer tries
+// DeleteExpired again.
 func (c *Controller) expire(ctx context.Context) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
@@ -492,11 +521,14 @@ func (c *Controller) expire(ctx context.Context) {
 		}
 	}
 	c.mu.Unlock()
+	failed := false
 	for ns, subjects := range expired {
 		slices.Sort(subjects)
 		c.log.Info("runtime overrides expired", "namespace", ns, "subjects", subjects)
 		if err := c.store.DeleteExpired(ctx, ns, subjects, now); err != nil {
-			c.log.Warn("runtime overrides: cannot remove expired overrides from the store", "namespace", ns, "err", err)
+			c.log.Warn("runtime overrides: cannot remove expired overrides from the store; retrying", "namespace", ns, "err", err)
+			delete(expired, ns) // keep them in the view: the timer retries
+			failed = true
 		}
 	}
 	c.mu.Lock()
@@ -506,8 +538,15 @@ func (c *Controller) expire(ctx context.Context) {
 			delete(c.view[ns], subj)
 		}
 	}
+	c.retryAt = time.Time{}
+	if failed {
+		c.retryAt = now.Add(expireRetry)
+	}
 	c.rebuildLocked(now)
 }
+
+// expireRetry is how long expire waits before trying a failed removal again.
+const expireRetry = time.Second
 
 // Put validates o against the file in force (policy.Snapshot.CheckOverride),
 // stores it (replacing the subject's previous runtime override) and swaps in

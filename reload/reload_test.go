@@ -469,3 +469,29 @@ func TestFileStoreSurvivesRestart(t *testing.T) {
 		t.Fatal("override lost on restart")
 	}
 }
+
+// An override that expired while no instance ran (stored, then found past
+// its expiry at start) is removed from the store, not left to count against
+// the namespace's maximum forever.
+func TestOverrideExpiredWhileDownIsPurged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "overrides.json")
+	fs, err := overrides.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := overrides.Override{RuntimeOverride: policy.RuntimeOverride{Namespace: "orders", Subject: "gone",
+		Limits: map[string]policy.Patch{"per-hour": {Limit: 7}}, ExpiresAt: t0.Add(-time.Minute)}, UpdatedAt: t0.Add(-time.Hour)}
+	if err := fs.Put(context.Background(), stale, 100); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, baseYAML, envOpts{store: fs})
+	if e.limitOf("gone") != 2 {
+		t.Fatal("an expired override applies")
+	}
+	fire := e.after.waitArmed(t, time.Millisecond) // already past: at once
+	fire()
+	e.rec.until(t, "expired override purged", func() bool {
+		got, _ := e.store.Load(context.Background(), "orders")
+		return len(got) == 0
+	})
+}

@@ -29,7 +29,12 @@ const DefaultDenyCacheSize = 32768
 // counts as cost 1, as in package limit), resolved to the very same limit
 // set of the very same policy snapshot. A new snapshot (a reload, an
 // override) clears the cache. RetryNever denials are not cached: they cost
-// nothing to recompute and must carry their reason.
+// nothing to recompute and must carry their reason. One exception to
+// exactness: across a Redis failover that lost the latest writes (async
+// replication), or to a promoted replica whose clock runs ahead, the store
+// may admit a little before the cached instant; the cache then denies for
+// at most that replication lag or clock skew longer. Time is kept as
+// monotonic spans (Service.epoch), so a stepped wall clock changes nothing.
 //
 // Memory is bounded: at most size entries in total, over 64 shards; a full
 // shard first drops its expired entries, then the entry whose denial ends

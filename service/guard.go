@@ -265,7 +265,10 @@ func newBreaker(b Breaker, obs Observer, shard int) *gobreaker.TwoStepCircuitBre
 		BucketPeriod: b.Window / 10,
 		Timeout:      b.OpenFor,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.Requests >= b.MinCalls && float64(c.TotalFailures) >= b.FailureRatio*float64(c.Requests)
+			// Finished calls only: abandoned (excluded) and in-flight calls
+			// must not dilute the failure ratio.
+			done := c.TotalSuccesses + c.TotalFailures
+			return done >= b.MinCalls && float64(c.TotalFailures) >= b.FailureRatio*float64(done)
 		},
 		IsExcluded: func(err error) bool { return err == errExcluded },
 		OnStateChange: func(_ string, from, to gobreaker.State) {
@@ -298,7 +301,7 @@ func storeFailed(err error) bool {
 // the service's clock. It returns an error when no verdict could be given.
 func (s *Service) guarded(ctx context.Context, snap *policy.Snapshot, res *Result, req store.Request, start time.Time) error {
 	g := s.guard
-	now := start.UnixNano()
+	now := int64(start.Sub(s.epoch)) // monotonic span: see Service.epoch
 	if g.deny != nil {
 		if v, ok := g.deny.lookup(snap, req, now); ok {
 			res.Verdict, res.DecidedBy = v, DecidedByDenyCache

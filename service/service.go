@@ -105,8 +105,9 @@ type Observer interface {
 type Options struct {
 	// Observer, when not nil, is told about every check and snapshot swap.
 	Observer Observer
-	// Clock measures check latency for the Observer; it plays no part in
-	// the decisions (the store keeps time). Default clock.System.
+	// Clock measures check latency for the Observer and, with a Guard,
+	// times the deny cache's entries (by monotonic spans, not wall time);
+	// the store keeps the time of every decision. Default clock.System.
 	Clock clock.Clock
 	// MaxCost bounds Request.Cost. Default DefaultMaxCost.
 	MaxCost int64
@@ -127,6 +128,10 @@ type Service struct {
 	snap   atomic.Pointer[policy.Snapshot]
 	swapMu sync.Mutex // serializes Swap so the Observer sees swaps in order
 	guard  *guard     // nil without Options.Guard
+	// epoch is when the service was made. The deny cache keeps time as the
+	// span since epoch, which carries the monotonic clock reading: a wall
+	// clock stepped back (NTP) cannot stretch a cached denial.
+	epoch time.Time
 }
 
 // New returns a Service that checks requests against snap using st. It
@@ -149,6 +154,7 @@ func New(st store.Store, snap *policy.Snapshot, opts Options) (*Service, error) 
 		opts.Clock = clock.System
 	}
 	s := &Service{store: st, obs: opts.Observer, clock: opts.Clock, maxCost: opts.MaxCost}
+	s.epoch = s.clock.Now()
 	if opts.Guard != nil {
 		g, err := newGuard(*opts.Guard, opts.Observer)
 		if err != nil {

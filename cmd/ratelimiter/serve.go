@@ -180,6 +180,13 @@ func connectStore(ctx context.Context, f serveFlags, log *slog.Logger) (store.St
 const maxConnectBackoff = 5 * time.Second
 
 func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
+	// Catch SIGHUP from the start: its default action ends the process, and
+	// a reload sent while the server is still starting (waiting for Redis)
+	// must not. One that arrives before the watcher runs is served once the
+	// server is up; the controller reads the file again at start anyway.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	snap, source, err := loadPolicy(f.config)
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
@@ -232,9 +239,6 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	log.Info("listening", "addr", ln.Addr().String(), "config", source, "version", snap.Version(),
 		"namespaces", strings.Join(snap.Names(), ","), "store", f.store)
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 wait:
 	for {
 		select {

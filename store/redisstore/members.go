@@ -152,6 +152,11 @@ func (m *Members) renew(leave bool) error {
 		Arg(m.id, strconv.FormatInt(m.ttl.Milliseconds(), 10), l).Build()).AsInt64()
 	if err != nil {
 		err = fmt.Errorf("redisstore: members: %w", err)
+		// A drop must be seen in readings spread over 2*TTL of working
+		// renewals; an outage in between restarts the window, or the first
+		// reading after a long outage (before the others renewed) would be
+		// believed at once.
+		m.lowSince = time.Time{}
 		if m.onError != nil {
 			m.onError(err)
 		}

@@ -321,8 +321,11 @@ func (s *Store) send(calls []*call) {
 	for i, g := range groups {
 		cmds[i] = s.command(s.sha, g, nowS, nowNs)
 	}
-	if s.cluster && len(groups) > 1 {
-		s.sendApart(groups, cmds, nowS, nowNs) // resilience.go
+	if s.cluster {
+		// Always apart, even for one group: a flush of one key on a dead
+		// node must not hold a flusher slot, and with it every other
+		// node's checks, for the whole timeout (resilience.go).
+		s.sendApart(groups, cmds, nowS, nowNs)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
