@@ -33,12 +33,16 @@ func TestRedisOverridesPropagate(t *testing.T) {
 	srv := redistest.Standalone(t)
 	a := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), overrides.RedisOptions{}), after: time.After})
 	b := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), overrides.RedisOptions{Resync: 50 * time.Millisecond}), after: time.After})
+	// n resyncs once an hour: within the test only a notice can reach it.
+	n := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), overrides.RedisOptions{Resync: time.Hour}), after: time.After})
 
 	put(t, a.ctrl, "vip", map[string]policy.Patch{"per-hour": {Limit: 7}}, time.Time{})
+	n.rec.until(t, "put seen on n, by notice", func() bool { return n.limitOf("vip") == 7 })
 	b.rec.until(t, "put seen on b", func() bool { return b.limitOf("vip") == 7 })
 	if err := a.ctrl.Delete(context.Background(), "orders", "vip"); err != nil {
 		t.Fatal(err)
 	}
+	n.rec.until(t, "delete seen on n, by notice", func() bool { return n.limitOf("vip") == 2 })
 	b.rec.until(t, "delete seen on b", func() bool { return b.limitOf("vip") == 2 })
 
 	// A writer whose notices go to another channel: b heals by resync.
