@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -235,14 +234,9 @@ func decodePut(body []byte, ns, subject string, now time.Time) (policy.RuntimeOv
 
 func (a *admin) put(w http.ResponseWriter, r *http.Request) {
 	ns, subject := r.PathValue("namespace"), r.PathValue("subject")
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, tooLarge(a.maxBody))
-			return
-		}
-		writeError(w, http.StatusBadRequest, "reading request body: "+err.Error())
+	body, status, msg := readBody(w, r, nil, a.maxBody)
+	if status != 0 {
+		writeError(w, status, msg)
 		return
 	}
 	o, err := decodePut(body, ns, subject, a.clock.Now())

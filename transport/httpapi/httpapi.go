@@ -168,7 +168,7 @@ func putBuf(b *[]byte) {
 func (a *api) check(w http.ResponseWriter, r *http.Request) {
 	bp := getBuf()
 	defer putBuf(bp)
-	body, status, msg := a.readBody(w, r, (*bp)[:0])
+	body, status, msg := readBody(w, r, (*bp)[:0], a.maxBody)
 	*bp = body
 	if status != 0 {
 		writeError(w, status, msg)
@@ -190,16 +190,16 @@ func (a *api) check(w http.ResponseWriter, r *http.Request) {
 	w.Write(*bp)
 }
 
-// readBody reads the whole request body into buf, at most a.maxBody bytes.
+// readBody reads the whole request body into buf, at most maxBody bytes.
 // A non-zero status reports a failure and its message.
-func (a *api) readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, int, string) {
-	if r.ContentLength > a.maxBody {
-		return buf, http.StatusRequestEntityTooLarge, tooLarge(a.maxBody)
+func readBody(w http.ResponseWriter, r *http.Request, buf []byte, maxBody int64) ([]byte, int, string) {
+	if r.ContentLength > maxBody {
+		return buf, http.StatusRequestEntityTooLarge, tooLarge(maxBody)
 	}
 	if r.Body == nil {
 		return buf, 0, ""
 	}
-	body := http.MaxBytesReader(w, r.Body, a.maxBody)
+	body := http.MaxBytesReader(w, r.Body, maxBody)
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -214,7 +214,7 @@ func (a *api) readBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]by
 		case err == io.EOF:
 			return buf, 0, ""
 		case errors.As(err, &mbe):
-			return buf, http.StatusRequestEntityTooLarge, tooLarge(a.maxBody)
+			return buf, http.StatusRequestEntityTooLarge, tooLarge(maxBody)
 		default:
 			return buf, http.StatusBadRequest, "reading request body: " + err.Error()
 		}
