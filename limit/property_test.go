@@ -64,7 +64,7 @@ func timeline(t *rapid.T, r Rule) []admitted {
 		if d.Allowed && cost > 0 {
 			out = append(out, admitted{now, cost})
 			s = next
-		} else if !sameState(next, s) {
+		} else if !next.Equal(s) {
 			t.Fatalf("a peek or a denial changed the state")
 		}
 		// Remaining is exact.
@@ -327,10 +327,10 @@ func TestApplyUntouchedUnlessChanged(t *testing.T) {
 	r, _ := Rule{Name: "a", Algorithm: TokenBucket, Limit: 1, Period: time.Second}.Normalize()
 	for _, st := range []State{{}, {Alg: FixedWindow, T: 5, N: 3}} {
 		states := []State{st}
-		if _, changed := Apply([]Rule{r}, states, t0, 0); changed || !sameState(states[0], st) {
+		if _, changed := Apply([]Rule{r}, states, t0, 0); changed || !states[0].Equal(st) {
 			t.Fatalf("a peek changed %+v to %+v (changed=%v)", st, states[0], changed)
 		}
-		if _, changed := Apply([]Rule{r}, states, t0, 2); changed || !sameState(states[0], st) {
+		if _, changed := Apply([]Rule{r}, states, t0, 2); changed || !states[0].Equal(st) {
 			t.Fatalf("an impossible request changed %+v to %+v (changed=%v)", st, states[0], changed)
 		}
 	}

@@ -25,6 +25,19 @@ type State struct {
 	Log []Entry
 }
 
+// Equal reports whether s and o are the same state, log entries included.
+func (s State) Equal(o State) bool {
+	if s.Alg != o.Alg || s.T != o.T || s.N != o.N || s.P != o.P || len(s.Log) != len(o.Log) {
+		return false
+	}
+	for i := range s.Log {
+		if s.Log[i] != o.Log[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // Entry is one admitted request of a sliding-window log: its instant and cost.
 type Entry struct {
 	At   int64

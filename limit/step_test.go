@@ -37,24 +37,12 @@ func run(t *testing.T, r Rule, rows []row) {
 			t.Fatalf("row %d (at %v cost %d):\n got %+v\nwant %+v", i, w.at, w.cost, d, want)
 		}
 		if !d.Allowed || w.cost == 0 {
-			if !sameState(next, s) {
+			if !next.Equal(s) {
 				t.Fatalf("row %d: a denied request or a peek changed the state: %+v -> %+v", i, s, next)
 			}
 		}
 		s = next
 	}
-}
-
-func sameState(a, b State) bool {
-	if a.Alg != b.Alg || a.T != b.T || a.N != b.N || a.P != b.P || len(a.Log) != len(b.Log) {
-		return false
-	}
-	for i := range a.Log {
-		if a.Log[i] != b.Log[i] {
-			return false
-		}
-	}
-	return true
 }
 
 const (
@@ -233,4 +221,23 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+func TestStateEqual(t *testing.T) {
+	base := State{Alg: SlidingWindowLog, T: 1, N: 2, P: 3, Log: []Entry{{At: 4, Cost: 5}}}
+	if !base.Equal(State{Alg: SlidingWindowLog, T: 1, N: 2, P: 3, Log: []Entry{{At: 4, Cost: 5}}}) {
+		t.Fatal("equal states reported different")
+	}
+	for _, o := range []State{
+		{Alg: FixedWindow, T: 1, N: 2, P: 3, Log: []Entry{{At: 4, Cost: 5}}},
+		{Alg: SlidingWindowLog, T: 9, N: 2, P: 3, Log: []Entry{{At: 4, Cost: 5}}},
+		{Alg: SlidingWindowLog, T: 1, N: 9, P: 3, Log: []Entry{{At: 4, Cost: 5}}},
+		{Alg: SlidingWindowLog, T: 1, N: 2, P: 9, Log: []Entry{{At: 4, Cost: 5}}},
+		{Alg: SlidingWindowLog, T: 1, N: 2, P: 3, Log: []Entry{{At: 4, Cost: 9}}},
+		{Alg: SlidingWindowLog, T: 1, N: 2, P: 3},
+	} {
+		if base.Equal(o) {
+			t.Errorf("%+v reported equal to %+v", o, base)
+		}
+	}
 }

@@ -57,7 +57,7 @@ func linModel(rules []limit.Rule) porcupine.Model {
 		Equal: func(a, b any) bool {
 			x, y := a.([]limit.State), b.([]limit.State)
 			for i := range x {
-				if !equalState(x[i], y[i]) {
+				if !x[i].Equal(y[i]) {
 					return false
 				}
 			}
@@ -77,18 +77,6 @@ func linModel(rules []limit.Rule) porcupine.Model {
 			return fmt.Sprintf("%s cost %d -> allowed=%v remaining=%d", in.key, in.cost, v.Allowed, v.D[0].Remaining)
 		},
 	}
-}
-
-func equalState(a, b limit.State) bool {
-	if a.Alg != b.Alg || a.T != b.T || a.N != b.N || a.P != b.P || len(a.Log) != len(b.Log) {
-		return false
-	}
-	for i := range a.Log {
-		if a.Log[i] != b.Log[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // testLinearizable records a history of 64 concurrent clients checking a few
