@@ -373,7 +373,20 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 	index := make(map[*limit.Rule]int, 4)
 	var table []*limit.Rule
 	nkeys, nrefs := 0, 0
+	// repeats tells the script whether a key may occur in several checks:
+	// "1" makes it cache keys across checks, "0" read and write each once.
+	repeats := "0"
+	var seen map[string]struct{}
+	if len(g) > 1 {
+		seen = make(map[string]struct{}, len(g))
+	}
 	for _, c := range g {
+		if seen != nil && repeats == "0" {
+			if _, dup := seen[c.req.Key]; dup {
+				repeats = "1"
+			}
+			seen[c.req.Key] = struct{}{}
+		}
 		nkeys += len(c.keys)
 		nrefs += 2 + len(c.req.Rules)
 		for j := range c.req.Rules {
@@ -385,7 +398,7 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 	}
 	keys := make([]string, 0, nkeys)
 	args := make([]string, 0, 5+5*len(table)+nrefs)
-	args = append(args, nowS, nowNs, strconv.Itoa(len(g)), repeats(g), strconv.Itoa(len(table)))
+	args = append(args, nowS, nowNs, strconv.Itoa(len(g)), repeats, strconv.Itoa(len(table)))
 	for _, r := range table {
 		a := s.args(r)
 		args = append(args, a[:]...)
@@ -402,23 +415,6 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 		return b.Eval().Script(applySource).Numkeys(int64(nkeys)).Key(keys...).Arg(args...).Build()
 	}
 	return b.Evalsha().Sha1(sha).Numkeys(int64(nkeys)).Key(keys...).Arg(args...).Build()
-}
-
-// repeats tells the script whether a key may occur in several checks of the
-// group ("1"), so that it caches keys across checks, or not ("0"), so that it
-// reads and writes each key directly.
-func repeats(g []*call) string {
-	if len(g) < 2 {
-		return "0"
-	}
-	seen := make(map[string]struct{}, len(g))
-	for _, c := range g {
-		if _, dup := seen[c.req.Key]; dup {
-			return "1"
-		}
-		seen[c.req.Key] = struct{}{}
-	}
-	return "0"
 }
 
 // args returns the script arguments of a rule: algorithm, limit, period,
