@@ -33,6 +33,8 @@ type flaky struct {
 
 	mu        sync.Mutex
 	deadlines []time.Duration // time left on each call's context
+
+	entered chan struct{} // when set, told of each call as it begins
 }
 
 const (
@@ -43,6 +45,12 @@ const (
 
 func (f *flaky) Apply(ctx context.Context, req store.Request) (limit.Verdict, error) {
 	f.calls.Add(1)
+	if f.entered != nil {
+		select {
+		case f.entered <- struct{}{}:
+		default:
+		}
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		f.mu.Lock()
 		f.deadlines = append(f.deadlines, time.Until(dl))
@@ -330,12 +338,12 @@ func (storeFunc) Close() error { return nil }
 // A caller that goes away gets its error, not a policy answer, and does not
 // count against the store.
 func TestGuardCallerCancelled(t *testing.T) {
-	f := &flaky{st: newMemstore(t, clocktest.New(epoch))}
+	f := &flaky{st: newMemstore(t, clocktest.New(epoch)), entered: make(chan struct{}, 1)}
 	f.mode.Store(modeHang)
 	svc := newGuarded(t, f, policySnapshot(t, "v1", tokenBucket("per-hour", 10, time.Hour)), nil,
 		service.Guard{Timeout: time.Minute, Breaker: service.Breaker{MinCalls: 1}})
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { time.Sleep(5 * time.Millisecond); cancel() }()
+	go func() { <-f.entered; cancel() }() // the caller leaves while the store call hangs
 	_, err := svc.Check(ctx, service.Request{Namespace: "local", Subject: "a", Cost: 1})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Check with a cancelled caller = %v", err)

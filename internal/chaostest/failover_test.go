@@ -210,12 +210,14 @@ func TestSentinelPrimaryKilledUnderLoad(t *testing.T) {
 	t.Logf("sentinel: killed primary %s (pid %d); sentinels promoted %s after %v; %d checks", old.Addr(), pid, newAddr,
 		promoted.Round(time.Millisecond), len(samples))
 	failoverReport(t, "sentinel", samples, len(ins), fault, recovered)
-	if p := set.ServerByAddr(newAddr); p != nil {
-		ns, eval := errorstat(t, p, "NOSCRIPT"), commandCalls(t, p, "eval")
-		t.Logf("sentinel: promoted replica: errorstat_NOSCRIPT %q, EVAL calls %d", ns, eval)
-		if ns == "" || eval == 0 {
-			t.Errorf("promoted replica: NOSCRIPT %q and %d EVAL calls; want the EVAL fallback used", ns, eval)
-		}
+	p := set.ServerByAddr(newAddr)
+	if p == nil {
+		t.Fatalf("the promoted primary %s is not one of the data nodes started", newAddr)
+	}
+	ns, eval := errorstat(t, p, "NOSCRIPT"), commandCalls(t, p, "eval")
+	t.Logf("sentinel: promoted replica: errorstat_NOSCRIPT %q, EVAL calls %d", ns, eval)
+	if ns == "" || eval == 0 {
+		t.Errorf("promoted replica: NOSCRIPT %q and %d EVAL calls; want the EVAL fallback used", ns, eval)
 	}
 
 	// Back the other way, both servers alive: the old primary returns as a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,11 +121,15 @@ func statCalls(v string) int64 {
 func TestMembers(t *testing.T) {
 	srv := redistest.Standalone(t)
 	opts := MembersOptions{Interval: 30 * time.Millisecond, Fallback: 7}
+	var failed atomic.Int64 // renewals of instance-1 that failed
 	var ms []*Members
 	for i := range 3 {
 		s := open(t, Options{Addrs: []string{srv.Addr()}})
 		o := opts
 		o.ID = fmt.Sprint("instance-", i)
+		if i == 1 {
+			o.OnError = func(error) { failed.Add(1) }
+		}
 		m := s.StartMembers(o)
 		t.Cleanup(func() { m.Close() })
 		ms = append(ms, m)
@@ -149,11 +154,17 @@ func TestMembers(t *testing.T) {
 	}
 	waitCount(ms[0], 2)
 
-	// Redis gone: the last count stays.
+	// Redis gone: the last count stays, through more failed renewals than
+	// span the 2*TTL after which a lower count would be believed.
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	before := failed.Load()
+	for start := time.Now(); failed.Load()-before < 7; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("only %d renewals failed with Redis down", failed.Load()-before)
+		}
+	}
 	if n := ms[1].Count(); n != 2 {
 		t.Fatalf("with Redis down the count is %d, want the last one, 2", n)
 	}
