@@ -102,16 +102,6 @@ func (c *ClusterSet) Addrs() []string {
 	return addrs
 }
 
-// ServerByAddr returns the node listening on addr ("127.0.0.1:PORT"), or nil.
-func (c *ClusterSet) ServerByAddr(addr string) *Server {
-	for _, n := range c.nodes {
-		if n.Addr() == addr {
-			return n
-		}
-	}
-	return nil
-}
-
 // ClusterNode is one line of CLUSTER NODES.
 type ClusterNode struct {
 	ID     string

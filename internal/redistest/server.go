@@ -75,12 +75,6 @@ func WithArgs(args ...string) Option {
 	return func(o *options) { o.args = append(o.args, args...) }
 }
 
-// WithStartTimeout sets how long a server may take to answer PING after it
-// started (default [DefaultStartTimeout]).
-func WithStartTimeout(d time.Duration) Option {
-	return func(o *options) { o.startTimeout = d }
-}
-
 // WithName sets the label used for the server in failure messages and logs
 // (default "redis", or a role such as "primary" or "replica-1").
 func WithName(name string) Option {
