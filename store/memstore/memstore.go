@@ -3,19 +3,25 @@
 //
 // # Model
 //
-// Keys are spread over a power-of-two number of shards, each a map guarded by
-// one mutex. Apply holds the key's shard lock for the whole limit.Apply, so a
-// check and its consumption are one atomic step and a limit set is applied
-// all-or-nothing. Time comes from the injected clock, read once per Apply.
+// Keys are spread over a power-of-two number of shards, each an
+// open-addressing hash table of 64-byte slots (see table.go). A check of a
+// key the store holds locks only the key's slot, with one compare-and-swap
+// on the cache line that also holds the state, for the whole limit.Apply:
+// a check and its consumption are one atomic step, a limit set is applied
+// all-or-nothing, and checks of different keys never wait for each other.
+// Inserts, removals and resizes hold the shard's mutex, one writer at a
+// time, and lock each slot they read or move. Time comes from the injected
+// clock, read once per Apply.
 //
-// A shard's map is keyed by a 64-bit seeded hash of the key (hash/maphash,
-// random seed per Store) and keeps the state inline in the map slot, verified
-// by a second, independently seeded 64-bit hash. A lookup so touches the map
-// and nothing else: no key string or pointer to chase, which is what a check
-// over a million keys spends its time on (cache misses). Two keys are confused
-// only if both hashes collide (about 2^-128 per pair, and not craftable
-// without the seeds); a collision of the first hash alone is detected and the
-// older entry is replaced, which gives it a fresh state.
+// A slot is keyed by a 63-bit seeded hash of the key (hash/maphash, random
+// seed per Store; the 64th bit is the slot's lock, and 0 an empty slot) and
+// keeps the state inline, verified by a second, independently seeded 32-bit
+// hash. A lookup so touches the table and nothing else: no key string or
+// pointer to chase, which is what a check over a million keys spends its
+// time on (cache misses). Two keys are confused only if both hashes collide
+// (about 2^-95 per pair, and not craftable without the seeds); a collision
+// of the first hash alone is detected and the older entry is replaced,
+// which gives it a fresh state.
 //
 // # Memory bound and expiry
 //
@@ -24,12 +30,15 @@
 // Sweep, which a janitor goroutine runs every SweepInterval. MaxKeys bounds the
 // number of keys held, exactly: one atomic counter, touched only when a key is
 // added or dropped. When the store is full, an insert samples up to eight
-// entries of its shard, drops the expired ones, and if none was expired evicts
+// entries of its shard (the first ones held from a random slot), drops the
+// expired ones, and if none was expired evicts
 // the sampled entry that expires soonest: the one whose state is closest to
 // fresh, so eviction forgets as little as possible. A subject
 // that is being limited holds state far into the future and is the last to be
 // evicted; a flood of new subjects can at worst make the store forget nearly
-// refilled buckets, never grow memory past the bound.
+// refilled buckets, never grow memory past the bound. Tables double as they
+// fill and Sweep halves the ones left under 1/8 full, so memory also comes
+// back after a flood.
 //
 // Only requests that consume create an entry: a denied or peeking request of
 // an unknown key leaves no trace. An existing entry is written back only when
@@ -88,14 +97,20 @@ type Store struct {
 	done      chan struct{}
 }
 
+// shard is one table and the mutex of its structural changes. The table
+// pointer, which every check reads, and the mutex, which inserts write, sit
+// on different cache lines, so checks of held keys share the first one
+// read-only.
 type shard struct {
-	mu sync.Mutex
-	m  map[uint64]entry
-	_  [40]byte // keep neighbouring shard locks on different cache lines
+	cur atomic.Pointer[table]
+	_   [56]byte
+	mu  sync.Mutex
+	n   int // keys held; guarded by mu
+	_   [48]byte
 }
 
-// entry is one key's state, by value in the shard map. It is 56 bytes, so a
-// map slot (with its 8-byte key) is one cache line: the state of a one-rule
+// entry is one key's state, inline in its table slot. It is 56 bytes, so a
+// slot (with its 8-byte hash) is one cache line: the state of a one-rule
 // bucket or window set lives inline, and only what does not fit (a sliding
 // window log, the states of a larger set) sits behind one pointer.
 type entry struct {
@@ -112,11 +127,11 @@ type entry struct {
 type spill struct {
 	log    []limit.Entry // rule 0's log, for a one-rule set
 	rules  []limit.Rule  // the set, for a set of several rules
-	states []limit.State // their states, updated in place under the shard lock
+	states []limit.State // their states, updated in place under the slot lock
 }
 
 // load returns the entry's states, in buf for a one-rule set.
-func (e *entry) load(buf *[limit.MaxRules]limit.State) []limit.State {
+func (e *entry) load(buf *[1]limit.State) []limit.State {
 	if e.n > 1 {
 		return e.more.states
 	}
@@ -152,7 +167,7 @@ func (e *entry) rules() []limit.Rule {
 
 // newEntry returns an entry holding states for rules.
 func newEntry(tag uint32, rules []limit.Rule, st []limit.State) entry {
-	e := entry{tag: tag, n: uint8(len(rules)), first: &rules[0]}
+	e := entry{tag: tag, n: uint8(len(rules)), first: &rules[0], expires: limit.ExpiresAt(rules, st)}
 	if len(rules) > 1 {
 		e.more = &spill{rules: rules, states: append([]limit.State(nil), st...)}
 		return e
@@ -184,9 +199,6 @@ func New(opts Options) *Store {
 		seed2:   maphash.MakeSeed(),
 		clock:   opts.Clock,
 	}
-	for i := range s.shards {
-		s.shards[i].m = make(map[uint64]entry)
-	}
 	if opts.SweepInterval > 0 {
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
 		go s.janitor(opts.SweepInterval)
@@ -202,91 +214,197 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 	if err := req.Validate(); err != nil {
 		return limit.Verdict{}, err
 	}
-	h1 := maphash.String(s.seed1, req.Key)
+	h := maphash.String(s.seed1, req.Key) &^ lockBit
+	if h == 0 {
+		h = 1 // 0 is the empty slot
+	}
 	tag := uint32(maphash.String(s.seed2, req.Key))
-	sh := &s.shards[(h1>>32)&s.mask]
+	sh := &s.shards[(h>>32)&s.mask]
 	now := s.clock.Now().UnixNano()
-	var buf [limit.MaxRules]limit.State
 
+	// Fast path: the key is held; lock its slot, not the shard.
+	if t := sh.cur.Load(); t != nil {
+		if i := t.lookup(h); i >= 0 && t.acquire(i, h) {
+			if v, ok := updateLocked(t, i, h, tag, req, now); ok {
+				return v, nil
+			}
+		}
+	}
+	return s.applySlow(sh, h, tag, req, now), nil
+}
+
+// updateLocked applies req to the entry in slot i, which the caller locked
+// for key word h, and unlocks it, also if limit.Apply panics. It reports
+// false, doing nothing, when the entry is another key's (a collision of the
+// first hash, which the slow path resolves).
+func updateLocked(t *table, i int, h uint64, tag uint32, req store.Request, now int64) (limit.Verdict, bool) {
+	defer t.release(i, h)
+	if e := &t.slots[i].entry; e.tag == tag {
+		return update(e, req, now), true
+	}
+	return limit.Verdict{}, false
+}
+
+// applySlow decides a check holding the shard mutex: for a key that is
+// absent (or whose slot the fast path could not take), inserting it when
+// the check consumes.
+func (s *Store) applySlow(sh *shard, h uint64, tag uint32, req store.Request, now int64) limit.Verdict {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e, found := sh.m[h1]
-	if !found || e.tag != tag { // absent, or a collision of the first hash: the newcomer replaces it
-		st := buf[:len(req.Rules)]
-		v, changed := limit.Apply(req.Rules, st, now, req.Cost)
-		if changed {
-			e = newEntry(tag, req.Rules, st)
-			e.expires = limit.ExpiresAt(req.Rules, st)
-			s.insert(sh, h1, e, now)
+	t := sh.cur.Load()
+	if t != nil {
+		if i := t.lookup(h); i >= 0 && t.acquire(i, h) {
+			defer t.release(i, h)
+			e := &t.slots[i].entry
+			if e.tag == tag {
+				return update(e, req, now)
+			}
+			// A collision of the first hash: the newcomer replaces the
+			// entry when it consumes, as if the key were absent.
+			var buf [limit.MaxRules]limit.State
+			st := buf[:len(req.Rules)]
+			v, changed := limit.Apply(req.Rules, st, now, req.Cost)
+			if changed {
+				*e = newEntry(tag, req.Rules, st)
+			}
+			return v
 		}
-		return v, nil
 	}
-	realigned := false
+	var buf [limit.MaxRules]limit.State
+	st := buf[:len(req.Rules)]
+	v, changed := limit.Apply(req.Rules, st, now, req.Cost)
+	if changed {
+		e := newEntry(tag, req.Rules, st)
+		s.insert(sh, h, &e, now)
+	}
+	return v
+}
+
+// update applies req to the held entry e, whose slot the caller locked.
+func update(e *entry, req store.Request, now int64) limit.Verdict {
 	if e.first != &req.Rules[0] || int(e.n) != len(req.Rules) {
-		e, realigned = realign(e, req.Rules), true
+		*e = realign(*e, req.Rules)
 	}
+	var buf [1]limit.State
 	st := e.load(&buf)
 	v, changed := limit.Apply(req.Rules, st, now, req.Cost)
 	if changed {
 		e.save(st)
 		e.expires = limit.ExpiresAt(req.Rules, st)
 	}
-	if changed || realigned {
-		sh.m[h1] = e
-	}
-	return v, nil
+	return v
 }
 
-// insert adds a new entry to sh, keeping the shard within its bound. The
+// insert adds a new entry to sh, keeping the store within its bound. The
 // caller holds sh.mu.
-func (s *Store) insert(sh *shard, h uint64, e entry, now int64) {
-	if _, replacing := sh.m[h]; replacing {
-		sh.m[h] = e
-		return
-	}
+func (s *Store) insert(sh *shard, h uint64, e *entry, now int64) {
 	// Reserve the key first: of concurrent inserts, each one that takes the
 	// count past the bound evicts before it stores, so the keys held never
 	// exceed MaxKeys. If its shard holds nothing to evict, the key is not
 	// stored: the request was decided, its state is forgotten.
 	if s.keys.Add(1) > s.maxKeys {
-		if !s.evict(sh, now, 8, true) {
+		if !s.evict(sh, h, now, 8, true) {
 			s.keys.Add(-1)
 			s.dropped.Add(1)
 			return
 		}
 	} else {
-		s.evict(sh, now, 2, false)
+		s.evict(sh, h, now, 2, false)
 	}
-	sh.m[h] = e
+	t := sh.cur.Load()
+	if t == nil {
+		t = sh.resize(minSlots)
+	} else if (sh.n+1)*4 > len(t.slots)*3 {
+		t = sh.resize(2 * len(t.slots))
+	}
+	t.put(h, e)
+	sh.n++
 }
 
-// evict samples up to n entries of sh and drops the expired ones; when force
-// is set and none was expired, it drops the sampled entry that expires first.
-// It reports whether it dropped anything.
-func (s *Store) evict(sh *shard, now int64, n int, force bool) bool {
+// resize moves sh's entries into a new table of at least size slots (and
+// enough that it is at most 3/4 full) and publishes it; a size of 0 drops
+// the table of a shard that holds nothing. Each old slot is
+// marked moved once copied: a check that still probes the old table falls
+// back to the slow path and waits for the mutex, which the caller holds.
+func (sh *shard) resize(size int) *table {
+	old := sh.cur.Load()
+	if size == 0 {
+		sh.cur.Store(nil)
+		if old != nil {
+			for i := range old.slots { // every slot is empty: checks on it fall back
+				old.slots[i].h.Store(moved)
+			}
+		}
+		return nil
+	}
+	n := minSlots
+	for n < size || sh.n*4 > n*3 {
+		n <<= 1
+	}
+	t := newTable(n)
+	if old != nil {
+		for i := range old.slots {
+			if x := old.lockAny(i); x != 0 {
+				t.put(x, &old.slots[i].entry)
+			}
+			old.slots[i].h.Store(moved)
+		}
+	}
+	sh.cur.Store(t)
+	return t
+}
+
+// evict samples up to n entries of sh, the first n held at or after the
+// home slot of key word h (a random place: the hash is seeded), and drops
+// the expired ones; when force is set and none was expired, it drops the
+// sampled entry that expires first. It reports whether it dropped anything.
+// The caller holds sh.mu.
+func (s *Store) evict(sh *shard, h uint64, now int64, n int, force bool) bool {
+	t := sh.cur.Load()
+	if t == nil {
+		return false
+	}
+	var expired [8]uint64
+	ne := 0
 	var victim uint64
 	soonest := int64(-1)
-	dropped := false
-	for k, e := range sh.m {
-		if e.expires <= now {
-			delete(sh.m, k)
-			s.keys.Add(-1)
-			s.expired.Add(1)
-			dropped = true
-		} else if soonest < 0 || e.expires < soonest {
-			victim, soonest = k, e.expires
+	for i, seen := int(h)&t.mask, 0; seen < n && seen < sh.n; i = (i + 1) & t.mask {
+		x := t.lockAny(i)
+		if x == 0 {
+			continue
 		}
-		if n--; n == 0 {
-			break
+		seen++
+		if exp := t.slots[i].expires; exp <= now {
+			expired[ne] = x
+			ne++
+		} else if soonest < 0 || exp < soonest {
+			victim, soonest = x, exp
 		}
+		t.release(i, x)
 	}
-	if force && !dropped && soonest >= 0 {
-		delete(sh.m, victim)
-		s.keys.Add(-1)
+	// Drop after sampling: a removal shifts the entries after it.
+	for _, x := range expired[:ne] {
+		s.remove(sh, t, x)
+	}
+	s.expired.Add(uint64(ne))
+	if ne > 0 {
+		return true
+	}
+	if force && soonest >= 0 {
+		s.remove(sh, t, victim)
 		s.evictions.Add(1)
-		dropped = true
+		return true
 	}
-	return dropped
+	return false
+}
+
+// remove drops key word x, which sh's table t holds. The caller holds sh.mu.
+func (s *Store) remove(sh *shard, t *table, x uint64) {
+	i := t.lookup(x)
+	t.lockAny(i)
+	t.removeAt(i)
+	sh.n--
+	s.keys.Add(-1)
 }
 
 // realign moves e onto the limit set rules after a reload or an override
@@ -294,7 +412,8 @@ func (s *Store) evict(sh *shard, now int64, n int, force bool) bool {
 // limit.Rule.Step treats a state of another algorithm as fresh); a new rule
 // starts fresh. An unchanged set (a reload that left it equal) only moves.
 func realign(e entry, rules []limit.Rule) entry {
-	var buf, next [limit.MaxRules]limit.State
+	var buf [1]limit.State
+	var next [limit.MaxRules]limit.State
 	old, oldRules := e.load(&buf), e.rules()
 	for i, r := range rules {
 		for j, o := range oldRules {
@@ -309,24 +428,47 @@ func realign(e entry, rules []limit.Rule) entry {
 	return n
 }
 
-// Sweep drops every expired entry and returns how many it dropped.
+// Sweep drops every expired entry and returns how many it dropped. It also
+// gives back the memory of tables left mostly empty: a table under 1/8 full
+// is halved, an empty one dropped.
 func (s *Store) Sweep() int {
 	now := s.clock.Now().UnixNano()
-	n := 0
+	total := 0
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for k, e := range sh.m {
-			if e.expires <= now {
-				delete(sh.m, k)
-				n++
+		n := 0
+		if t := sh.cur.Load(); t != nil {
+			// A removal shifts later entries back into slot j, so j is
+			// looked at again; an entry shifted across the end of the table
+			// may be looked at twice, which is harmless.
+			for j := 0; j < len(t.slots); {
+				x := t.lockAny(j)
+				if x != 0 && t.slots[j].expires <= now {
+					t.removeAt(j)
+					n++
+					continue
+				}
+				if x != 0 {
+					t.release(j, x)
+				}
+				j++
+			}
+			sh.n -= n
+			if sh.n == 0 {
+				sh.resize(0)
+			} else if size := len(t.slots); size > minSlots && sh.n*8 < size {
+				sh.resize(sh.n * 2)
 			}
 		}
+		// Counted before the shard is unlocked: an insert never sees the
+		// store fuller than it is, which would make it evict a live entry.
+		s.keys.Add(-int64(n))
+		s.expired.Add(uint64(n))
 		sh.mu.Unlock()
+		total += n
 	}
-	s.keys.Add(-int64(n))
-	s.expired.Add(uint64(n))
-	return n
+	return total
 }
 
 // Stats returns the store's counters.
@@ -335,7 +477,7 @@ func (s *Store) Stats() Stats {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		st.Keys += len(sh.m)
+		st.Keys += sh.n
 		sh.mu.Unlock()
 	}
 	return st

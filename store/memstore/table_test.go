@@ -1,0 +1,330 @@
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/distributedratelimiter/ratelimiter/clock/clocktest"
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/store/storetest"
+)
+
+// verify checks a table against the keys it must hold (key word -> the
+// value kept in entry.t): each is found by lookup from its home slot,
+// unlocked; nothing else is held; no lock bit or moved mark is left.
+func verify(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, tb *table, want map[uint64]int64) {
+	t.Helper()
+	held := 0
+	for i := range tb.slots {
+		x := tb.slots[i].h.Load()
+		if x&lockBit != 0 {
+			t.Fatalf("slot %d: word %#x locked or moved", i, x)
+		}
+		if x != 0 {
+			held++
+		}
+	}
+	if held != len(want) {
+		t.Fatalf("%d slots held, want %d", held, len(want))
+	}
+	for k, v := range want {
+		i := tb.lookup(k)
+		if i < 0 {
+			t.Fatalf("key %#x not found from its home slot %d", k, int(k)&tb.mask)
+		}
+		if got := tb.slots[i].t; got != v {
+			t.Fatalf("key %#x holds %d, want %d", k, got, v)
+		}
+	}
+}
+
+// TestTableAgainstMap runs random puts and removals on a 16-slot table
+// whose keys crowd a few home slots, so probe runs are long and wrap
+// around the end, and compares it with a map after every step.
+func TestTableAgainstMap(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		tb := newTable(16)
+		want := map[uint64]int64{}
+		homes := rapid.SliceOfN(rapid.IntRange(0, 15), 1, 4).Draw(rt, "homes")
+		for step := range rapid.IntRange(1, 200).Draw(rt, "steps") {
+			home := homes[rapid.IntRange(0, len(homes)-1).Draw(rt, "home")]
+			k := uint64(rapid.IntRange(1, 6).Draw(rt, "id"))<<32 | uint64(home)
+			if _, held := want[k]; held {
+				i := tb.lookup(k)
+				if i < 0 || !tb.acquire(i, k) {
+					rt.Fatalf("step %d: held key %#x not found", step, k)
+				}
+				tb.removeAt(i)
+				delete(want, k)
+			} else if len(want) < 12 {
+				if tb.lookup(k) >= 0 {
+					rt.Fatalf("step %d: absent key %#x found", step, k)
+				}
+				tb.put(k, &entry{t: int64(step)})
+				want[k] = int64(step)
+			}
+			verify(rt, tb, want)
+		}
+	})
+}
+
+func TestTableWrapsAround(t *testing.T) {
+	tb := newTable(8)
+	want := map[uint64]int64{}
+	for id := uint64(1); id <= 4; id++ { // all at home 6: slots 6, 7, 0, 1
+		k := id<<32 | 6
+		tb.put(k, &entry{t: int64(id)})
+		want[k] = int64(id)
+	}
+	if got := tb.slots[1].h.Load(); got != 4<<32|6 {
+		t.Fatalf("slot 1 holds %#x, want the fourth key", got)
+	}
+	i := tb.lookup(1<<32 | 6)
+	tb.acquire(i, 1<<32|6)
+	tb.removeAt(i) // the rest shift back across the end
+	delete(want, 1<<32|6)
+	verify(t, tb, want)
+	if got := tb.slots[0].h.Load(); got != 4<<32|6 {
+		t.Fatalf("slot 0 holds %#x, want the fourth key shifted back", got)
+	}
+}
+
+// A lookup without the shard mutex ends at a moved mark, and acquire fails
+// on a slot whose key changed, so a check falls back to the slow path.
+func TestTableMovedAndChangedSlots(t *testing.T) {
+	tb := newTable(8)
+	tb.put(1<<32|3, &entry{})
+	if !tb.acquire(3, 1<<32|3) {
+		t.Fatal("acquire of a held key failed")
+	}
+	tb.release(3, 1<<32|3)
+	tb.slots[3].h.Store(moved)
+	if i := tb.lookup(1<<32 | 3); i != -1 {
+		t.Fatalf("lookup found slot %d of a moved table", i)
+	}
+	if tb.acquire(3, 1<<32|3) {
+		t.Fatal("acquire succeeded on a moved slot")
+	}
+}
+
+// shardState checks every shard of s as verify does, without a reference:
+// counts match, every key is reachable, no lock bit is left behind, and a
+// table is never over 3/4 full.
+func shardState(t *testing.T, s *Store) (keys int) {
+	t.Helper()
+	for si := range s.shards {
+		sh := &s.shards[si]
+		sh.mu.Lock()
+		tb := sh.cur.Load()
+		held := 0
+		if tb != nil {
+			for i := range tb.slots {
+				x := tb.slots[i].h.Load()
+				if x&lockBit != 0 {
+					t.Fatalf("shard %d slot %d: word %#x locked or moved", si, i, x)
+				}
+				if x == 0 {
+					continue
+				}
+				held++
+				if j := tb.lookup(x); j != i {
+					t.Fatalf("shard %d: key in slot %d found at %d", si, i, j)
+				}
+			}
+			if held*4 > len(tb.slots)*3 {
+				t.Fatalf("shard %d: %d keys in %d slots", si, held, len(tb.slots))
+			}
+		}
+		if held != sh.n {
+			t.Fatalf("shard %d: %d slots held, count says %d", si, held, sh.n)
+		}
+		keys += held
+		sh.mu.Unlock()
+	}
+	if n := s.keys.Load(); n != int64(keys) {
+		t.Fatalf("%d keys held, the global count says %d", keys, n)
+	}
+	return keys
+}
+
+// TestChecksExactUnderRestructuring is the table's concurrency test: checks
+// of held subjects, which take no shard lock, run while other goroutines
+// make the same shard insert, grow, remove (shifting entries), evict and
+// shrink. Every held subject must admit exactly its limit: an update lost to
+// a move would admit more.
+func TestChecksExactUnderRestructuring(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch)
+	// No bound: at one, eviction may take a held subject when the entries it
+	// samples are all held ones (TestBoundHoldsUnderConcurrentInserts runs
+	// eviction under concurrency).
+	s := New(Options{Clock: clk, Shards: 1, MaxKeys: 1 << 30, SweepInterval: -1})
+	defer s.Close()
+	held := mustRule(t, limit.Rule{Name: "h", Algorithm: limit.FixedWindow, Limit: 1000, Period: time.Hour})
+	// Churned subjects are fresh again one microsecond after a check, so the
+	// sweeper and every insert's sampling drop them.
+	churn := mustRule(t, limit.Rule{Name: "c", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Millisecond})
+
+	stop := make(chan struct{})
+	var churners sync.WaitGroup
+	for g := range 2 {
+		churners.Add(1)
+		go func() {
+			defer churners.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				check(t, s, fmt.Sprintf("churn-%d-%d", g, i), churn, 1)
+			}
+		}()
+	}
+	churners.Add(1)
+	go func() {
+		defer churners.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			clk.Advance(time.Microsecond) // well under a second in all: the hour window holds
+			s.Sweep()
+		}
+	}()
+	for s.Stats().Expired < 1000 { // restructuring is under way before the checks start
+		runtime.Gosched()
+	}
+
+	// Each checker goes round all subjects 400 times from its own offset:
+	// 1600 tries for a limit of 1000.
+	const subjects, checkers, rounds = 64, 4, 400
+	admitted := make([][subjects]int, checkers)
+	var wg sync.WaitGroup
+	for g := range checkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds * subjects {
+				i := (r + g*subjects/checkers) % subjects
+				if check(t, s, fmt.Sprintf("held-%d", i), held, 1).Allowed {
+					admitted[g][i]++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	churners.Wait()
+
+	st := s.Stats()
+	if st.Expired == 0 {
+		t.Fatalf("stats %+v: nothing was removed while the checks ran", st)
+	}
+	for i := range subjects {
+		sum := 0
+		for g := range checkers {
+			sum += admitted[g][i]
+		}
+		if sum != 1000 {
+			t.Errorf("held-%d admitted %d of 1600 tries, want exactly 1000", i, sum)
+		}
+	}
+	shardState(t, s)
+	// The held subjects are all still there and exhausted.
+	for i := range subjects {
+		if check(t, s, fmt.Sprintf("held-%d", i), held, 1).Allowed {
+			t.Fatalf("held-%d was forgotten", i)
+		}
+	}
+}
+
+// After a flood the tables give their memory back: Sweep halves a table
+// under 1/8 full and drops an empty one.
+func TestSweepShrinksTables(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch)
+	s := New(Options{Clock: clk, Shards: 2, SweepInterval: -1})
+	defer s.Close()
+	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second})
+	keep := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Hour})
+	for i := range 10_000 {
+		check(t, s, fmt.Sprintf("flood-%d", i), rules, 1)
+	}
+	check(t, s, "stays", keep, 1)
+	slots := func() (n int) {
+		for i := range s.shards {
+			if tb := s.shards[i].cur.Load(); tb != nil {
+				n += len(tb.slots)
+			}
+		}
+		return n
+	}
+	if n := slots(); n < 10_001 {
+		t.Fatalf("%d slots for 10,001 keys", n)
+	}
+	clk.Advance(time.Second)
+	if n := s.Sweep(); n != 10_000 {
+		t.Fatalf("swept %d, want the 10,000 refilled subjects", n)
+	}
+	if n := slots(); n != minSlots {
+		t.Fatalf("%d slots after the flood, want one minimal table (%d) for the one key left", n, minSlots)
+	}
+	if keys := shardState(t, s); keys != 1 {
+		t.Fatalf("%d keys, want 1", keys)
+	}
+	if v := check(t, s, "stays", keep, 1); v.Allowed {
+		t.Fatal("the live subject was lost in the shrink")
+	}
+}
+
+// A check that panics while it holds a slot (a bug in limit, say; net/http
+// recovers handler panics and serves on) must not leave the slot locked, or
+// every later check of the subject would wait forever.
+func TestPanicUnderSlotLockReleasesIt(t *testing.T) {
+	s := New(Options{Clock: clocktest.New(storetest.Epoch), Shards: 1, SweepInterval: -1})
+	defer s.Close()
+	rules := mustRules(t,
+		limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Second},
+		limit.Rule{Name: "b", Algorithm: limit.FixedWindow, Limit: 100, Period: time.Minute})
+	check(t, s, "k", rules, 1)
+	tb := s.shards[0].cur.Load()
+	i := 0
+	for tb.slots[i].h.Load() == 0 {
+		i++
+	}
+	tb.slots[i].more = nil // the states of a two-rule set are behind it: the next check panics
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Fatal("the check did not panic")
+			}
+		}()
+		s.Apply(context.Background(), store.Request{Key: "k", Rules: rules, Cost: 1})
+	}()
+	if w := tb.slots[i].h.Load(); w&lockBit != 0 {
+		t.Fatalf("slot word %#x: left locked", w)
+	}
+}
+
+func mustRules(t *testing.T, rules ...limit.Rule) []limit.Rule {
+	t.Helper()
+	for i := range rules {
+		r, err := rules[i].Normalize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules[i] = r
+	}
+	return rules
+}
