@@ -8,10 +8,12 @@
 // key the store holds locks only the key's slot, with one compare-and-swap
 // on the cache line that also holds the state, for the whole limit.Apply:
 // a check and its consumption are one atomic step, a limit set is applied
-// all-or-nothing, and checks of different keys never wait for each other.
-// Inserts, removals and resizes hold the shard's mutex, one writer at a
-// time, and lock each slot they read or move. Time comes from the injected
-// clock, read once per Apply.
+// all-or-nothing, and checks of different held keys do not wait for each
+// other. Inserts, removals and resizes hold the shard's mutex, one writer at
+// a time, and lock each slot they read or move; a check of a key not held,
+// or one that meets a structural change in its probe run, takes the slow
+// path and waits for that mutex. Time comes from the injected clock, read
+// once per Apply.
 //
 // A slot is keyed by a 63-bit seeded hash of the key (hash/maphash, random
 // seed per Store; the 64th bit is the slot's lock, and 0 an empty slot) and
@@ -37,8 +39,8 @@
 // that is being limited holds state far into the future and is the last to be
 // evicted; a flood of new subjects can at worst make the store forget nearly
 // refilled buckets, never grow memory past the bound. Tables double as they
-// fill and Sweep halves the ones left under 1/8 full, so memory also comes
-// back after a flood.
+// fill and Sweep shrinks the ones left under 1/8 full to at most half full,
+// so memory also comes back after a flood.
 //
 // Only requests that consume create an entry: a denied or peeking request of
 // an unknown key leaves no trace. An existing entry is written back only when
@@ -49,6 +51,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -359,52 +362,80 @@ func (sh *shard) resize(size int) *table {
 // the expired ones; when force is set and none was expired, it drops the
 // sampled entry that expires first. It reports whether it dropped anything.
 // The caller holds sh.mu.
+//
+// Checks of held keys update entries without the shard mutex, so an entry
+// may change between the sampling and its removal: each is removed only if
+// it is still as it was judged (expired; or expiring no later than when it
+// was picked as the victim). When the victim was refreshed meanwhile, it
+// samples again, and after a few tries takes the victim regardless.
 func (s *Store) evict(sh *shard, h uint64, now int64, n int, force bool) bool {
 	t := sh.cur.Load()
 	if t == nil {
 		return false
 	}
-	var expired [8]uint64
-	ne := 0
-	var victim uint64
-	soonest := int64(-1)
-	for i, seen := int(h)&t.mask, 0; seen < n && seen < sh.n; i = (i + 1) & t.mask {
-		x := t.lockAny(i)
-		if x == 0 {
-			continue
+	const tries = 4
+	for try := 1; ; try++ {
+		var expired [8]uint64
+		ne := 0
+		var victim uint64
+		soonest := int64(-1)
+		for i, seen := int(h)&t.mask, 0; seen < n && seen < sh.n; i = (i + 1) & t.mask {
+			x := t.lockAny(i)
+			if x == 0 {
+				continue
+			}
+			seen++
+			if exp := t.slots[i].expires; exp <= now {
+				expired[ne] = x
+				ne++
+			} else if soonest < 0 || exp < soonest {
+				victim, soonest = x, exp
+			}
+			t.release(i, x)
 		}
-		seen++
-		if exp := t.slots[i].expires; exp <= now {
-			expired[ne] = x
-			ne++
-		} else if soonest < 0 || exp < soonest {
-			victim, soonest = x, exp
+		// Drop after sampling: a removal shifts the entries after it.
+		dropped := 0
+		for _, x := range expired[:ne] {
+			if s.removeIf(sh, t, x, now) {
+				dropped++
+			}
 		}
-		t.release(i, x)
+		s.expired.Add(uint64(dropped))
+		if dropped > 0 {
+			return true
+		}
+		if !force {
+			return false
+		}
+		if soonest >= 0 {
+			upTo := soonest
+			if try == tries {
+				upTo = math.MaxInt64
+			}
+			if s.removeIf(sh, t, victim, upTo) {
+				s.evictions.Add(1)
+				return true
+			}
+		}
+		if try == tries || ne == 0 && soonest < 0 {
+			return false
+		}
 	}
-	// Drop after sampling: a removal shifts the entries after it.
-	for _, x := range expired[:ne] {
-		s.remove(sh, t, x)
-	}
-	s.expired.Add(uint64(ne))
-	if ne > 0 {
-		return true
-	}
-	if force && soonest >= 0 {
-		s.remove(sh, t, victim)
-		s.evictions.Add(1)
-		return true
-	}
-	return false
 }
 
-// remove drops key word x, which sh's table t holds. The caller holds sh.mu.
-func (s *Store) remove(sh *shard, t *table, x uint64) {
+// removeIf drops key word x, which sh's table t holds, if its entry
+// expires no later than upTo. The caller holds sh.mu.
+func (s *Store) removeIf(sh *shard, t *table, x uint64, upTo int64) bool {
 	i := t.lookup(x)
 	t.lockAny(i)
+	if t.slots[i].expires > upTo {
+		t.release(i, x)
+		return false
+	}
 	t.removeAt(i)
 	sh.n--
 	s.keys.Add(-1)
+	return true
 }
 
 // realign moves e onto the limit set rules after a reload or an override
@@ -424,13 +455,16 @@ func realign(e entry, rules []limit.Rule) entry {
 		}
 	}
 	n := newEntry(e.tag, rules, next[:len(rules)])
-	n.expires = e.expires
+	// A denied or peeking check after the change does not recompute it:
+	// keep the entry until neither the old set nor the new one needs it.
+	n.expires = max(n.expires, e.expires)
 	return n
 }
 
 // Sweep drops every expired entry and returns how many it dropped. It also
 // gives back the memory of tables left mostly empty: a table under 1/8 full
-// is halved, an empty one dropped.
+// shrinks to the smallest power of two at least twice its keys (at least a
+// quarter of its size), an empty one is dropped.
 func (s *Store) Sweep() int {
 	now := s.clock.Now().UnixNano()
 	total := 0

@@ -250,7 +250,7 @@ func TestChecksExactUnderRestructuring(t *testing.T) {
 	}
 }
 
-// After a flood the tables give their memory back: Sweep halves a table
+// After a flood the tables give their memory back: Sweep shrinks a table
 // under 1/8 full and drops an empty one.
 func TestSweepShrinksTables(t *testing.T) {
 	clk := clocktest.New(storetest.Epoch)
@@ -327,4 +327,70 @@ func mustRules(t *testing.T, rules ...limit.Rule) []limit.Rule {
 		rules[i] = r
 	}
 	return rules
+}
+
+// Eviction samples entries, unlocks them, and removes the expired ones (or
+// the victim) afterwards; checks of held subjects refresh entries without
+// the shard mutex in between. An entry refreshed after it was sampled must
+// not be removed, or its new consumption is lost. Here subjects whose
+// windows have just rolled over (expired entries) are checked while a flood
+// of new subjects at the bound samples and evicts around them: each
+// subject must admit exactly its limit in every window.
+func TestEvictionSparesEntriesRefreshedAfterSampling(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch)
+	s := New(Options{Clock: clk, Shards: 1, MaxKeys: 256, SweepInterval: -1})
+	defer s.Close()
+	held := mustRule(t, limit.Rule{Name: "h", Algorithm: limit.FixedWindow, Limit: 50, Period: time.Millisecond})
+	churn := mustRule(t, limit.Rule{Name: "c", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Millisecond})
+
+	stop := make(chan struct{})
+	var churners sync.WaitGroup
+	for g := range 2 {
+		churners.Add(1)
+		go func() {
+			defer churners.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				check(t, s, fmt.Sprintf("churn-%d-%d", g, i), churn, 1)
+			}
+		}()
+	}
+	for s.Stats().Evictions+s.Stats().Expired < 1000 {
+		runtime.Gosched()
+	}
+
+	const subjects, checkers, windows, tries = 16, 2, 200, 40 // 80 tries a window for 50
+	for w := range windows {
+		admitted := make([][subjects]int, checkers)
+		var wg sync.WaitGroup
+		for g := range checkers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for r := range tries * subjects {
+					i := (r + g*subjects/checkers) % subjects
+					if check(t, s, fmt.Sprintf("held-%d", i), held, 1).Allowed {
+						admitted[g][i]++
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		for i := range subjects {
+			if sum := admitted[0][i] + admitted[1][i]; sum != 50 {
+				t.Errorf("window %d: held-%d admitted %d of 80, want exactly 50", w, i, sum)
+			}
+		}
+		clk.Advance(time.Millisecond) // every held entry is now expired until checked again
+	}
+	close(stop)
+	churners.Wait()
+	if st := s.Stats(); st.Keys > 256 {
+		t.Fatalf("stats %+v: over the bound", st)
+	}
+	shardState(t, s)
 }
