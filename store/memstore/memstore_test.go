@@ -162,3 +162,28 @@ func TestBoundHoldsUnderConcurrentInserts(t *testing.T) {
 		t.Fatalf("stats %+v: want the bound held and every other insert evicting or unstored", st)
 	}
 }
+
+// A limit set that changes under a held subject (a reload) keeps the entry
+// as long as the new set needs it, even when the first check after the
+// change is denied and so writes nothing back.
+func TestRealignedEntryLivesAsLongAsTheNewSetNeedsIt(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch)
+	s := New(Options{Clock: clk, SweepInterval: -1})
+	defer s.Close()
+	perSecond := mustRule(t, limit.Rule{Name: "w", Algorithm: limit.FixedWindow, Limit: 1, Period: time.Second})
+	perHour := mustRule(t, limit.Rule{Name: "w", Algorithm: limit.FixedWindow, Limit: 1, Period: time.Hour})
+	if !check(t, s, "k", perSecond, 1).Allowed {
+		t.Fatal("first check denied")
+	}
+	// The hour window contains the second's window start: the count carries.
+	if check(t, s, "k", perHour, 1).Allowed {
+		t.Fatal("the carried count was lost on the period change")
+	}
+	clk.Advance(time.Second)
+	if n := s.Sweep(); n != 0 {
+		t.Fatalf("swept %d entries: the hour window still needs its count", n)
+	}
+	if check(t, s, "k", perHour, 1).Allowed {
+		t.Fatal("allowed a second unit in the hour window")
+	}
+}
