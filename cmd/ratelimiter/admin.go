@@ -148,30 +148,39 @@ func startLive(ctx context.Context, f serveFlags, svc *service.Service, st store
 	if err != nil {
 		return nil, err
 	}
+	// Everything that can fail comes before ctrl.Start, so that a failed
+	// start leaves no watcher goroutine or listener behind.
+	l := &live{ctrl: ctrl, log: log}
+	var h http.Handler
+	if token != "" {
+		if h, err = httpapi.NewAdmin(ctrl, httpapi.AdminOptions{Token: token, Logger: log}); err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+	}
+	if token != "" && f.live.adminListen != "" {
+		if l.adminLn, err = net.Listen("tcp", f.live.adminListen); err != nil {
+			return nil, fmt.Errorf("--admin-listen: %w", err)
+		}
+	}
 	if err := ctrl.Start(ctx); err != nil {
+		if l.adminLn != nil {
+			l.adminLn.Close()
+		}
 		return nil, err
 	}
-	l := &live{ctrl: ctrl, log: log}
-	if token == "" {
+	switch {
+	case token == "":
 		log.Info("admin API off: no admin token")
 		return l, nil
-	}
-	h, err := httpapi.NewAdmin(ctrl, httpapi.AdminOptions{Token: token, Logger: log})
-	if err != nil {
-		return nil, fmt.Errorf("admin token: %w", err)
+	case f.live.adminListen == "":
+		l.mainAdmin = h
 	}
 	if fs, ok := ovs.(*overrides.FileStore); ok && fs.Path() == "" {
 		log.Warn("runtime overrides are kept in memory only; set --overrides-file to keep them across restarts")
 	}
-	if f.live.adminListen == "" {
-		l.mainAdmin = h
+	if l.adminLn == nil {
 		return l, nil
 	}
-	ln, err := net.Listen("tcp", f.live.adminListen)
-	if err != nil {
-		return nil, fmt.Errorf("--admin-listen: %w", err)
-	}
-	l.adminLn = ln
 	l.adminSrv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -181,8 +190,8 @@ func startLive(ctx context.Context, f serveFlags, svc *service.Service, st store
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	l.served = make(chan error, 1)
-	go func() { l.served <- l.adminSrv.Serve(ln) }()
-	log.Info("admin listening", "addr", ln.Addr().String())
+	go func() { l.served <- l.adminSrv.Serve(l.adminLn) }()
+	log.Info("admin listening", "addr", l.adminLn.Addr().String())
 	return l, nil
 }
 

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -61,6 +64,26 @@ func TestServeStartupErrors(t *testing.T) {
 	code, _, stderr = runCmd(t, "serve", "--listen", "256.0.0.1:99999", "--log-format", "text")
 	if code != exitFail || !strings.Contains(stderr, "serve failed") {
 		t.Errorf("bad listen address: %d %s", code, stderr)
+	}
+	// The admin API's errors come before anything starts (no watcher is left
+	// running): a token too short, an admin address already taken.
+	short := filepath.Join(t.TempDir(), "short")
+	if err := os.WriteFile(short, []byte("too-short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runCmd(t, "serve", "--admin-token-file", short, "--listen", "127.0.0.1:0", "--log-format", "text")
+	if code != exitFail || !strings.Contains(stderr, "admin token") {
+		t.Errorf("short admin token: %d %s", code, stderr)
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	code, _, stderr = runCmd(t, "serve", "--admin-token-file", writeToken(t), "--admin-listen", taken.Addr().String(),
+		"--listen", "127.0.0.1:0", "--log-format", "text")
+	if code != exitFail || !strings.Contains(stderr, "--admin-listen") || !strings.Contains(stderr, "address already in use") {
+		t.Errorf("admin address taken: %d %s", code, stderr)
 	}
 }
 
