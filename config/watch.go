@@ -16,6 +16,10 @@ import (
 // DefaultDebounce is how long a Watcher waits for the file to settle.
 const DefaultDebounce = 200 * time.Millisecond
 
+// DefaultRetry is how often a Watcher retries watching a directory that is
+// gone.
+const DefaultRetry = 5 * time.Second
+
 // WatchOptions configure a Watcher. The zero value is usable.
 type WatchOptions struct {
 	// Debounce is how long no relevant event may arrive before the watcher
@@ -30,6 +34,11 @@ type WatchOptions struct {
 	// Logger receives watch errors (an event queue overflow, a directory
 	// that cannot be watched). Default: discard.
 	Logger *slog.Logger
+	// Retry is how often the watcher tries again to watch a directory it
+	// needs that is gone (deleted, or not created yet): a directory removed
+	// and created again is watched again within Retry, and the file is
+	// reported as changed then. Default DefaultRetry.
+	Retry time.Duration
 
 	// trace, when set, is told about every event read and whether it was
 	// relevant, before the watcher acts on it (tests).
@@ -50,7 +59,11 @@ type WatchOptions struct {
 // It watches the directory of the path, not the file (a watch on a file
 // dies with the inode an editor replaces), and the directory of the path
 // the symlinks resolve to. After each change it resolves the path again and
-// moves the second watch if the target moved. Relevant events are those
+// moves the second watch if the target moved. A watched directory that is
+// removed (its watch dies with it) counts as a change; while a directory it
+// needs cannot be watched, it retries every WatchOptions.Retry and reports
+// a change once the watch is back, so a directory deleted and created again
+// is followed too. Relevant events are those
 // that create, write, remove or rename the path, its resolved target, or the
 // first element of a relative symlink target in the path's directory
 // (..data); attribute changes alone (chmod, touch) are not. A change is
@@ -76,6 +89,7 @@ type Watcher struct {
 	mu      sync.Mutex // guards the fields below (read by tests)
 	watched map[string]bool
 	names   map[string]bool // relevant absolute paths
+	missing bool            // a directory needed could not be watched
 
 	done chan struct{}
 	once sync.Once
@@ -122,6 +136,9 @@ func newWatcher(path string, opts WatchOptions, fs fsBackend) (*Watcher, error) 
 	if opts.After == nil {
 		opts.After = time.After
 	}
+	if opts.Retry <= 0 {
+		opts.Retry = DefaultRetry
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -152,10 +169,13 @@ func (w *Watcher) Close() error {
 // most maxRearms times, so a file rewritten faster than the debounce forever
 // is still reloaded (within about maxRearms events of the first).
 func (w *Watcher) loop() {
-	var timer <-chan time.Time
+	var timer, retry <-chan time.Time
 	rearms := 0
 	events, errs := w.fs.events(), w.fs.errors()
 	for {
+		if retry == nil && w.isMissing() {
+			retry = w.opts.After(w.opts.Retry)
+		}
 		select {
 		case <-w.done:
 			return
@@ -182,12 +202,29 @@ func (w *Watcher) loop() {
 		case <-timer:
 			timer, rearms = nil, 0
 			w.resolve()
-			select {
-			case w.c <- struct{}{}:
-			default:
+			w.report()
+		case <-retry:
+			retry = nil
+			if w.resolve() { // every directory watched again
+				w.report()
 			}
 		}
 	}
+}
+
+// report tells the receiver that the file may have changed, without
+// blocking: a value already pending stands for this one too.
+func (w *Watcher) report() {
+	select {
+	case w.c <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Watcher) isMissing() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.missing
 }
 
 // maxRearms bounds how often one burst of events postpones its reload.
@@ -195,20 +232,30 @@ const maxRearms = 16
 
 const changeOps = fsnotify.Create | fsnotify.Write | fsnotify.Remove | fsnotify.Rename
 
-// relevant reports whether ev may change what the path reads.
+// relevant reports whether ev may change what the path reads. The removal
+// or rename of a watched directory is: its watch is gone (a renamed
+// directory's watch follows it elsewhere, so it is dropped), and the next
+// resolve watches the path again if it exists.
 func (w *Watcher) relevant(ev fsnotify.Event) bool {
 	if !ev.Op.Has(changeOps) {
 		return false
 	}
+	name := filepath.Clean(ev.Name)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.names[filepath.Clean(ev.Name)]
+	if w.watched[name] && ev.Op.Has(fsnotify.Remove|fsnotify.Rename) {
+		w.fs.Remove(name) // it may be gone already: nothing to undo then
+		delete(w.watched, name)
+		return true
+	}
+	return w.names[name]
 }
 
 // resolve recomputes the relevant names and the watched directories: the
 // path's directory always, plus the directory of the file the path
-// resolves to, when that is elsewhere.
-func (w *Watcher) resolve() {
+// resolves to, when that is elsewhere. It reports whether every directory
+// needed is watched, after a time when some was not.
+func (w *Watcher) resolve() (restored bool) {
 	names := map[string]bool{w.path: true}
 	dirs := map[string]bool{filepath.Dir(w.path): true}
 	// Follow the symlink chain of the last element, noting each hop and,
@@ -235,6 +282,10 @@ func (w *Watcher) resolve() {
 	if real, err := filepath.EvalSymlinks(w.path); err == nil {
 		names[real] = true
 		dirs[filepath.Dir(real)] = true
+	} else {
+		// A dangling link: watch where its target would be, so that the
+		// target's return is seen (retried while that directory is gone).
+		dirs[filepath.Dir(p)] = true
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -245,16 +296,26 @@ func (w *Watcher) resolve() {
 			delete(w.watched, d)
 		}
 	}
+	missing := false
 	for d := range dirs {
 		if w.watched[d] {
 			continue
 		}
 		if err := w.fs.Add(d); err != nil {
-			w.opts.Logger.Warn("config watch: cannot watch the directory of the resolved file", "dir", d, "err", err)
+			if !w.missing { // once per outage, not on every retry
+				w.opts.Logger.Warn("config watch: cannot watch a directory; retrying", "dir", d, "every", w.opts.Retry.String(), "err", err)
+			}
+			missing = true
 			continue
 		}
 		w.watched[d] = true
 	}
+	restored = w.missing && !missing
+	if restored {
+		w.opts.Logger.Info("config watch: watching again", "config", w.path)
+	}
+	w.missing = missing
+	return restored
 }
 
 // watchedDirs returns the directories being watched (tests).

@@ -339,3 +339,94 @@ func TestWatcherSymlinkElsewhere(t *testing.T) {
 	writeFile(t, filepath.Join(realDir, "b.yaml"), "b2")
 	waitChange(t, w)
 }
+
+// clear forgets the events read so far.
+func (tr *tracer) clear() {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.evs, tr.rel = nil, nil
+}
+
+// watching waits until dir is among the watched directories.
+func watching(t *testing.T, w *Watcher, dir string) {
+	t.Helper()
+	timeout := time.After(deadline)
+	for !slices.Contains(w.watchedDirs(), dir) {
+		select {
+		case <-timeout:
+			t.Fatalf("%s not watched again within %v (watching %v)", dir, deadline, w.watchedDirs())
+		case <-time.After(time.Millisecond): // polls the watcher's state, not the clock
+		}
+	}
+}
+
+// A directory the watcher needs, deleted and created again (the path's own
+// directory, or the one a symlink resolves into), is watched again: the
+// removal and the return are reported as changes, and edits after the
+// return are seen.
+func TestWatcherDirectoryDeletedAndRecreated(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		symlink bool
+	}{{"path's directory", false}, {"symlink target's directory", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			cfgDir, realDir := filepath.Join(root, "etc"), filepath.Join(root, "real")
+			path := filepath.Join(cfgDir, "config.yaml")
+			gone, file := cfgDir, path // the directory deleted, the file edited
+			if err := os.Mkdir(cfgDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if tc.symlink {
+				gone, file = realDir, filepath.Join(realDir, "a.yaml")
+				if err := os.Mkdir(realDir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(file, path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			writeFile(t, file, "v1")
+			tr := newTracer()
+			w, err := newWatcherOS(path, WatchOptions{Debounce: 10 * time.Millisecond, Retry: 10 * time.Millisecond, trace: tr.trace})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			watching(t, w, gone)
+
+			if err := os.RemoveAll(gone); err != nil {
+				t.Fatal(err)
+			}
+			waitChange(t, w)
+			if err := os.Mkdir(gone, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, file, "v2")
+			waitChange(t, w)
+			watching(t, w, gone)
+			for len(w.C) > 0 {
+				<-w.C
+			}
+			tr.clear()
+			writeFile(t, file, "v3")
+			if !tr.waitFor(t, file) && !tr.waitFor(t, path) {
+				t.Fatal("the edit after the directory came back was not relevant")
+			}
+			waitChange(t, w)
+		})
+	}
+}
+
+// newWatcherOS is NewWatcher with the unexported options tests set.
+func newWatcherOS(path string, opts WatchOptions) (*Watcher, error) {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	w, err := newWatcher(path, opts, fsnotifyBackend{fw})
+	if err != nil {
+		fw.Close()
+	}
+	return w, err
+}
