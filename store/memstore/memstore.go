@@ -400,8 +400,8 @@ func (s *Store) evict(sh *shard, h uint64, now int64, n int, force bool) bool {
 				dropped++
 			}
 		}
-		s.expired.Add(uint64(dropped))
 		if dropped > 0 {
+			s.expired.Add(uint64(dropped))
 			return true
 		}
 		if !force {
