@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -393,4 +394,58 @@ func TestEvictionSparesEntriesRefreshedAfterSampling(t *testing.T) {
 		t.Fatalf("stats %+v: over the bound", st)
 	}
 	shardState(t, s)
+}
+
+// The conformance suite's linearizability check, on one shard whose table
+// restructures under the checks: the checked keys' entries expire between
+// rounds (periods of 1s, the clock moves 2s), so sweeps drop them while the
+// next round checks them again; other goroutines insert short-lived keys
+// into the same table (growth, backward shifts) and sweep (shrinks). The
+// history must still be linearizable against limit.Apply, key by key.
+func TestLinearizableUnderRestructuring(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch)
+	s := New(Options{Clock: clk, Shards: 1, SweepInterval: -1})
+	defer s.Close()
+	churn := mustRule(t, limit.Rule{Name: "c", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Millisecond})
+	var round atomic.Int64
+	storetest.CheckLinearizable(t, s, clk, storetest.LinOptions{
+		Rules: mustRules(t,
+			limit.Rule{Name: "tb", Algorithm: limit.TokenBucket, Limit: 30, Period: time.Second},
+			limit.Rule{Name: "fw", Algorithm: limit.FixedWindow, Limit: 80, Period: time.Second},
+			limit.Rule{Name: "swl", Algorithm: limit.SlidingWindowLog, Limit: 35, Period: time.Second}),
+		Phases:  8,
+		Advance: 2 * time.Second,
+		Background: func(stop <-chan struct{}) {
+			r := round.Add(1)
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { // new keys: inserts, growth, shifts on removal
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					check(t, s, fmt.Sprintf("churn-%d-%d", r, i), churn, 1)
+				}
+			}()
+			go func() { // drops what the last move of the clock expired, shrinks
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					s.Sweep()
+					runtime.Gosched()
+				}
+			}()
+			wg.Wait()
+		},
+	})
+	if st := s.Stats(); st.Expired == 0 {
+		t.Fatalf("stats %+v: nothing expired during the rounds", st)
+	}
 }

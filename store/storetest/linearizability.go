@@ -85,13 +85,38 @@ func linModel(rules []limit.Rule) porcupine.Model {
 // linearizable against limit.Apply.
 func testLinearizable(t *testing.T, newStore Factory) {
 	clk := clocktest.New(Epoch)
-	st := newStore(t, clk)
-	rules := []limit.Rule{
-		rule("tb", limit.TokenBucket, 30, time.Hour, 0),
-		rule("fw", limit.FixedWindow, 80, time.Hour, 0),
-		rule("swl", limit.SlidingWindowLog, 35, time.Hour, 0),
-	}
-	const clients, perPhase, phases = 64, 6, 3
+	CheckLinearizable(t, newStore(t, clk), clk, LinOptions{
+		Rules: []limit.Rule{
+			rule("tb", limit.TokenBucket, 30, time.Hour, 0),
+			rule("fw", limit.FixedWindow, 80, time.Hour, 0),
+			rule("swl", limit.SlidingWindowLog, 35, time.Hour, 0),
+		},
+		Phases:  3,
+		Advance: 20 * time.Minute,
+	})
+}
+
+// LinOptions shape a CheckLinearizable run.
+type LinOptions struct {
+	// Rules is the limit set every check uses (normalized).
+	Rules []limit.Rule
+	// Phases is how many rounds of concurrent checks run; the fake clock
+	// stands still within a round and moves by Advance between rounds.
+	Phases  int
+	Advance time.Duration
+	// Background, when set, runs alongside every round until stop closes:
+	// traffic of other keys, sweeps, anything that must not change what the
+	// checked keys observe beyond what limit.Apply allows.
+	Background func(stop <-chan struct{})
+}
+
+// CheckLinearizable records a history of 64 concurrent clients checking
+// eight keys with costs 0-3 against o.Rules on st, and verifies with
+// porcupine that it is linearizable against limit.Apply, key by key.
+func CheckLinearizable(t *testing.T, st store.Store, clk *clocktest.Fake, o LinOptions) {
+	t.Helper()
+	rules := o.Rules
+	const clients, perPhase = 64, 6
 	// Eight subjects: the checker's search grows with the concurrency within
 	// one subject's partition, so spreading the history keeps it fast on a
 	// loaded machine without weakening what it checks.
@@ -99,8 +124,17 @@ func testLinearizable(t *testing.T, newStore Factory) {
 	var seq atomic.Int64
 	var mu sync.Mutex
 	var history []porcupine.Operation
-	for phase := 0; phase < phases; phase++ {
+	for phase := 0; phase < o.Phases; phase++ {
 		now := clk.Now().UnixNano()
+		stop := make(chan struct{})
+		var bg sync.WaitGroup
+		if o.Background != nil {
+			bg.Add(1)
+			go func() {
+				defer bg.Done()
+				o.Background(stop)
+			}()
+		}
 		var wg sync.WaitGroup
 		for c := 0; c < clients; c++ {
 			wg.Add(1)
@@ -123,7 +157,9 @@ func testLinearizable(t *testing.T, newStore Factory) {
 			}(c)
 		}
 		wg.Wait()
-		clk.Advance(20 * time.Minute)
+		close(stop)
+		bg.Wait()
+		clk.Advance(o.Advance)
 	}
 	if t.Failed() {
 		return
