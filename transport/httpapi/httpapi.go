@@ -54,6 +54,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
 
 // DefaultMaxBodyBytes bounds a /v1/check request body unless
@@ -184,7 +185,7 @@ func (a *api) check(w http.ResponseWriter, r *http.Request) {
 		a.writeCheckError(w, err)
 		return
 	}
-	*bp = setLimitHeaders(w.Header(), &res, contentTypeJSON, (*bp)[:0])
+	*bp = headers.Set(w.Header(), &res, contentTypeJSON, (*bp)[:0])
 	*bp = appendCheckBody((*bp)[:0], &res)
 	w.WriteHeader(verdictStatus(&res))
 	w.Write(*bp)
@@ -285,7 +286,7 @@ func (a *api) gate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cost := int64(1)
-	if c := r.Header.Get(hdrXRateLimitCost); c != "" {
+	if c := r.Header.Get(headers.Cost); c != "" {
 		n, err := parseCost(c)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "header X-RateLimit-Cost: "+err.Error())
@@ -300,7 +301,7 @@ func (a *api) gate(w http.ResponseWriter, r *http.Request) {
 	}
 	sb := getBuf()
 	defer putBuf(sb)
-	*sb = setLimitHeaders(w.Header(), &res, "", *sb)
+	*sb = headers.Set(w.Header(), &res, "", *sb)
 	w.WriteHeader(verdictStatus(&res))
 }
 

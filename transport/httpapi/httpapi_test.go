@@ -563,9 +563,6 @@ func TestCeil(t *testing.T) {
 			t.Errorf("ceilMillis(%v) = %d, want %d", c.d, got, c.want)
 		}
 	}
-	if ceilSeconds(1) != 1 || ceilSeconds(time.Second) != 1 || ceilSeconds(time.Second+1) != 2 || ceilSeconds(0) != 0 {
-		t.Error("ceilSeconds")
-	}
 }
 
 // FuzzCheckDecode feeds arbitrary bodies to POST /v1/check: the answer is

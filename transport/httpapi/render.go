@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"net/http"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -24,14 +23,6 @@ func ceilMillis(d time.Duration) int64 {
 		return 0
 	}
 	return int64((d + time.Millisecond - 1) / time.Millisecond)
-}
-
-// ceilSeconds returns d in whole seconds rounded up; 0 for d <= 0.
-func ceilSeconds(d time.Duration) int64 {
-	if d <= 0 {
-		return 0
-	}
-	return int64((d + time.Second - 1) / time.Second)
 }
 
 // appendCheckBody appends the JSON body of a check response:
@@ -137,104 +128,6 @@ func appendString(b []byte, s string) []byte {
 // Canonical header keys, so that the map is written without canonicalizing.
 const (
 	hdrContentType       = "Content-Type"
-	hdrRateLimitPolicy   = "Ratelimit-Policy" // RateLimit-Policy
-	hdrRateLimit         = "Ratelimit"        // RateLimit
-	hdrXRateLimitLimit   = "X-Ratelimit-Limit"
-	hdrXRateLimitRemain  = "X-Ratelimit-Remaining"
-	hdrXRateLimitReset   = "X-Ratelimit-Reset"
-	hdrRetryAfter        = "Retry-After"
-	hdrXRateLimitCost    = "X-Ratelimit-Cost"
-	hdrDecidedBy         = "Ratelimit-Decided-By" // RateLimit-Decided-By
 	contentTypeJSON      = "application/json"
 	contentTypeTextPlain = "text/plain; charset=utf-8"
 )
-
-// decidedByValues are the values of RateLimit-Decided-By, one shared
-// slice per path: full (len == cap), so that a later Header.Add copies.
-var decidedByValues = func() (vals [service.NumDecidedBy][]string) {
-	for i := range vals {
-		vals[i] = []string{service.DecidedBy(i).String()}
-	}
-	return vals
-}()
-
-// setLimitHeaders sets the rate limit headers of a verdict on h:
-//
-//	RateLimit-Decided-By: store | deny-cache | local | open | closed
-//	RateLimit-Policy: "per-minute";q=100;w=60, "per-hour";q=1000;w=3600
-//	RateLimit: "per-minute";r=57;t=12              (the binding limit)
-//	X-RateLimit-Limit / -Remaining / -Reset        (the binding limit; reset in seconds)
-//	Retry-After: seconds, rounded up, at least 1   (denied, unless retry is never)
-//
-// and Content-Type: contentType unless it is empty. scratch is a reusable
-// buffer; it is returned grown. All values are substrings of one string and
-// share one []string backing array, so the headers cost two allocations.
-func setLimitHeaders(h http.Header, res *service.Result, contentType string, scratch []byte) []byte {
-	v := &res.Verdict
-	if int(res.DecidedBy) < len(decidedByValues) {
-		h[hdrDecidedBy] = decidedByValues[res.DecidedBy]
-	}
-	if v.N == 0 { // no limits to report (a valid policy has at least one)
-		if contentType != "" {
-			h[hdrContentType] = []string{contentType}
-		}
-		return scratch
-	}
-	b := scratch[:0]
-	var ends [6]int
-	for i := range v.N {
-		if i > 0 {
-			b = append(b, ", "...)
-		}
-		r := &res.Set.Rules[i]
-		b = append(b, '"')
-		b = append(b, r.Name...)
-		b = append(b, `";q=`...)
-		b = strconv.AppendInt(b, v.D[i].Limit, 10)
-		b = append(b, ";w="...)
-		b = strconv.AppendInt(b, ceilSeconds(r.Period), 10)
-	}
-	ends[0] = len(b)
-	bi := v.Binding()
-	d := &v.D[bi]
-	reset := ceilSeconds(d.ResetAfter)
-	b = append(b, '"')
-	b = append(b, res.Set.Rules[bi].Name...)
-	b = append(b, `";r=`...)
-	b = strconv.AppendInt(b, d.Remaining, 10)
-	b = append(b, ";t="...)
-	b = strconv.AppendInt(b, reset, 10)
-	ends[1] = len(b)
-	b = strconv.AppendInt(b, d.Limit, 10)
-	ends[2] = len(b)
-	b = strconv.AppendInt(b, d.Remaining, 10)
-	ends[3] = len(b)
-	b = strconv.AppendInt(b, reset, 10)
-	ends[4] = len(b)
-	n := 5
-	if !v.Allowed && v.RetryAfter != limit.RetryNever {
-		b = strconv.AppendInt(b, max(1, ceilSeconds(v.RetryAfter)), 10)
-		ends[5] = len(b)
-		n = 6
-	}
-	s := string(b)
-	vals := make([]string, n+1)
-	start := 0
-	for i := range n {
-		vals[i] = s[start:ends[i]]
-		start = ends[i]
-	}
-	h[hdrRateLimitPolicy] = vals[0:1:1]
-	h[hdrRateLimit] = vals[1:2:2]
-	h[hdrXRateLimitLimit] = vals[2:3:3]
-	h[hdrXRateLimitRemain] = vals[3:4:4]
-	h[hdrXRateLimitReset] = vals[4:5:5]
-	if n == 6 {
-		h[hdrRetryAfter] = vals[5:6:6]
-	}
-	if contentType != "" {
-		vals[n] = contentType
-		h[hdrContentType] = vals[n : n+1 : n+1]
-	}
-	return b
-}
