@@ -48,6 +48,8 @@ type serveFlags struct {
 	live liveFlags // reloads, runtime overrides, admin API (admin.go)
 
 	fault faultFlags // deadlines, failure policy, breaker, deny cache (fault.go)
+
+	proxy proxyFlags // reverse-proxy mode (proxy.go)
 }
 
 // serveCmd runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
@@ -60,7 +62,10 @@ type serveFlags struct {
 // does a change of the file (--watch-config): a file that does not validate
 // is logged and the running policy is kept. With an admin token the admin API
 // (runtime per-subject overrides) is served on --listen, or on --admin-listen,
-// which logs "admin listening" with its "addr" (admin.go).
+// which logs "admin listening" with its "addr" (admin.go). With
+// --proxy-listen, --proxy-upstream and --proxy-namespace it also runs a
+// reverse proxy in front of the protected service, which logs "proxy
+// listening" with its "addr" (proxy.go).
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	var f serveFlags
 	fs := newFlagSet("serve", "serve [flags]", stderr)
@@ -79,6 +84,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long requests in flight may take to finish on shutdown")
 	f.live.register(fs)
 	f.fault.register(fs)
+	f.proxy.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return flagExit(err)
 	}
@@ -222,6 +228,12 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	}
 	defer func() { stopLive(); lv.ctrl.Wait() }() // before st.Close
 
+	px, err := startProxy(f.proxy, svc, log)
+	if err != nil {
+		return err
+	}
+	defer px.close() // on an error return; after a graceful shutdown, a no-op
+
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
@@ -246,6 +258,8 @@ wait:
 			return fmt.Errorf("http server: %w", err)
 		case err := <-lv.adminServed():
 			return fmt.Errorf("admin server: %w", err)
+		case err := <-px.proxyServed():
+			return fmt.Errorf("proxy server: %w", err)
 		case <-hup:
 			lv.reload()
 		case <-ctx.Done():
@@ -258,6 +272,9 @@ wait:
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	if err := px.shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown of the proxy: %w", err)
 	}
 	stopLive()
 	if err := lv.shutdown(sctx); err != nil {

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/middleware"
+	"github.com/distributedratelimiter/ratelimiter/service"
+)
+
+// proxyFlags are the settings of the reverse-proxy mode: a listener that
+// checks every request against one namespace and forwards the allowed ones
+// to an upstream (the protected backend).
+type proxyFlags struct {
+	listen    string
+	upstream  string
+	namespace string
+}
+
+func (p *proxyFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.listen, "proxy-listen", "", "reverse-proxy mode: `address` to accept the protected service's traffic on (with --proxy-upstream)")
+	fs.StringVar(&p.upstream, "proxy-upstream", "", "reverse-proxy mode: `URL` of the service allowed requests are forwarded to")
+	fs.StringVar(&p.namespace, "proxy-namespace", "", "reverse-proxy mode: namespace every request is checked against (subject from its subject_header)")
+}
+
+// proxy is the running reverse proxy; nil fields when the mode is off.
+type proxy struct {
+	srv    *http.Server
+	ln     net.Listener
+	served chan error
+}
+
+// startProxy opens the proxy listener and serves on it, when the mode is
+// on: each request is checked by the middleware (subject from the
+// namespace's subject_header, cost 1) and, when allowed, forwarded to the
+// upstream with X-Forwarded-For/-Host/-Proto set. Denied requests are
+// answered 429 by the proxy and never reach the upstream; an upstream that
+// does not answer is 502.
+func startProxy(f proxyFlags, svc *service.Service, log *slog.Logger) (*proxy, error) {
+	if f.listen == "" && f.upstream == "" && f.namespace == "" {
+		return &proxy{}, nil
+	}
+	if f.listen == "" || f.upstream == "" || f.namespace == "" {
+		return nil, errors.New("reverse-proxy mode needs --proxy-listen, --proxy-upstream and --proxy-namespace together")
+	}
+	up, err := url.Parse(f.upstream)
+	if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
+		return nil, fmt.Errorf("--proxy-upstream: %q is not an http(s) URL with a host", f.upstream)
+	}
+	limit, err := middleware.New(svc, middleware.Options{Namespace: f.namespace, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("--proxy-namespace: %w", err)
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(up)
+			pr.SetXForwarded()
+		},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return nil, fmt.Errorf("--proxy-listen: %w", err)
+	}
+	p := &proxy{ln: ln, served: make(chan error, 1), srv: &http.Server{
+		Handler:           limit(rp),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}}
+	go func() { p.served <- p.srv.Serve(ln) }()
+	log.Info("proxy listening", "addr", ln.Addr().String(), "upstream", up.Redacted(), "namespace", f.namespace)
+	return p, nil
+}
+
+// proxyServed receives the proxy server's exit; nil without one.
+func (p *proxy) proxyServed() <-chan error { return p.served }
+
+// close stops the proxy at once (an error return of serve).
+func (p *proxy) close() {
+	if p.srv != nil {
+		p.srv.Close()
+	}
+}
+
+// shutdown stops the proxy listener and lets requests in flight finish
+// within ctx.
+func (p *proxy) shutdown(ctx context.Context) error {
+	if p.srv == nil {
+		return nil
+	}
+	err := p.srv.Shutdown(ctx)
+	if serr := <-p.served; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}

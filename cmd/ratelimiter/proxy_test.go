@@ -1,0 +1,104 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// The reverse-proxy mode in front of a real upstream: allowed requests are
+// forwarded with their path and X-Forwarded-For and come back with the
+// rate limit headers; the denied one is answered 429 by the proxy and never
+// reaches the upstream; a request without the subject header is 400; an
+// upstream that is gone is 502; SIGTERM stops it all gracefully.
+func TestReverseProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		io.WriteString(w, "upstream saw "+r.Method+" "+r.URL.Path+" for "+r.Header.Get("X-User-ID")+" via "+r.Header.Get("X-Forwarded-For"))
+	}))
+	defer up.Close()
+	bin := buildBinary(t)
+	cfg := filepath.Join(t.TempDir(), "tight.yaml")
+	if err := os.WriteFile(cfg, []byte(tightConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, bin, "--config", cfg,
+		"--proxy-listen", "127.0.0.1:0", "--proxy-upstream", up.URL, "--proxy-namespace", "orders")
+	line := srv.waitLog(t, "proxy listening", 20*time.Second)
+	addr, _ := line["addr"].(string)
+	if addr == "" || line["namespace"] != "orders" {
+		t.Fatalf("proxy listening line: %v", line)
+	}
+	send := func(user string) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequest("POST", "http://"+addr+"/orders/place", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if user != "" {
+			req.Header.Set("X-User-ID", user)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp, string(body)
+	}
+	for i := range 2 {
+		resp, body := send("alice")
+		if resp.StatusCode != 200 || body != "upstream saw POST /orders/place for alice via 127.0.0.1" {
+			t.Fatalf("request %d: %d %q", i+1, resp.StatusCode, body)
+		}
+		// 2 per hour: a token every 30 minutes.
+		if got, want := resp.Header.Get("RateLimit"), []string{`"per-hour";r=1;t=1800`, `"per-hour";r=0;t=3600`}[i]; got != want {
+			t.Fatalf("request %d: RateLimit %q, want %q", i+1, got, want)
+		}
+	}
+	resp, body := send("alice")
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "rate limited") {
+		t.Fatalf("third: %d, Retry-After %q, %q", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if resp, body := send(""); resp.StatusCode != 400 || !strings.Contains(body, "X-User-ID") {
+		t.Fatalf("no subject: %d %q", resp.StatusCode, body)
+	}
+	if n := hits.Load(); n != 2 {
+		t.Fatalf("the upstream saw %d requests, want the 2 allowed", n)
+	}
+	up.Close()
+	if resp, _ := send("bob"); resp.StatusCode != 502 {
+		t.Fatalf("upstream gone: %d, want 502", resp.StatusCode)
+	}
+	stopServer(t, srv)
+	srv.waitLog(t, "stopped", 10*time.Second)
+	if srv.err != nil {
+		t.Fatalf("exit after SIGTERM: %v", srv.err)
+	}
+}
+
+func TestReverseProxyFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--proxy-listen", "127.0.0.1:0"}, "--proxy-listen, --proxy-upstream and --proxy-namespace together"},
+		{[]string{"--proxy-listen", "127.0.0.1:0", "--proxy-upstream", "ftp://x", "--proxy-namespace", "orders"}, "is not an http(s) URL"},
+		{[]string{"--proxy-listen", "127.0.0.1:0", "--proxy-upstream", "http://127.0.0.1:1", "--proxy-namespace", "nope"}, `unknown namespace`},
+	} {
+		code, _, stderr := runCmd(t, append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "text"}, c.args...)...)
+		if code != exitFail || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: exit %d, stderr %s", c.args, code, stderr)
+		}
+	}
+}

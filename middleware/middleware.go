@@ -1,0 +1,205 @@
+// Package middleware rate limits the requests of a Go net/http server: each
+// request is checked against one namespace of the policy, for the subject
+// read from it, before the wrapped handler runs. It is the in-process
+// transport (no network hop: the service and its store run in the Go
+// program), and what `ratelimiter serve --proxy-upstream` puts in front of a
+// reverse proxy.
+//
+//	svc, err := service.New(memstore.New(memstore.Options{}), snap, service.Options{})
+//	...
+//	limit, err := middleware.New(svc, middleware.Options{Namespace: "orders"})
+//	...
+//	http.Handle("POST /orders", limit(placeOrder))
+//
+// # Model
+//
+// A request the check allows gets the rate limit headers (see package
+// transport/headers) and goes to the handler; when a leaky_bucket limit
+// admits it with a delay (shaping), the middleware holds it that long first,
+// so requests leave at the limit's steady rate. A request the check denies
+// is answered 429 with the headers, Retry-After (unless it can never pass)
+// and a JSON body, and never reaches the handler. Store failures are the
+// service's business: its Guard answers them with the namespace's
+// on_store_error policy, which the middleware renders like any decision.
+//
+// By default the subject is the value of the namespace's subject_header
+// (X-User-ID unless configured), read from the policy in force at each
+// request, so a reload that changes it applies at once; a request without
+// it is answered 400. Every request costs 1 by default: the cost is not
+// read from the request, whose sender is the one being limited. Options
+// change both.
+package middleware
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/transport/headers"
+)
+
+// Checker decides checks against the policy in force: *service.Service.
+type Checker interface {
+	Check(ctx context.Context, req service.Request) (service.Result, error)
+	Snapshot() *policy.Snapshot
+}
+
+// ErrNoSubject is returned by the default subject function when the request
+// lacks the namespace's subject header.
+var ErrNoSubject = errors.New("middleware: request has no subject")
+
+// Options configure the middleware. Namespace is required.
+type Options struct {
+	// Namespace is the policy namespace every request is checked against.
+	Namespace string
+	// Subject returns the subject a request is limited as (a user id, an
+	// API key, a client address). Default: the value of the namespace's
+	// subject_header, or ErrNoSubject when it is absent.
+	Subject func(r *http.Request) (string, error)
+	// Cost returns what a request costs (0 peeks, charging nothing).
+	// Default: 1.
+	Cost func(r *http.Request) (int64, error)
+	// OnError answers a request whose check could not be made: no subject
+	// or a bad cost (the error wraps ErrNoSubject, service.ErrInvalidSubject
+	// or service.ErrInvalidCost: 400 by default), a namespace the policy does
+	// not have (a deployment error: 500, logged), the store closed during
+	// shutdown (503). Default: those statuses with {"error": "..."}.
+	OnError func(w http.ResponseWriter, r *http.Request, err error)
+	// OnDenied answers a denied request, after the rate limit headers have
+	// been set on w. Default: 429 with {"error": "rate limited",
+	// "retry_after_ms": N} (N -1 when the request can never pass).
+	OnDenied func(w http.ResponseWriter, r *http.Request, res *service.Result)
+	// After returns a channel that receives once a shaping delay has
+	// passed. Default time.After; tests inject one they fire by hand.
+	After func(d time.Duration) <-chan time.Time
+	// Logger receives deployment errors (an unknown namespace). Default:
+	// discard.
+	Logger *slog.Logger
+}
+
+// New returns the middleware for opts. It checks that the namespace exists
+// in the policy now; a later reload that drops it makes requests fail with
+// 500 until it is back.
+func New(c Checker, opts Options) (func(http.Handler) http.Handler, error) {
+	if opts.Namespace == "" {
+		return nil, errors.New("middleware: Options.Namespace is required")
+	}
+	if _, ok := c.Snapshot().Namespace(opts.Namespace); !ok {
+		return nil, fmt.Errorf("middleware: %w: %q", policy.ErrUnknownNamespace, opts.Namespace)
+	}
+	m := &limiter{c: c, o: opts}
+	if m.o.Subject == nil {
+		m.o.Subject = m.subjectHeader
+	}
+	if m.o.OnError == nil {
+		m.o.OnError = m.writeError
+	}
+	if m.o.OnDenied == nil {
+		m.o.OnDenied = writeDenied
+	}
+	if m.o.After == nil {
+		m.o.After = time.After
+	}
+	if m.o.Logger == nil {
+		m.o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return m.wrap, nil
+}
+
+type limiter struct {
+	c Checker
+	o Options
+}
+
+func (m *limiter) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		subject, err := m.o.Subject(r)
+		if err != nil {
+			m.o.OnError(w, r, err)
+			return
+		}
+		cost := int64(1)
+		if m.o.Cost != nil {
+			if cost, err = m.o.Cost(r); err != nil {
+				m.o.OnError(w, r, fmt.Errorf("%w: %w", service.ErrInvalidCost, err))
+				return
+			}
+		}
+		res, err := m.c.Check(r.Context(), service.Request{Namespace: m.o.Namespace, Subject: subject, Cost: cost})
+		if err != nil {
+			m.o.OnError(w, r, err)
+			return
+		}
+		headers.Set(w.Header(), &res, "", nil)
+		if !res.Verdict.Allowed {
+			m.o.OnDenied(w, r, &res)
+			return
+		}
+		if d := res.Verdict.Delay; d > 0 {
+			select {
+			case <-m.o.After(d):
+			case <-r.Context().Done():
+				return // the caller left while queued; its unit stays spent
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// subjectHeader is the default Subject: the namespace's subject header in
+// the policy in force.
+func (m *limiter) subjectHeader(r *http.Request) (string, error) {
+	ns, ok := m.c.Snapshot().Namespace(m.o.Namespace)
+	if !ok {
+		return "", fmt.Errorf("middleware: %w: %q", policy.ErrUnknownNamespace, m.o.Namespace)
+	}
+	if s := r.Header.Get(ns.SubjectHeader); s != "" {
+		return s, nil
+	}
+	return "", fmt.Errorf("%w: missing header %s", ErrNoSubject, ns.SubjectHeader)
+}
+
+// writeError is the default OnError.
+func (m *limiter) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ErrNoSubject), errors.Is(err, service.ErrInvalidSubject), errors.Is(err, service.ErrInvalidCost):
+		status = http.StatusBadRequest
+	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrUnavailable):
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return // the caller is gone
+	default:
+		m.o.Logger.Error("rate limit check failed", "namespace", m.o.Namespace, "path", r.URL.Path, "err", err)
+	}
+	body, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{err.Error()}) // escapes whatever the message quotes from the request
+	writeJSON(w, status, string(body)+"\n")
+}
+
+// writeDenied is the default OnDenied.
+func writeDenied(w http.ResponseWriter, _ *http.Request, res *service.Result) {
+	ms := int64(-1)
+	if ra := res.Verdict.RetryAfter; ra != limit.RetryNever {
+		ms = int64((ra + time.Millisecond - 1) / time.Millisecond)
+	}
+	writeJSON(w, http.StatusTooManyRequests, `{"error":"rate limited","retry_after_ms":`+strconv.FormatInt(ms, 10)+"}\n")
+}
+
+func writeJSON(w http.ResponseWriter, status int, body string) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	w.WriteHeader(status)
+	w.Write([]byte(body))
+}
