@@ -50,6 +50,8 @@ type serveFlags struct {
 	fault faultFlags // deadlines, failure policy, breaker, deny cache (fault.go)
 
 	proxy proxyFlags // reverse-proxy mode (proxy.go)
+
+	rlsListen string // Envoy's rate limit service (rls.go)
 }
 
 // serveCmd runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
@@ -65,7 +67,8 @@ type serveFlags struct {
 // which logs "admin listening" with its "addr" (admin.go). With
 // --proxy-listen, --proxy-upstream and --proxy-namespace it also runs a
 // reverse proxy in front of the protected service, which logs "proxy
-// listening" with its "addr" (proxy.go).
+// listening" with its "addr" (proxy.go); with --rls-listen it serves Envoy's
+// rate limit service over gRPC and logs "rls listening" (rls.go).
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	var f serveFlags
 	fs := newFlagSet("serve", "serve [flags]", stderr)
@@ -85,6 +88,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	f.live.register(fs)
 	f.fault.register(fs)
 	f.proxy.register(fs)
+	fs.StringVar(&f.rlsListen, "rls-listen", "", "`address` to serve Envoy's rate limit service (gRPC, envoy.service.ratelimit.v3) on; off when empty")
 	if err := parseFlags(fs, args); err != nil {
 		return flagExit(err)
 	}
@@ -233,6 +237,11 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 		return err
 	}
 	defer px.close() // on an error return; after a graceful shutdown, a no-op
+	rs, err := startRLS(f.rlsListen, svc, log)
+	if err != nil {
+		return err
+	}
+	defer rs.close()
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -260,6 +269,8 @@ wait:
 			return fmt.Errorf("admin server: %w", err)
 		case err := <-px.proxyServed():
 			return fmt.Errorf("proxy server: %w", err)
+		case err := <-rs.rlsServed():
+			return fmt.Errorf("rls server: %w", err)
 		case <-hup:
 			lv.reload()
 		case <-ctx.Done():
@@ -276,6 +287,7 @@ wait:
 	if err := px.shutdown(sctx); err != nil {
 		return fmt.Errorf("graceful shutdown of the proxy: %w", err)
 	}
+	rs.shutdown(sctx)
 	stopLive()
 	if err := lv.shutdown(sctx); err != nil {
 		return fmt.Errorf("graceful shutdown of the admin API: %w", err)

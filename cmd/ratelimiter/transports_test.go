@@ -1,15 +1,24 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // The reverse-proxy mode in front of a real upstream: allowed requests are
@@ -100,5 +109,60 @@ func TestReverseProxyFlags(t *testing.T) {
 		if code != exitFail || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: exit %d, stderr %s", c.args, code, stderr)
 		}
+	}
+}
+
+// Envoy's rate limit service from the binary: 2 per hour for a descriptor,
+// then OVER_LIMIT with retry-after; the gRPC health service says SERVING;
+// SIGTERM stops it gracefully.
+func TestRateLimitServiceGRPC(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	cfg := filepath.Join(t.TempDir(), "tight.yaml")
+	if err := os.WriteFile(cfg, []byte(tightConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, bin, "--config", cfg, "--rls-listen", "127.0.0.1:0")
+	addr, _ := srv.waitLog(t, "rls listening", 20*time.Second)["addr"].(string)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	hc, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "envoy.service.ratelimit.v3.RateLimitService"})
+	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", hc, err)
+	}
+	c := rlsv3.NewRateLimitServiceClient(conn)
+	req := &rlsv3.RateLimitRequest{Domain: "orders", Descriptors: []*ratelimitv3.RateLimitDescriptor{{
+		Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: "user_id", Value: "alice"}},
+	}}}
+	var codes []rlsv3.RateLimitResponse_Code
+	var last *rlsv3.RateLimitResponse
+	for range 3 {
+		if last, err = c.ShouldRateLimit(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		codes = append(codes, last.GetOverallCode())
+	}
+	if !slices.Equal(codes, []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT}) {
+		t.Fatalf("codes %v, want OK OK OVER_LIMIT", codes)
+	}
+	retry := ""
+	for _, h := range last.GetResponseHeadersToAdd() {
+		if h.GetKey() == "retry-after" {
+			retry = h.GetValue()
+		}
+	}
+	if n, err := strconv.Atoi(retry); err != nil || n < 1700 || n > 1800 {
+		t.Fatalf("retry-after %q, want about 1800 (a token every 30 minutes, real clock)", retry)
+	}
+	stopServer(t, srv)
+	if srv.err != nil {
+		t.Fatalf("exit after SIGTERM: %v", srv.err)
 	}
 }
