@@ -101,6 +101,32 @@ type Observer interface {
 	ObserveSnapshot(snap *policy.Snapshot)
 }
 
+// Observers returns an Observer that tells each of obs, in order (nil ones
+// are skipped): metrics and the top-K tracker, say.
+func Observers(obs ...Observer) Observer {
+	var m multiObserver
+	for _, o := range obs {
+		if o != nil {
+			m = append(m, o)
+		}
+	}
+	return m
+}
+
+type multiObserver []Observer
+
+func (m multiObserver) ObserveCheck(res Result, err error, took time.Duration) {
+	for _, o := range m {
+		o.ObserveCheck(res, err, took)
+	}
+}
+
+func (m multiObserver) ObserveSnapshot(snap *policy.Snapshot) {
+	for _, o := range m {
+		o.ObserveSnapshot(snap)
+	}
+}
+
 // Options tune a Service. The zero value is usable.
 type Options struct {
 	// Observer, when not nil, is told about every check and snapshot swap.

@@ -365,3 +365,22 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+// Observers tells every observer, in order, and skips nil ones.
+func TestObservers(t *testing.T) {
+	clk := clocktest.New(epoch)
+	a, b := &recorder{}, &recorder{}
+	v1 := snapshot(t, "v1", tokenBucket("per-minute", 1, time.Minute))
+	svc, err := service.New(newMemstore(t, clk), v1, service.Options{Observer: service.Observers(a, nil, b), Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Check(context.Background(), service.Request{Namespace: "orders", Subject: "a", Cost: 1})
+	for i, r := range []*recorder{a, b} {
+		r.mu.Lock()
+		if len(r.checks) != 1 || len(r.snaps) != 1 || r.snaps[0] != v1 {
+			t.Errorf("observer %d saw %d checks, %d snapshots", i, len(r.checks), len(r.snaps))
+		}
+		r.mu.Unlock()
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/reload"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/topk"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 )
 
@@ -119,7 +120,7 @@ func newOverrideStore(f serveFlags, st store.Store, log *slog.Logger) (overrides
 // overrides into it and starts watching, and prepares the admin API. It
 // returns before anything listens: the caller opens the API listener with
 // mainAdmin and then calls serveAdmin.
-func startLive(ctx context.Context, f serveFlags, svc *service.Service, st store.Store, reg prometheus.Registerer, log *slog.Logger) (*live, error) {
+func startLive(ctx context.Context, f serveFlags, svc *service.Service, st store.Store, top *topk.Tracker, reg prometheus.Registerer, log *slog.Logger) (*live, error) {
 	token, err := adminToken(f.live.adminTokenFile)
 	if err != nil {
 		return nil, err
@@ -153,7 +154,11 @@ func startLive(ctx context.Context, f serveFlags, svc *service.Service, st store
 	l := &live{ctrl: ctrl, log: log}
 	var h http.Handler
 	if token != "" {
-		if h, err = httpapi.NewAdmin(ctrl, httpapi.AdminOptions{Token: token, Logger: log}); err != nil {
+		opts := httpapi.AdminOptions{Token: token, Logger: log}
+		if top != nil {
+			opts.Top = top
+		}
+		if h, err = httpapi.NewAdmin(ctrl, opts); err != nil {
 			return nil, fmt.Errorf("admin token: %w", err)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/store"
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
 	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
+	"github.com/distributedratelimiter/ratelimiter/topk"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 )
 
@@ -52,6 +53,9 @@ type serveFlags struct {
 	proxy proxyFlags // reverse-proxy mode (proxy.go)
 
 	rlsListen string // Envoy's rate limit service (rls.go)
+
+	topK      int           // counters per stripe of the top-K tracker; 0 off
+	topWindow time.Duration // its window
 }
 
 // serveCmd runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
@@ -88,6 +92,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	f.live.register(fs)
 	f.fault.register(fs)
 	f.proxy.register(fs)
+	fs.IntVar(&f.topK, "top-k", topk.DefaultCapacity, "counters per stripe (8 stripes) of the tracker of the most denied subjects, served at GET /v1/admin/top/{namespace}; 0 turns it off")
+	fs.DurationVar(&f.topWindow, "top-window", topk.DefaultWindow, "window of the most-denied tracker: counts cover the last one to two windows")
 	fs.StringVar(&f.rlsListen, "rls-listen", "", "`address` to serve Envoy's rate limit service (gRPC, envoy.service.ratelimit.v3) on; off when empty")
 	if err := parseFlags(fs, args); err != nil {
 		return flagExit(err)
@@ -218,14 +224,23 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 		return err
 	}
 	defer gd.stop() // before st.Close
-	svc, err := service.New(st, snap, service.Options{Observer: obs, Guard: gd.guard})
+	var top *topk.Tracker
+	var observer service.Observer = obs
+	switch {
+	case f.topK < 0 || f.topWindow <= 0:
+		return fmt.Errorf("--top-k %d, --top-window %v: want a count >= 0 and a positive window", f.topK, f.topWindow)
+	case f.topK > 0:
+		top = topk.New(topk.Options{Capacity: f.topK, Window: f.topWindow})
+		observer = service.Observers(obs, top)
+	}
+	svc, err := service.New(st, snap, service.Options{Observer: observer, Guard: gd.guard})
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
 	// Runtime overrides are in force before the listener opens.
 	liveCtx, stopLive := context.WithCancel(ctx)
-	lv, err := startLive(liveCtx, f, svc, st, reg, log)
+	lv, err := startLive(liveCtx, f, svc, st, top, reg, log)
 	if err != nil {
 		stopLive()
 		return err

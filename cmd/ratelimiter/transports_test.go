@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -96,7 +98,7 @@ func TestReverseProxy(t *testing.T) {
 	}
 }
 
-func TestReverseProxyFlags(t *testing.T) {
+func TestTransportAndTrackerFlags(t *testing.T) {
 	for _, c := range []struct {
 		args []string
 		want string
@@ -104,6 +106,9 @@ func TestReverseProxyFlags(t *testing.T) {
 		{[]string{"--proxy-listen", "127.0.0.1:0"}, "--proxy-listen, --proxy-upstream and --proxy-namespace together"},
 		{[]string{"--proxy-listen", "127.0.0.1:0", "--proxy-upstream", "ftp://x", "--proxy-namespace", "orders"}, "is not an http(s) URL"},
 		{[]string{"--proxy-listen", "127.0.0.1:0", "--proxy-upstream", "http://127.0.0.1:1", "--proxy-namespace", "nope"}, `unknown namespace`},
+		{[]string{"--top-k", "-1"}, "--top-k -1"},
+		{[]string{"--top-window", "0s"}, "want a count >= 0 and a positive window"},
+		{[]string{"--rls-listen", "256.0.0.1:1"}, "--rls-listen"},
 	} {
 		code, _, stderr := runCmd(t, append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "text"}, c.args...)...)
 		if code != exitFail || !strings.Contains(stderr, c.want) {
@@ -164,5 +169,43 @@ func TestRateLimitServiceGRPC(t *testing.T) {
 	stopServer(t, srv)
 	if srv.err != nil {
 		t.Fatalf("exit after SIGTERM: %v", srv.err)
+	}
+}
+
+// The most denied subjects, from the binary: denials through the API are
+// counted and listed by GET /v1/admin/top/{namespace}, behind the token.
+func TestTopDeniedSubjects(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	cfg := filepath.Join(t.TempDir(), "tight.yaml")
+	if err := os.WriteFile(cfg, []byte(tightConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, bin, "--config", cfg, "--admin-token-file", writeToken(t))
+	client := &http.Client{Timeout: 10 * time.Second}
+	for subject, n := range map[string]int{"abuser": 5, "other": 3, "quiet": 1} { // 2 per hour each
+		for range n {
+			if _, _, err := checkLimit(client, srv.addr, subject, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	code, body := adminDo(t, client, "GET", "http://"+srv.addr+"/v1/admin/top/orders?n=5", "", "Bearer "+testToken)
+	var v struct {
+		Subjects []struct {
+			Subject string `json:"subject"`
+			Denied  int    `json:"denied"`
+		} `json:"subjects"`
+	}
+	if err := json.Unmarshal([]byte(body), &v); code != 200 || err != nil {
+		t.Fatalf("top: %d %s", code, body)
+	}
+	if got := fmt.Sprint(v.Subjects); got != "[{abuser 3} {other 1}]" {
+		t.Fatalf("top: %s, want abuser 3 and other 1 denials", got)
+	}
+	if code, _ := adminDo(t, client, "GET", "http://"+srv.addr+"/v1/admin/top/orders", "", ""); code != 401 {
+		t.Fatalf("without the token: %d", code)
 	}
 }

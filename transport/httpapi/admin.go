@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/overrides"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/reload"
+	"github.com/distributedratelimiter/ratelimiter/topk"
 )
 
 // The admin API manages runtime per-subject overrides. Every route needs
@@ -32,6 +34,10 @@ import (
 //	GET    /v1/admin/overrides/{namespace}/{subject}   one override, 404 if none
 //	DELETE /v1/admin/overrides/{namespace}/{subject}   204, 404 if none
 //	GET    /v1/admin/overrides/{namespace}             {"namespace":..,"overrides":[..]}, by subject
+//	GET    /v1/admin/top/{namespace}?n=10              the subjects denied most often lately:
+//	       {"namespace":..,"window":"1m0s","subjects":[{"subject":..,"denied":N,"error":E},..]}
+//	       (package topk: counts over the last one to two windows, each at most
+//	       error above the truth); 404 when top-K tracking is off
 //
 // Overrides are validated like the file's (policy.Snapshot.CheckOverride):
 // 400 for a bad body, an unknown limit name, a zero or negative field, a
@@ -73,7 +79,18 @@ type AdminOptions struct {
 	MaxBodyBytes int64
 	// Clock turns a ttl into an expiry. Default clock.System.
 	Clock clock.Clock
+	// Top, when set, serves GET /v1/admin/top/{namespace}: *topk.Tracker.
+	Top TopSource
 }
+
+// TopSource reports the subjects denied most often: *topk.Tracker.
+type TopSource interface {
+	Top(ns string, n int) []topk.Entry
+	Window() time.Duration
+}
+
+// MaxTop bounds the n of GET /v1/admin/top.
+const MaxTop = 1000
 
 type admin struct {
 	ov      Overrides
@@ -81,6 +98,7 @@ type admin struct {
 	maxBody int64
 	clock   clock.Clock
 	token   [sha256.Size]byte
+	top     TopSource
 }
 
 // NewAdmin returns the handler of the admin routes above, behind bearer
@@ -102,7 +120,7 @@ func NewAdmin(ov Overrides, opts AdminOptions) (http.Handler, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.System
 	}
-	a := &admin{ov: ov, log: opts.Logger, maxBody: opts.MaxBodyBytes, clock: opts.Clock, token: sha256.Sum256([]byte(opts.Token))}
+	a := &admin{ov: ov, log: opts.Logger, maxBody: opts.MaxBodyBytes, clock: opts.Clock, token: sha256.Sum256([]byte(opts.Token)), top: opts.Top}
 	mux := http.NewServeMux()
 	const one = "/v1/admin/overrides/{namespace}/{subject}"
 	mux.HandleFunc("PUT "+one, a.put)
@@ -112,6 +130,9 @@ func NewAdmin(ov Overrides, opts AdminOptions) (http.Handler, error) {
 	const list = "/v1/admin/overrides/{namespace}"
 	mux.HandleFunc("GET "+list, a.list)
 	mux.HandleFunc(list, methodNotAllowed("GET, HEAD"))
+	const top = "/v1/admin/top/{namespace}"
+	mux.HandleFunc("GET "+top, a.topSubjects)
+	mux.HandleFunc(top, methodNotAllowed("GET, HEAD"))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no admin route for "+r.Method+" "+r.URL.Path)
 	})
@@ -286,6 +307,34 @@ func (a *admin) list(w http.ResponseWriter, r *http.Request) {
 		v.Overrides[i] = statusView(st)
 	}
 	a.writeJSON(w, http.StatusOK, v)
+}
+
+type topView struct {
+	Namespace string       `json:"namespace"`
+	Window    string       `json:"window"`
+	Subjects  []topk.Entry `json:"subjects"`
+}
+
+func (a *admin) topSubjects(w http.ResponseWriter, r *http.Request) {
+	if a.top == nil {
+		writeError(w, http.StatusNotFound, "top-K tracking is off (--top-k 0)")
+		return
+	}
+	ns := r.PathValue("namespace")
+	if _, err := a.ov.List(ns); errors.Is(err, policy.ErrUnknownNamespace) {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	n := 10
+	if q := r.URL.Query().Get("n"); q != "" {
+		v, err := strconv.Atoi(q)
+		if err != nil || v < 1 || v > MaxTop {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("n must be an integer from 1 to %d, got %q", MaxTop, q))
+			return
+		}
+		n = v
+	}
+	a.writeJSON(w, http.StatusOK, topView{Namespace: ns, Window: a.top.Window().String(), Subjects: a.top.Top(ns, n)})
 }
 
 // writeAdminError maps the controller's errors to statuses.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/distributedratelimiter/ratelimiter/reload"
+	"github.com/distributedratelimiter/ratelimiter/topk"
 )
 
 const adminToken = "s3cret-admin-token-0123456789"
@@ -200,4 +201,50 @@ func TestAdminBadInput(t *testing.T) {
 func TestAdminOffByDefault(t *testing.T) {
 	f := newFixture(t)
 	assertError(t, f.do("PUT", "/v1/admin/overrides/orders/u", `{}`, "Authorization", "Bearer "+adminToken), 404, "admin API is not served here")
+}
+
+func TestAdminTopSubjects(t *testing.T) {
+	f := newAdminFixture(t)
+	// Off: no tracker.
+	if w := f.admin("GET", "/v1/admin/top/orders", ""); w.Code != 404 || !strings.Contains(w.Body.String(), "top-K tracking is off") {
+		t.Fatalf("off: %d %s", w.Code, w.Body)
+	}
+	tr := topk.New(topk.Options{Clock: f.clk})
+	for range 3 {
+		tr.Add("orders", "abuser")
+	}
+	tr.Add("orders", "other")
+	admin, err := NewAdmin(f.ctrl, AdminOptions{Token: adminToken, Clock: f.clk, Top: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h = New(f.svc, Options{Admin: admin})
+	w := f.admin("GET", "/v1/admin/top/orders?n=1", "")
+	var v struct {
+		Namespace string       `json:"namespace"`
+		Window    string       `json:"window"`
+		Subjects  []topk.Entry `json:"subjects"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil || w.Code != 200 {
+		t.Fatalf("top: %d %s", w.Code, w.Body)
+	}
+	if v.Namespace != "orders" || v.Window != "1m0s" || len(v.Subjects) != 1 || v.Subjects[0] != (topk.Entry{Subject: "abuser", Denied: 3}) {
+		t.Fatalf("top: %+v", v)
+	}
+	for target, code := range map[string]int{
+		"/v1/admin/top/orders?n=0":    400,
+		"/v1/admin/top/orders?n=x":    400,
+		"/v1/admin/top/orders?n=1001": 400,
+		"/v1/admin/top/payments":      404,
+	} {
+		if w := f.admin("GET", target, ""); w.Code != code {
+			t.Errorf("GET %s: %d, want %d (%s)", target, w.Code, code, w.Body)
+		}
+	}
+	if w := f.do("GET", "/v1/admin/top/orders", ""); w.Code != 401 {
+		t.Fatalf("no token: %d", w.Code)
+	}
+	if w := f.admin("POST", "/v1/admin/top/orders", ""); w.Code != 405 {
+		t.Fatalf("POST: %d", w.Code)
+	}
 }
