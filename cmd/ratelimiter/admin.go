@@ -207,6 +207,13 @@ func (l *live) reload() {
 	}
 }
 
+// close stops the admin listener at once (an error return of serve).
+func (l *live) close() {
+	if l.adminSrv != nil {
+		l.adminSrv.Close()
+	}
+}
+
 // adminServed receives the admin server's exit; nil without one.
 func (l *live) adminServed() <-chan error { return l.served }
 

@@ -203,6 +203,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	if f.topK < 0 || f.topWindow <= 0 {
+		return fmt.Errorf("--top-k %d, --top-window %v: want a count >= 0 and a positive window", f.topK, f.topWindow)
+	}
 	snap, source, err := loadPolicy(f.config)
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
@@ -226,10 +229,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	defer gd.stop() // before st.Close
 	var top *topk.Tracker
 	var observer service.Observer = obs
-	switch {
-	case f.topK < 0 || f.topWindow <= 0:
-		return fmt.Errorf("--top-k %d, --top-window %v: want a count >= 0 and a positive window", f.topK, f.topWindow)
-	case f.topK > 0:
+	if f.topK > 0 {
 		top = topk.New(topk.Options{Capacity: f.topK, Window: f.topWindow})
 		observer = service.Observers(obs, top)
 	}
@@ -246,6 +246,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 		return err
 	}
 	defer func() { stopLive(); lv.ctrl.Wait() }() // before st.Close
+	defer lv.close()                              // on an error return; after a graceful shutdown, a no-op
 
 	px, err := startProxy(f.proxy, svc, log)
 	if err != nil {
