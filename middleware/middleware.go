@@ -25,9 +25,12 @@
 // By default the subject is the value of the namespace's subject_header
 // (X-User-ID unless configured), read from the policy in force at each
 // request, so a reload that changes it applies at once; a request without
-// it is answered 400. Every request costs 1 by default: the cost is not
-// read from the request, whose sender is the one being limited. Options
-// change both.
+// it is answered 400. That header must come from a trusted hop (an
+// authenticating proxy that sets it and drops the client's own): a client
+// that sets it itself picks its subject. Without such a hop, limit by
+// address with Options.Subject = RemoteAddr. Every request costs 1 by
+// default: the cost is not read from the request, whose sender is the one
+// being limited. Options change both.
 package middleware
 
 import (
@@ -36,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -57,6 +61,19 @@ type Checker interface {
 // lacks the namespace's subject header.
 var ErrNoSubject = errors.New("middleware: request has no subject")
 
+// RemoteAddr is a Subject function: the client's IP address, as the
+// connection reports it (r.RemoteAddr without the port). Use it where no
+// trusted hop identifies the caller: a header the client sends itself is
+// whatever the client wants, a fresh subject (and a full bucket) per
+// request.
+func RemoteAddr(r *http.Request) (string, error) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || host == "" {
+		return "", fmt.Errorf("%w: no client address in %q", ErrNoSubject, r.RemoteAddr)
+	}
+	return host, nil
+}
+
 // Options configure the middleware. Namespace is required.
 type Options struct {
 	// Namespace is the policy namespace every request is checked against.
@@ -72,7 +89,7 @@ type Options struct {
 	// or a bad cost (the error wraps ErrNoSubject, service.ErrInvalidSubject
 	// or service.ErrInvalidCost: 400 by default), a namespace the policy does
 	// not have (a deployment error: 500, logged), the store closed during
-	// shutdown (503). Default: those statuses with {"error": "..."}.
+	// shutdown or the request's context ended (503). Default: those statuses with {"error": "..."}.
 	OnError func(w http.ResponseWriter, r *http.Request, err error)
 	// OnDenied answers a denied request, after the rate limit headers have
 	// been set on w. Default: 429 with {"error": "rate limited",
@@ -148,7 +165,10 @@ func (m *limiter) wrap(next http.Handler) http.Handler {
 			select {
 			case <-m.o.After(d):
 			case <-r.Context().Done():
-				return // the caller left while queued; its unit stays spent
+				// The caller left while queued (its unit stays spent), or a
+				// deadline ended the wait: never a silent 200.
+				writeJSON(w, http.StatusServiceUnavailable, "{\"error\":\"request ended while held for shaping\"}\n")
+				return
 			}
 		}
 		next.ServeHTTP(w, r)
@@ -177,7 +197,7 @@ func (m *limiter) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrUnavailable):
 		status = http.StatusServiceUnavailable
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return // the caller is gone
+		status = http.StatusServiceUnavailable // the caller is gone, or a deadline ran out: not a silent 200
 	default:
 		m.o.Logger.Error("rate limit check failed", "namespace", m.o.Namespace, "path", r.URL.Path, "err", err)
 	}

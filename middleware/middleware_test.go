@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -249,7 +250,8 @@ func TestLeakyBucketHoldsRequests(t *testing.T) {
 	r := httptest.NewRequestWithContext(ctx, "POST", "/export", nil)
 	r.Header.Set("X-Api-Key", "k")
 	left := make(chan struct{})
-	go func() { h.ServeHTTP(httptest.NewRecorder(), r); close(left) }()
+	leftW := httptest.NewRecorder()
+	go func() { h.ServeHTTP(leftW, r); close(left) }()
 	<-fa.armed
 	fa.mu.Lock()
 	delays := append([]time.Duration(nil), fa.delays...)
@@ -265,6 +267,9 @@ func TestLeakyBucketHoldsRequests(t *testing.T) {
 	}
 	cancel()
 	<-left
+	if leftW.Code != 503 {
+		t.Fatalf("the request that left while held: %d, want 503 (never a silent 200)", leftW.Code)
+	}
 	fa.chans[0] <- time.Now()
 	if w := <-held; w.Code != 200 || w.Header().Get("X-RateLimit-Remaining") != "1" {
 		t.Fatalf("held request: %d, remaining %q", w.Code, w.Header().Get("X-RateLimit-Remaining"))
@@ -290,5 +295,50 @@ func TestConcurrentExact(t *testing.T) {
 	wg.Wait()
 	if n, ok, denied := next.n.Load(), codes[200].Load(), codes[429].Load(); n != 50 || ok != 50 || denied != 150 {
 		t.Fatalf("handler %d, 200s %d, 429s %d; want 50, 50, 150", n, ok, denied)
+	}
+}
+
+// Without a trusted hop, limit by client address: a header the client
+// sets itself does not change its subject.
+func TestRemoteAddrSubject(t *testing.T) {
+	h, next := wrap(t, newService(t, policyYAML), Options{Namespace: "orders", Subject: RemoteAddr})
+	codes := []int{}
+	for i := range 6 {
+		r := httptest.NewRequest("POST", "/orders", nil)
+		r.RemoteAddr = "203.0.113.9:" + strconv.Itoa(40000+i) // a new port per connection
+		r.Header.Set("X-User-ID", "fresh-"+strconv.Itoa(i))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		codes = append(codes, w.Code)
+	}
+	if got := fmt.Sprint(codes); got != "[200 200 200 200 200 429]" || next.n.Load() != 5 {
+		t.Fatalf("codes %s, %d reached the handler; want 5 then a 429 for one address", got, next.n.Load())
+	}
+	r := httptest.NewRequest("POST", "/orders", nil)
+	r.RemoteAddr = "garbage"
+	if w := httptest.NewRecorder(); func() int { h.ServeHTTP(w, r); return w.Code }() != 400 {
+		t.Fatalf("no address: %d", w.Code)
+	}
+}
+
+// deadlineChecker is the real service whose checks end as a store call
+// past its deadline does: with context.DeadlineExceeded.
+type deadlineChecker struct{ *service.Service }
+
+func (d deadlineChecker) Check(context.Context, service.Request) (service.Result, error) {
+	return service.Result{}, fmt.Errorf("store: %w", context.DeadlineExceeded)
+}
+
+// A check that ends with the request's context (a deadline set by an outer
+// middleware, say) is answered 503: not passed on, not an empty 200.
+func TestEndedContext(t *testing.T) {
+	mw, err := New(deadlineChecker{newService(t, policyYAML)}, Options{Namespace: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := &counting{}
+	w := do(mw(next), "X-User-ID", "u")
+	if w.Code != 503 || next.n.Load() != 0 || !json.Valid(w.Body.Bytes()) {
+		t.Fatalf("ended context: %d %q, %d reached the handler", w.Code, w.Body, next.n.Load())
 	}
 }

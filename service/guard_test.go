@@ -562,3 +562,25 @@ func TestReadyDegraded(t *testing.T) {
 		t.Fatalf("Ready with the store closed = %v, want not ready", err)
 	}
 }
+
+// Observers passes breaker transitions on to the observers that take them:
+// metrics keep their breaker series when the top-K tracker is also
+// observing.
+func TestObserversForwardBreakerTransitions(t *testing.T) {
+	f := &flaky{st: newMemstore(t, clocktest.New(epoch))}
+	rec := &breakerRecorder{}
+	g := service.Guard{Breaker: service.Breaker{MinCalls: 10, OpenFor: time.Hour}}
+	svc, err := service.New(f, policySnapshot(t, "v1", tokenBucket("per-hour", 1000, time.Hour)),
+		service.Options{Guard: &g, Observer: service.Observers(nopObserver{}, rec)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	f.mode.Store(modeFail)
+	for i := range 10 {
+		check(t, svc, "local", fmt.Sprint("s", i), 1)
+	}
+	if got := rec.transitions(); got != "closed>open" {
+		t.Fatalf("transitions through Observers: %q, want closed>open", got)
+	}
+}

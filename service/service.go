@@ -69,6 +69,8 @@ type Request struct {
 type Result struct {
 	Namespace string
 	Subject   string
+	// Cost is the request's cost (0 for a peek).
+	Cost int64
 	// Set is the limit set the request resolved to. Set.Namespace is nil when
 	// the namespace is unknown to the snapshot the check used; on an input
 	// error it is set whenever the namespace is known, so observers can label
@@ -102,7 +104,8 @@ type Observer interface {
 }
 
 // Observers returns an Observer that tells each of obs, in order (nil ones
-// are skipped): metrics and the top-K tracker, say.
+// are skipped): metrics and the top-K tracker, say. It is a BreakerObserver
+// too, telling those of obs that are.
 func Observers(obs ...Observer) Observer {
 	var m multiObserver
 	for _, o := range obs {
@@ -126,6 +129,16 @@ func (m multiObserver) ObserveSnapshot(snap *policy.Snapshot) {
 		o.ObserveSnapshot(snap)
 	}
 }
+
+func (m multiObserver) ObserveBreaker(from, to BreakerState) {
+	for _, o := range m {
+		if bo, ok := o.(BreakerObserver); ok {
+			bo.ObserveBreaker(from, to)
+		}
+	}
+}
+
+var _ BreakerObserver = multiObserver(nil)
 
 // Options tune a Service. The zero value is usable.
 type Options struct {
@@ -250,7 +263,7 @@ func (s *Service) Check(ctx context.Context, req Request) (Result, error) {
 
 func (s *Service) check(ctx context.Context, req Request, start time.Time) (Result, error) {
 	snap := s.snap.Load()
-	res := Result{Namespace: req.Namespace, Subject: req.Subject}
+	res := Result{Namespace: req.Namespace, Subject: req.Subject, Cost: req.Cost}
 	if err := s.validate(&req); err != nil {
 		if ns, ok := snap.Namespace(req.Namespace); ok {
 			res.Set.Namespace = ns

@@ -99,12 +99,19 @@ func New(o Options) *Tracker {
 	return &Tracker{o: o, seed: maphash.MakeSeed(), nss: map[string]*namespace{}}
 }
 
-// ObserveCheck implements service.Observer: it counts denied checks.
+// ObserveCheck implements service.Observer: it counts denied checks of
+// namespaces the policy has (never user input alone), decided for the
+// subject (by the store, the deny cache or the local fallback: not the
+// closed failure policy, which denies everyone), and not peeks (polling a
+// subject's state is not hitting its limit).
 func (t *Tracker) ObserveCheck(res service.Result, err error, _ time.Duration) {
-	if err != nil || res.Verdict.Allowed || res.Set.Namespace == nil {
-		return // only denials of namespaces the policy has (never user input alone)
+	if err != nil || res.Verdict.Allowed || res.Set.Namespace == nil || res.Cost == 0 {
+		return
 	}
-	t.Add(res.Namespace, res.Subject)
+	switch res.DecidedBy {
+	case service.DecidedByStore, service.DecidedByDenyCache, service.DecidedByLocal:
+		t.Add(res.Namespace, res.Subject)
+	}
 }
 
 // ObserveSnapshot implements service.Observer: namespaces the policy no

@@ -90,8 +90,9 @@ func TestWindows(t *testing.T) {
 	}
 }
 
-// As a service observer: only denials of configured namespaces count, and
-// a namespace dropped by a reload is forgotten.
+// As a service observer: only denials of configured namespaces count, not
+// peeks nor the closed failure policy's blanket denials, and a namespace
+// dropped by a reload is forgotten.
 func TestObserver(t *testing.T) {
 	tr := New(Options{Clock: clocktest.New(epoch)})
 	snap, err := config.Parse([]byte("namespaces:\n  - name: orders\n    limits:\n      - {name: a, algorithm: fixed_window, limit: 1, period: 1m}\n"), "t.yaml")
@@ -99,14 +100,20 @@ func TestObserver(t *testing.T) {
 		t.Fatal(err)
 	}
 	ns, _ := snap.Namespace("orders")
-	denied := service.Result{Namespace: "orders", Subject: "u", Set: policy.LimitSet{Namespace: ns}, Verdict: limit.Verdict{Allowed: false}}
+	denied := service.Result{Namespace: "orders", Subject: "u", Cost: 1, Set: policy.LimitSet{Namespace: ns}, Verdict: limit.Verdict{Allowed: false}}
 	allowed := denied
 	allowed.Verdict.Allowed = true
 	unknown := denied
 	unknown.Set.Namespace = nil
+	peek := denied
+	peek.Cost = 0
+	closed := denied
+	closed.DecidedBy = service.DecidedByClosed
 	tr.ObserveCheck(denied, nil, 0)
 	tr.ObserveCheck(allowed, nil, 0)
 	tr.ObserveCheck(unknown, nil, 0)
+	tr.ObserveCheck(peek, nil, 0)
+	tr.ObserveCheck(closed, nil, 0)
 	tr.ObserveCheck(denied, fmt.Errorf("store down"), 0)
 	if got, want := tr.Top("orders", 5), []Entry{{"u", 1, 0}}; !slices.Equal(got, want) {
 		t.Fatalf("top = %v, want %v", got, want)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/distributedratelimiter/ratelimiter/middleware"
 	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
 
 // proxyFlags are the settings of the reverse-proxy mode: a listener that
@@ -23,12 +24,14 @@ type proxyFlags struct {
 	listen    string
 	upstream  string
 	namespace string
+	subject   string
 }
 
 func (p *proxyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.listen, "proxy-listen", "", "reverse-proxy mode: `address` to accept the protected service's traffic on (with --proxy-upstream)")
 	fs.StringVar(&p.upstream, "proxy-upstream", "", "reverse-proxy mode: `URL` of the service allowed requests are forwarded to")
-	fs.StringVar(&p.namespace, "proxy-namespace", "", "reverse-proxy mode: namespace every request is checked against (subject from its subject_header)")
+	fs.StringVar(&p.namespace, "proxy-namespace", "", "reverse-proxy mode: namespace every request is checked against")
+	fs.StringVar(&p.subject, "proxy-subject", "header", "reverse-proxy mode: what a request is limited as: header (the namespace's subject_header, which a trusted hop in front must set, dropping the client's own) or remote-addr (the client's IP address)")
 }
 
 // proxy is the running reverse proxy; nil fields when the mode is off.
@@ -40,10 +43,12 @@ type proxy struct {
 
 // startProxy opens the proxy listener and serves on it, when the mode is
 // on: each request is checked by the middleware (subject from the
-// namespace's subject_header, cost 1) and, when allowed, forwarded to the
-// upstream with X-Forwarded-For/-Host/-Proto set. Denied requests are
-// answered 429 by the proxy and never reach the upstream; an upstream that
-// does not answer is 502.
+// namespace's subject_header or the client address, cost 1) and, when
+// allowed, forwarded to the upstream with X-Forwarded-For/-Host/-Proto set.
+// Denied requests are answered 429 by the proxy and never reach the
+// upstream; an upstream that does not answer is 502. The rate limit headers
+// of the answer are the proxy's: the upstream's own are dropped, so that a
+// client never sees two policies.
 func startProxy(f proxyFlags, svc *service.Service, log *slog.Logger) (*proxy, error) {
 	if f.listen == "" && f.upstream == "" && f.namespace == "" {
 		return &proxy{}, nil
@@ -55,7 +60,15 @@ func startProxy(f proxyFlags, svc *service.Service, log *slog.Logger) (*proxy, e
 	if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
 		return nil, fmt.Errorf("--proxy-upstream: %q is not an http(s) URL with a host", f.upstream)
 	}
-	limit, err := middleware.New(svc, middleware.Options{Namespace: f.namespace, Logger: log})
+	mo := middleware.Options{Namespace: f.namespace, Logger: log}
+	switch f.subject {
+	case "header":
+	case "remote-addr":
+		mo.Subject = middleware.RemoteAddr
+	default:
+		return nil, fmt.Errorf("--proxy-subject: %q, want header or remote-addr", f.subject)
+	}
+	limit, err := middleware.New(svc, mo)
 	if err != nil {
 		return nil, fmt.Errorf("--proxy-namespace: %w", err)
 	}
@@ -63,6 +76,12 @@ func startProxy(f proxyFlags, svc *service.Service, log *slog.Logger) (*proxy, e
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(up)
 			pr.SetXForwarded()
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			for _, k := range []string{headers.Policy, headers.RateLimit, headers.XLimit, headers.XRemaining, headers.XReset, headers.DecidedBy} {
+				resp.Header.Del(k)
+			}
+			return nil
 		},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -77,7 +96,7 @@ func startProxy(f proxyFlags, svc *service.Service, log *slog.Logger) (*proxy, e
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}}
 	go func() { p.served <- p.srv.Serve(ln) }()
-	log.Info("proxy listening", "addr", ln.Addr().String(), "upstream", up.Redacted(), "namespace", f.namespace)
+	log.Info("proxy listening", "addr", ln.Addr().String(), "upstream", up.Redacted(), "namespace", f.namespace, "subject", f.subject)
 	return p, nil
 }
 

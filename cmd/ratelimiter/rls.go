@@ -17,6 +17,7 @@ import (
 // rlsServer is the running Envoy rate limit service; nil fields when off.
 type rlsServer struct {
 	srv    *grpc.Server
+	health *health.Server
 	served chan error
 }
 
@@ -35,7 +36,7 @@ func startRLS(addr string, svc *service.Service, log *slog.Logger) (*rlsServer, 
 	hs := health.NewServer()
 	hs.SetServingStatus("envoy.service.ratelimit.v3.RateLimitService", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
-	r := &rlsServer{srv: g, served: make(chan error, 1)}
+	r := &rlsServer{srv: g, health: hs, served: make(chan error, 1)}
 	go func() { r.served <- g.Serve(ln) }()
 	log.Info("rls listening", "addr", ln.Addr().String())
 	return r, nil
@@ -51,11 +52,13 @@ func (r *rlsServer) close() {
 	}
 }
 
-// shutdown lets calls in flight finish within ctx, then stops.
+// shutdown reports NOT_SERVING to health checkers, lets calls in flight
+// finish within ctx, then stops.
 func (r *rlsServer) shutdown(ctx context.Context) {
 	if r.srv == nil {
 		return
 	}
+	r.health.Shutdown()
 	done := make(chan struct{})
 	go func() { r.srv.GracefulStop(); close(done) }()
 	select {

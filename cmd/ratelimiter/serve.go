@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -192,6 +193,9 @@ func connectStore(ctx context.Context, f serveFlags, log *slog.Logger) (store.St
 	}
 }
 
+// maxTopK bounds --top-k: counters per stripe and namespace.
+const maxTopK = 10_000
+
 // maxConnectBackoff caps the wait between connection attempts at start.
 const maxConnectBackoff = 5 * time.Second
 
@@ -203,8 +207,8 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	if f.topK < 0 || f.topWindow <= 0 {
-		return fmt.Errorf("--top-k %d, --top-window %v: want a count >= 0 and a positive window", f.topK, f.topWindow)
+	if f.topK < 0 || f.topK > maxTopK || f.topWindow <= 0 {
+		return fmt.Errorf("--top-k %d, --top-window %v: want a count from 0 to %d and a positive window", f.topK, f.topWindow, maxTopK)
 	}
 	snap, source, err := loadPolicy(f.config)
 	if err != nil {
@@ -273,6 +277,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
+	defer srv.Close() // when another server failed; after a graceful shutdown, a no-op
 	log.Info("listening", "addr", ln.Addr().String(), "config", source, "version", snap.Version(),
 		"namespaces", strings.Join(snap.Names(), ","), "store", f.store)
 
@@ -297,13 +302,21 @@ wait:
 	log.Info("shutting down", "timeout", f.shutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("graceful shutdown: %w", err)
+	// The API, the proxy and the RLS stop accepting together and drain
+	// their requests in flight within the one deadline.
+	var apiErr, proxyErr error
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); apiErr = srv.Shutdown(sctx) }()
+	go func() { defer wg.Done(); proxyErr = px.shutdown(sctx) }()
+	go func() { defer wg.Done(); rs.shutdown(sctx) }()
+	wg.Wait()
+	if apiErr != nil {
+		return fmt.Errorf("graceful shutdown: %w", apiErr)
 	}
-	if err := px.shutdown(sctx); err != nil {
-		return fmt.Errorf("graceful shutdown of the proxy: %w", err)
+	if proxyErr != nil {
+		return fmt.Errorf("graceful shutdown of the proxy: %w", proxyErr)
 	}
-	rs.shutdown(sctx)
 	stopLive()
 	if err := lv.shutdown(sctx); err != nil {
 		return fmt.Errorf("graceful shutdown of the admin API: %w", err)

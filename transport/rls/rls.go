@@ -15,8 +15,8 @@
 //
 // The limits are the namespace's (overrides included), not the
 // descriptor's: Envoy's per-descriptor limit overrides are ignored. A
-// descriptor's hits_addend, else the request's, is the cost; 0 (unset)
-// means 1, as in Envoy.
+// descriptor's hits_addend, when set, is the cost (0 checks without
+// charging); else the request's, whose 0 means unset: 1, as in Envoy.
 //
 // Descriptors are checked in order, each atomically across its namespace's
 // limit set. The request is OVER_LIMIT if any descriptor is; the
@@ -98,13 +98,22 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	if len(descs) > MaxDescriptors {
 		return nil, status.Errorf(codes.InvalidArgument, "%d descriptors, at most %d", len(descs), MaxDescriptors)
 	}
-	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs))}
-	var decisive *service.Result
+	// Every descriptor is validated before any is checked: a request
+	// refused for its third descriptor must not have charged the first.
+	subjects, costs := make([]string, len(descs)), make([]int64, len(descs))
 	for i, d := range descs {
-		subject, cost, err := describe(d, req.GetHitsAddend())
+		var err error
+		if subjects[i], costs[i], err = describe(d, req.GetHitsAddend()); err == nil {
+			err = policy.ValidateSubject(subjects[i])
+		}
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "descriptor %d: %v", i, err)
 		}
+	}
+	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs))}
+	var decisive *service.Result
+	for i := range descs {
+		subject, cost := subjects[i], costs[i]
 		if resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT {
 			cost = 0 // already denied: report, do not consume
 		}
@@ -143,14 +152,15 @@ func describe(d *ratelimitv3.RateLimitDescriptor, requestHits uint32) (string, i
 		b.WriteByte('=')
 		b.WriteString(url.QueryEscape(e.GetValue()))
 	}
+	// The descriptor's hits_addend, when set (0 included: a check that
+	// charges nothing), else the request's, where 0 means unset: 1.
 	cost := int64(requestHits)
 	if h := d.GetHitsAddend(); h != nil {
 		if h.GetValue() > 1<<53 {
 			return "", 0, errors.New("hits_addend too large")
 		}
 		cost = int64(h.GetValue())
-	}
-	if cost == 0 {
+	} else if cost == 0 {
 		cost = 1
 	}
 	return b.String(), cost, nil

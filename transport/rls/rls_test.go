@@ -262,3 +262,22 @@ func TestConcurrentExact(t *testing.T) {
 		t.Fatalf("%d OK, %d over; want exactly the 10 per minute", ok.Load(), over.Load())
 	}
 }
+
+// A request refused for a later descriptor has charged none; a descriptor
+// whose hits_addend is set to 0 is checked without being charged.
+func TestNothingChargedForARefusedRequest(t *testing.T) {
+	c := serve(t)
+	ok := desc("user_id", "carol")
+	for _, bad := range []*ratelimitv3.RateLimitDescriptor{{}, desc("k", strings.Repeat("x", 2000))} {
+		_, err := c.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "orders", Descriptors: []*ratelimitv3.RateLimitDescriptor{ok, bad}})
+		if status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("bad second descriptor: %v", err)
+		}
+	}
+	zero := desc("user_id", "carol")
+	zero.HitsAddend = wrapperspb.UInt64(0)
+	resp := ask(t, c, &rlsv3.RateLimitRequest{Domain: "orders", HitsAddend: 3, Descriptors: []*ratelimitv3.RateLimitDescriptor{zero}})
+	if r := resp.GetStatuses()[0].GetLimitRemaining(); resp.GetOverallCode() != rlsv3.RateLimitResponse_OK || r != 5 {
+		t.Fatalf("carol after two refused requests and a 0-hit check: %v, want 5 remaining", resp)
+	}
+}
