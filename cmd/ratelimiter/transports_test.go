@@ -39,13 +39,7 @@ func TestReverseProxy(t *testing.T) {
 		io.WriteString(w, "upstream saw "+r.Method+" "+r.URL.Path+" for "+r.Header.Get("X-User-ID")+" via "+r.Header.Get("X-Forwarded-For"))
 	}))
 	defer up.Close()
-	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "tight.yaml")
-	if err := os.WriteFile(cfg, []byte(tightConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	srv := startServer(t, bin, "--config", cfg,
-		"--proxy-listen", "127.0.0.1:0", "--proxy-upstream", up.URL, "--proxy-namespace", "orders")
+	srv := startTight(t, "--proxy-listen", "127.0.0.1:0", "--proxy-upstream", up.URL, "--proxy-namespace", "orders")
 	line := srv.waitLog(t, "proxy listening", 20*time.Second)
 	addr, _ := line["addr"].(string)
 	if addr == "" || line["namespace"] != "orders" {
@@ -127,12 +121,7 @@ func TestRateLimitServiceGRPC(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "tight.yaml")
-	if err := os.WriteFile(cfg, []byte(tightConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	srv := startServer(t, bin, "--config", cfg, "--rls-listen", "127.0.0.1:0")
+	srv := startTight(t, "--rls-listen", "127.0.0.1:0")
 	addr, _ := srv.waitLog(t, "rls listening", 20*time.Second)["addr"].(string)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -181,12 +170,7 @@ func TestTopDeniedSubjects(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "tight.yaml")
-	if err := os.WriteFile(cfg, []byte(tightConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	srv := startServer(t, bin, "--config", cfg, "--admin-token-file", writeToken(t))
+	srv := startTight(t, "--admin-token-file", writeToken(t))
 	client := &http.Client{Timeout: 10 * time.Second}
 	for subject, n := range map[string]int{"abuser": 5, "other": 3, "quiet": 1} { // 2 per hour each
 		for range n {
@@ -211,4 +195,16 @@ func TestTopDeniedSubjects(t *testing.T) {
 	if code, _ := adminDo(t, client, "GET", "http://"+srv.addr+"/v1/admin/top/orders", "", ""); code != 401 {
 		t.Fatalf("without the token: %d", code)
 	}
+}
+
+// startTight starts the binary on tightConfig (orders: 2 per hour) with
+// args.
+func startTight(t *testing.T, args ...string) *server {
+	t.Helper()
+	bin := buildBinary(t)
+	cfg := filepath.Join(t.TempDir(), "tight.yaml")
+	if err := os.WriteFile(cfg, []byte(tightConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, bin, append([]string{"--config", cfg}, args...)...)
 }

@@ -178,32 +178,12 @@ func TestChecksExactUnderRestructuring(t *testing.T) {
 	stop := make(chan struct{})
 	var churners sync.WaitGroup
 	for g := range 2 {
-		churners.Add(1)
-		go func() {
-			defer churners.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				check(t, s, fmt.Sprintf("churn-%d-%d", g, i), churn, 1)
-			}
-		}()
+		loop(&churners, stop, func(i int) { check(t, s, fmt.Sprintf("churn-%d-%d", g, i), churn, 1) })
 	}
-	churners.Add(1)
-	go func() {
-		defer churners.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			clk.Advance(time.Microsecond) // well under a second in all: the hour window holds
-			s.Sweep()
-		}
-	}()
+	loop(&churners, stop, func(int) {
+		clk.Advance(time.Microsecond) // well under a second in all: the hour window holds
+		s.Sweep()
+	})
 	for s.Stats().Expired < 1000 { // restructuring is under way before the checks start
 		runtime.Gosched()
 	}
@@ -347,18 +327,7 @@ func TestEvictionSparesEntriesRefreshedAfterSampling(t *testing.T) {
 	stop := make(chan struct{})
 	var churners sync.WaitGroup
 	for g := range 2 {
-		churners.Add(1)
-		go func() {
-			defer churners.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				check(t, s, fmt.Sprintf("churn-%d-%d", g, i), churn, 1)
-			}
-		}()
+		loop(&churners, stop, func(i int) { check(t, s, fmt.Sprintf("churn-%d-%d", g, i), churn, 1) })
 	}
 	for s.Stats().Evictions+s.Stats().Expired < 1000 {
 		runtime.Gosched()
@@ -418,34 +387,31 @@ func TestLinearizableUnderRestructuring(t *testing.T) {
 		Background: func(stop <-chan struct{}) {
 			r := round.Add(1)
 			var wg sync.WaitGroup
-			wg.Add(2)
-			go func() { // new keys: inserts, growth, shifts on removal
-				defer wg.Done()
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					check(t, s, fmt.Sprintf("churn-%d-%d", r, i), churn, 1)
-				}
-			}()
-			go func() { // drops what the last move of the clock expired, shrinks
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					s.Sweep()
-					runtime.Gosched()
-				}
-			}()
+			// New keys: inserts, growth, shifts on removal.
+			loop(&wg, stop, func(i int) { check(t, s, fmt.Sprintf("churn-%d-%d", r, i), churn, 1) })
+			// Drops what the last move of the clock expired, shrinks.
+			loop(&wg, stop, func(int) { s.Sweep(); runtime.Gosched() })
 			wg.Wait()
 		},
 	})
 	if st := s.Stats(); st.Expired == 0 {
 		t.Fatalf("stats %+v: nothing expired during the rounds", st)
 	}
+}
+
+// loop calls f(0), f(1), ... on a new goroutine counted by wg until stop
+// is closed.
+func loop(wg *sync.WaitGroup, stop <-chan struct{}, f func(i int)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f(i)
+		}
+	}()
 }
