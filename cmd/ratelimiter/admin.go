@@ -22,6 +22,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/reload"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/store/pending"
 	"github.com/distributedratelimiter/ratelimiter/topk"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 )
@@ -92,6 +93,9 @@ type live struct {
 	adminSrv  *http.Server
 	adminLn   net.Listener
 	served    chan error
+	// ovPending is the override store while Redis is not connected yet;
+	// connectLater hands it the Redis one.
+	ovPending *overrides.Pending
 }
 
 // redisClienter is a store that exposes its Redis client
@@ -108,6 +112,9 @@ func newOverrideStore(f serveFlags, st store.Store, log *slog.Logger) (overrides
 	}
 	if f.live.overridesFile != "" {
 		return nil, errors.New("--overrides-file applies to the memory store; with --store redis the overrides live in Redis")
+	}
+	if _, ok := st.(*pending.Store); ok {
+		return overrides.NewPending(), nil
 	}
 	rc, ok := st.(redisClienter)
 	if !ok {
@@ -152,6 +159,7 @@ func startLive(ctx context.Context, f serveFlags, svc *service.Service, st store
 	// Everything that can fail comes before ctrl.Start, so that a failed
 	// start leaves no watcher goroutine or listener behind.
 	l := &live{ctrl: ctrl, log: log}
+	l.ovPending, _ = ovs.(*overrides.Pending)
 	var h http.Handler
 	if token != "" {
 		opts := httpapi.AdminOptions{Token: token, Logger: log}

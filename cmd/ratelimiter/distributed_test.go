@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -136,29 +137,79 @@ func TestDistributedRedisCluster(t *testing.T) {
 	runDistributed(t, "--redis-mode", "cluster", "--redis-addrs", strings.Join(c.Addrs(), ","))
 }
 
-// An instance started while Redis is down does not exit (no crash loop): it
-// waits, retrying, and serves as soon as Redis answers.
+// An instance started while Redis is down does not exit (no crash loop)
+// and does not wait with its listener closed: it serves at once by the
+// namespace's failure policy (on_store_error: local), reports itself
+// degraded but ready, keeps dialing, and once Redis answers its checks are
+// the store's again and runtime overrides work.
 func TestStartsWhenRedisComesBack(t *testing.T) {
 	bin := buildBinary(t)
 	srv := redistest.Standalone(t)
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	s := launchServer(t, bin, "--store", "redis", "--redis-addrs", srv.Addr(), "--redis-timeout", "200ms")
-	s.waitLogCount(t, "redis unreachable; retrying", 3, 30*time.Second) // still there, retrying
+	s := startServer(t, bin, "--store", "redis", "--redis-addrs", srv.Addr(), "--redis-timeout", "200ms",
+		"--admin-token-file", writeToken(t))
+	client := &http.Client{Timeout: 10 * time.Second}
+	check := func(subject string) (int, string) {
+		t.Helper()
+		resp, err := client.Post("http://"+s.addr+"/v1/check", "application/json",
+			strings.NewReader(fmt.Sprintf(`{"namespace":"orders","subject":%q}`, subject)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("RateLimit-Decided-By")
+	}
+	if code, by := check("user-1"); code != 200 || by != "local" {
+		t.Fatalf("with Redis down: %d decided by %q, want 200 by the local failure policy", code, by)
+	}
+	resp, err := client.Get("http://" + s.addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "degraded") {
+		t.Fatalf("readyz with Redis down: %d %q, want 200 degraded", resp.StatusCode, body)
+	}
+	put := `{"limits":{"per-minute":{"limit":7,"burst":7}}}`
+	if code, body := adminDo(t, client, "PUT", "http://"+s.addr+"/v1/admin/overrides/orders/vip", put, "Bearer "+testToken); code != 503 {
+		t.Fatalf("override with Redis down: %d %s, want 503", code, body)
+	}
+	s.waitLogCount(t, "redis unreachable; retrying", 2, 30*time.Second) // still there, dialing
 	select {
 	case <-s.done:
 		t.Fatalf("serve exited while Redis was down: %v\n%s", s.err, s.log())
 	default:
 	}
+
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	line := s.waitLog(t, "listening", 30*time.Second)
-	s.addr, _ = line["addr"].(string)
-	client := &http.Client{Timeout: 10 * time.Second}
-	code, r, err := postCheck(client, s.addr, "orders", "user-1", 1)
-	if err != nil || code != 200 || !r.Allowed {
-		t.Fatalf("first check after Redis came back: %d %+v %v", code, r, err)
+	s.waitLog(t, "redis connected; checks are the store's again", 30*time.Second)
+	if code, by := check("user-1"); code != 200 || by != "store" {
+		t.Fatalf("after Redis came back: %d decided by %q, want the store", code, by)
+	}
+	if code, body := adminDo(t, client, "PUT", "http://"+s.addr+"/v1/admin/overrides/orders/vip", put, "Bearer "+testToken); code != 200 {
+		t.Fatalf("override after Redis came back: %d %s", code, body)
+	}
+	resp, err = client.Post("http://"+s.addr+"/v1/check", "application/json", strings.NewReader(`{"namespace":"orders","subject":"vip","cost":0}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peek struct {
+		Limits []struct {
+			Limit int64 `json:"limit"`
+		} `json:"limits"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&peek)
+	resp.Body.Close()
+	if err != nil || len(peek.Limits) == 0 || peek.Limits[0].Limit != 7 {
+		t.Fatalf("vip after the override: %+v %v, want per-minute 7", peek, err)
+	}
+	stopServer(t, s)
+	if s.err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", s.err, s.log())
 	}
 }

@@ -4,12 +4,13 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/distributedratelimiter/ratelimiter/service"
-	"github.com/distributedratelimiter/ratelimiter/store"
 	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 )
 
@@ -78,48 +79,44 @@ func (f *faultFlags) validate() error {
 }
 
 // guarding is the fault handling of one serve: the service's Guard and the
-// heartbeat that counts the instances.
+// heartbeat that counts the instances, which starts once Redis is connected
+// (at start, or later when serve started while it was unreachable).
 type guarding struct {
 	guard   *service.Guard
-	members *redisstore.Members
+	ff      faultFlags
+	log     *slog.Logger
+	members atomic.Pointer[redisstore.Members]
+
+	mu      sync.Mutex // serializes attach and stop
+	stopped bool
 }
 
-// startGuarding returns the Guard of a store: nil for the memory store. For
-// Redis it starts the heartbeat and registers ratelimiter_instances on reg.
-func startGuarding(f serveFlags, st store.Store, reg prometheus.Registerer, log *slog.Logger) (*guarding, error) {
-	rs, ok := st.(*redisstore.Store)
-	if !ok {
+// startGuarding returns the Guard of a Redis deployment (nil for the memory
+// store) and registers ratelimiter_instances on reg. rs is the connected
+// store, or nil while Redis is unreachable: attach starts the heartbeat
+// once it is there, and until then the local share assumes --instances.
+func startGuarding(f serveFlags, rs *redisstore.Store, reg prometheus.Registerer, log *slog.Logger) (*guarding, error) {
+	if f.store != "redis" {
 		return &guarding{}, nil
 	}
 	ff := f.fault
 	if err := ff.validate(); err != nil {
 		return nil, err
 	}
-	var lastErr time.Time
-	m := rs.StartMembers(redisstore.MembersOptions{
-		Interval: ff.heartbeat,
-		Fallback: ff.instances,
-		OnError: func(err error) { // runs on the heartbeat goroutine only
-			if time.Since(lastErr) > time.Minute {
-				lastErr = time.Now()
-				log.Warn("instance heartbeat failed; keeping the last instance count", "err", err)
-			}
-		},
-	})
+	g := &guarding{ff: ff, log: log}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "ratelimiter_instances",
 		Help: "Live instances sharing the store, as last counted by the heartbeat (sizes the local share when the store fails).",
-	}, func() float64 { return float64(m.Count()) })); err != nil {
-		m.Close()
+	}, func() float64 { return float64(g.instances()) })); err != nil {
 		return nil, err
 	}
-	g := &service.Guard{
+	g.guard = &service.Guard{
 		Timeout:          ff.storeTimeout,
 		FallbackMaxKeys:  f.maxKeys,
-		Instances:        m.Count,
+		Instances:        g.instances,
 		DenyCacheSize:    ff.denyCacheSize,
 		Shards:           redisstore.ShardGroups,
-		ShardOf:          rs.Shard,
+		ShardOf:          redisstore.ShardFunc(redisOptions(f)),
 		ClosedRetryAfter: ff.closedRetryAfter,
 		Breaker: service.Breaker{
 			Disabled:     ff.disableBreaker,
@@ -129,16 +126,54 @@ func startGuarding(f serveFlags, st store.Store, reg prometheus.Registerer, log 
 		},
 	}
 	if ff.denyCacheSize == 0 {
-		g.DenyCacheSize = -1
+		g.guard.DenyCacheSize = -1
 	}
-	log.Info("store failure handling", "store_timeout", ff.storeTimeout.String(), "instances", m.Count(),
-		"instance_id", m.ID(), "deny_cache_size", ff.denyCacheSize, "breaker", !ff.disableBreaker)
-	return &guarding{guard: g, members: m}, nil
+	log.Info("store failure handling", "store_timeout", ff.storeTimeout.String(), "instances", ff.instances,
+		"deny_cache_size", ff.denyCacheSize, "breaker", !ff.disableBreaker)
+	if rs != nil {
+		g.attach(rs)
+	}
+	return g, nil
+}
+
+// instances is the instance count the local share divides by: the
+// heartbeat's, or --instances before the heartbeat runs.
+func (g *guarding) instances() int {
+	if m := g.members.Load(); m != nil {
+		return m.Count()
+	}
+	return g.ff.instances
+}
+
+// attach starts the heartbeat on the connected store, unless stop came
+// first.
+func (g *guarding) attach(rs *redisstore.Store) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped || g.guard == nil {
+		return
+	}
+	var lastErr time.Time
+	m := rs.StartMembers(redisstore.MembersOptions{
+		Interval: g.ff.heartbeat,
+		Fallback: g.ff.instances,
+		OnError: func(err error) { // runs on the heartbeat goroutine only
+			if time.Since(lastErr) > time.Minute {
+				lastErr = time.Now()
+				g.log.Warn("instance heartbeat failed; keeping the last instance count", "err", err)
+			}
+		},
+	})
+	g.members.Store(m)
+	g.log.Info("instance heartbeat started", "instance_id", m.ID(), "instances", m.Count())
 }
 
 // stop leaves the instance set; call it before closing the store.
 func (g *guarding) stop() {
-	if g.members != nil {
-		g.members.Close()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopped = true
+	if m := g.members.Load(); m != nil {
+		m.Close()
 	}
 }

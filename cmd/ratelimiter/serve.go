@@ -21,10 +21,12 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/clock"
 	"github.com/distributedratelimiter/ratelimiter/config"
 	"github.com/distributedratelimiter/ratelimiter/metrics"
+	"github.com/distributedratelimiter/ratelimiter/overrides"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store"
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
+	"github.com/distributedratelimiter/ratelimiter/store/pending"
 	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 	"github.com/distributedratelimiter/ratelimiter/topk"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
@@ -139,6 +141,27 @@ func loadPolicy(path string) (*policy.Snapshot, string, error) {
 	return snap, path, err
 }
 
+// redisOptions are the Redis store's options from the flags (addresses
+// checked by newStore).
+func redisOptions(f serveFlags) redisstore.Options {
+	var addrs []string
+	for _, a := range strings.Split(f.redisAddrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return redisstore.Options{
+		Addrs:      addrs,
+		Mode:       redisstore.Mode(f.redisMode),
+		MasterName: f.redisMasterName,
+		Username:   f.redisUsername,
+		Password:   f.redisPassword,
+		Timeout:    f.redisTimeout,
+
+		TopologyRefresh: f.fault.topologyRefreshes,
+	}
+}
+
 func newStore(f serveFlags) (store.Store, error) {
 	switch f.store {
 	case "memory":
@@ -147,56 +170,86 @@ func newStore(f serveFlags) (store.Store, error) {
 		}
 		return memstore.New(memstore.Options{Clock: clock.System, MaxKeys: f.maxKeys}), nil
 	case "redis":
-		var addrs []string
-		for _, a := range strings.Split(f.redisAddrs, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				addrs = append(addrs, a)
-			}
-		}
-		if len(addrs) == 0 {
+		opts := redisOptions(f)
+		if len(opts.Addrs) == 0 {
 			return nil, errors.New("--redis-addrs: no address")
 		}
-		return redisstore.New(redisstore.Options{
-			Addrs:      addrs,
-			Mode:       redisstore.Mode(f.redisMode),
-			MasterName: f.redisMasterName,
-			Username:   f.redisUsername,
-			Password:   f.redisPassword,
-			Timeout:    f.redisTimeout,
-
-			TopologyRefresh: f.fault.topologyRefreshes,
-		})
+		return redisstore.New(opts)
 	}
 	return nil, fmt.Errorf("--store: unknown store %q (want memory or redis)", f.store)
 }
 
-// connectStore builds the store. A Redis that does not answer yet (a deploy
-// racing Redis, an outage) is waited for, retrying with a backoff capped at
-// maxConnectBackoff, instead of exiting: no crash loop, and the instance
-// starts serving the moment Redis answers. SIGTERM/SIGINT end the wait.
-func connectStore(ctx context.Context, f serveFlags, log *slog.Logger) (store.Store, error) {
+// connectStore builds the store. When Redis does not answer (a deploy
+// racing Redis, an outage), it returns a pending.Store instead of waiting
+// or exiting: the instance starts and answers by the namespaces' failure
+// policies (readiness says degraded), while dialRedis keeps trying in the
+// background; no crash loop, and no instance missing from the load
+// balancer because Redis was away when it started.
+func connectStore(f serveFlags, log *slog.Logger) (store.Store, error) {
+	st, err := newStore(f)
+	if err == nil || !errors.Is(err, store.ErrUnavailable) {
+		return st, err
+	}
+	log.Warn("redis unreachable; serving by the failure policies, retrying in the background", "err", err)
+	return pending.New(), nil
+}
+
+// dialRedis connects to Redis, retrying with a backoff capped at
+// maxConnectBackoff, until it answers or ctx is done.
+func dialRedis(ctx context.Context, f serveFlags, log *slog.Logger) (*redisstore.Store, error) {
 	backoff := 100 * time.Millisecond
 	for {
-		st, err := newStore(f)
-		if err == nil || !errors.Is(err, store.ErrUnavailable) {
-			return st, err
-		}
-		log.Warn("redis unreachable; retrying", "in", backoff.String(), "err", err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("stopped while waiting for redis: %w", err)
+			return nil, ctx.Err()
 		case <-t.C:
 		}
+		st, err := redisstore.New(redisOptions(f))
+		if err == nil {
+			return st, nil
+		}
+		if !errors.Is(err, store.ErrUnavailable) {
+			return nil, err
+		}
 		backoff = min(2*backoff, maxConnectBackoff)
+		log.Warn("redis unreachable; retrying", "in", backoff.String(), "err", err)
 	}
+}
+
+// connectLater dials Redis until it answers (or ctx ends), then starts the
+// heartbeat, connects the runtime overrides and hands the store to p, from
+// which moment checks are the store's again. It closes done when it returns.
+func connectLater(ctx context.Context, f serveFlags, p *pending.Store, gd *guarding, lv *live, log *slog.Logger, done chan<- struct{}) {
+	defer close(done)
+	rs, err := dialRedis(ctx, f, log)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Error("redis: cannot connect; serving by the failure policies until restarted", "err", err)
+		}
+		return
+	}
+	gd.attach(rs)
+	if lv.ovPending != nil {
+		ovs, err := overrides.NewRedis(rs.Client(), overrides.RedisOptions{Resync: f.live.resync, Logger: log})
+		if err != nil {
+			log.Error("runtime overrides: cannot use redis", "err", err)
+		} else {
+			lv.ovPending.Set(ovs)
+		}
+	}
+	if err := p.Set(rs); err != nil {
+		return // shutting down: Set closed rs
+	}
+	log.Info("redis connected; checks are the store's again", "store", rs.String())
 }
 
 // maxTopK bounds --top-k: counters per stripe and namespace.
 const maxTopK = 10_000
 
-// maxConnectBackoff caps the wait between connection attempts at start.
+// maxConnectBackoff caps the wait between connection attempts while
+// Redis is unreachable.
 const maxConnectBackoff = 5 * time.Second
 
 func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
@@ -214,11 +267,12 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
 	}
-	st, err := connectStore(ctx, f, log)
+	st, err := connectStore(f, log)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	connected, _ := st.(*redisstore.Store) // nil for memory, and while Redis is unreachable
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -226,7 +280,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	gd, err := startGuarding(f, st, reg, log)
+	gd, err := startGuarding(f, connected, reg, log)
 	if err != nil {
 		return err
 	}
@@ -251,6 +305,12 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	}
 	defer func() { stopLive(); lv.ctrl.Wait() }() // before st.Close
 	defer lv.close()                              // on an error return; after a graceful shutdown, a no-op
+	if p, ok := st.(*pending.Store); ok {
+		connCtx, stopConnecting := context.WithCancel(ctx)
+		dialed := make(chan struct{})
+		go connectLater(connCtx, f, p, gd, lv, log, dialed)
+		defer func() { stopConnecting(); <-dialed }() // before gd.stop and st.Close
+	}
 
 	px, err := startProxy(f.proxy, svc, log)
 	if err != nil {

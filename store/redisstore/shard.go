@@ -19,6 +19,18 @@ func (s *Store) Shard(storeKey string) int {
 	return int(Slot(s.Key(storeKey, "")) / (16384 / ShardGroups))
 }
 
+// ShardFunc returns what Store.Shard would, from the options alone: the
+// failure domains of keys are known before a Store exists (a server that
+// starts while Redis is unreachable keeps its breakers by them from the
+// start).
+func ShardFunc(opts Options) func(storeKey string) int {
+	prefix := opts.Prefix
+	if prefix == "" {
+		prefix = "rl:"
+	}
+	return (&Store{prefix: prefix, cluster: opts.Mode == Cluster}).Shard
+}
+
 // Slot returns the Redis Cluster hash slot of key: CRC16 (XMODEM) of its
 // hash tag, the part between the first '{' and the next '}' when that part
 // is not empty, or of the whole key, modulo 16384.

@@ -34,4 +34,14 @@ func TestSlotMatchesRedis(t *testing.T) {
 	if (&Store{prefix: "rl:"}).Shard("orders:u") != 0 {
 		t.Error("a standalone store has one shard")
 	}
+	// ShardFunc agrees with a Store's Shard before any Store exists.
+	byOpts := ShardFunc(Options{Mode: Cluster})
+	for _, sk := range []string{"orders:u", "orders:a}b", "x:{y}", "payments:42"} {
+		if got, want := byOpts(sk), s.Shard(sk); got != want {
+			t.Errorf("ShardFunc(%q) = %d, Store.Shard = %d", sk, got, want)
+		}
+	}
+	if ShardFunc(Options{Mode: Sentinel})("orders:u") != 0 {
+		t.Error("ShardFunc: a Sentinel deployment has one shard")
+	}
 }
