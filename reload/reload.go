@@ -251,17 +251,10 @@ func (c *Controller) Start(ctx context.Context) error {
 		}
 	}
 	c.rec.ConfigLoaded(c.base.Version(), c.base.LoadedAt())
-	lctx, cancel := context.WithTimeout(ctx, c.loadTO)
-	c.mu.Lock()
-	for _, ns := range c.base.Names() {
-		c.dirty[ns] = true
-	}
-	c.mu.Unlock()
-	c.syncDirty(lctx)
-	cancel()
+	c.Resync(ctx)
 	if w != nil {
 		// The file may have changed between its first read and the watch
-		// (a slow start waiting for Redis): read it once more. A no-op when
+		// (a slow start, loading the overrides): read it once more. A no-op when
 		// the content is unchanged.
 		c.Reload(false)
 	}
@@ -327,6 +320,23 @@ func (c *Controller) namespaces() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.base.Names()
+}
+
+// Resync loads the runtime overrides of every namespace from the store now,
+// within the load timeout, and swaps in the result: at Start, and when the
+// store becomes reachable after a start without it (serve calls it before
+// its checks go to Redis, so overrides written elsewhere meanwhile are in
+// force from the first of them). A namespace that cannot be loaded keeps
+// what this instance has.
+func (c *Controller) Resync(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, c.loadTO)
+	defer cancel()
+	c.mu.Lock()
+	for _, ns := range c.base.Names() {
+		c.dirty[ns] = true
+	}
+	c.mu.Unlock()
+	c.syncDirty(lctx)
 }
 
 // markDirty asks for namespace ns to be loaded from the store again. It is

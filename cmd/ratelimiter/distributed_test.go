@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,7 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/distributedratelimiter/ratelimiter/internal/redistest"
+	"github.com/distributedratelimiter/ratelimiter/overrides"
+	"github.com/distributedratelimiter/ratelimiter/policy"
 )
 
 // Distributed counting, end to end: three `ratelimiter serve` processes share
@@ -187,6 +192,21 @@ func TestStartsWhenRedisComesBack(t *testing.T) {
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
+	// Another instance sets an override as Redis comes back (before or just
+	// after this one connects: either way it must apply here).
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr()}, ForceSingleClient: true, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	elsewhere, err := overrides.NewRedis(rc, overrides.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := elsewhere.Put(context.Background(), overrides.Override{RuntimeOverride: policy.RuntimeOverride{
+		Namespace: "orders", Subject: "elsewhere", Limits: map[string]policy.Patch{"per-minute": {Limit: 9, Burst: 9}}}}, 100); err != nil {
+		t.Fatal(err)
+	}
 	s.waitLog(t, "redis connected; checks are the store's again", 30*time.Second)
 	if code, by := check("user-1"); code != 200 || by != "store" {
 		t.Fatalf("after Redis came back: %d decided by %q, want the store", code, by)
@@ -194,19 +214,32 @@ func TestStartsWhenRedisComesBack(t *testing.T) {
 	if code, body := adminDo(t, client, "PUT", "http://"+s.addr+"/v1/admin/overrides/orders/vip", put, "Bearer "+testToken); code != 200 {
 		t.Fatalf("override after Redis came back: %d %s", code, body)
 	}
-	resp, err = client.Post("http://"+s.addr+"/v1/check", "application/json", strings.NewReader(`{"namespace":"orders","subject":"vip","cost":0}`))
-	if err != nil {
-		t.Fatal(err)
+	perMinute := func(subject string) int64 {
+		resp, err := client.Post("http://"+s.addr+"/v1/check", "application/json",
+			strings.NewReader(fmt.Sprintf(`{"namespace":"orders","subject":%q,"cost":0}`, subject)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v struct {
+			Limits []struct {
+				Limit int64 `json:"limit"`
+			} `json:"limits"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || len(v.Limits) == 0 {
+			t.Fatalf("peek %s: %v", subject, err)
+		}
+		return v.Limits[0].Limit
 	}
-	var peek struct {
-		Limits []struct {
-			Limit int64 `json:"limit"`
-		} `json:"limits"`
+	if got := perMinute("vip"); got != 7 {
+		t.Fatalf("vip after the override: per-minute %d, want 7", got)
 	}
-	err = json.NewDecoder(resp.Body).Decode(&peek)
-	resp.Body.Close()
-	if err != nil || len(peek.Limits) == 0 || peek.Limits[0].Limit != 7 {
-		t.Fatalf("vip after the override: %+v %v, want per-minute 7", peek, err)
+	deadline := time.Now().Add(10 * time.Second)
+	for perMinute("elsewhere") != 9 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the override set elsewhere is not in force 10s after connecting:\n%s", s.log())
+		}
+		time.Sleep(10 * time.Millisecond) // polls the server's state, not the clock
 	}
 	stopServer(t, s)
 	if s.err != nil {

@@ -110,6 +110,17 @@ func startGuarding(f serveFlags, rs *redisstore.Store, reg prometheus.Registerer
 	}, func() float64 { return float64(g.instances()) })); err != nil {
 		return nil, err
 	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ratelimiter_store_connected",
+		Help: "1 once this instance has connected to Redis; 0 while it serves by the failure policies because Redis has not been reachable since it started.",
+	}, func() float64 {
+		if g.members.Load() != nil {
+			return 1
+		}
+		return 0
+	})); err != nil {
+		return nil, err
+	}
 	g.guard = &service.Guard{
 		Timeout:          ff.storeTimeout,
 		FallbackMaxKeys:  f.maxKeys,

@@ -226,8 +226,12 @@ func connectLater(ctx context.Context, f serveFlags, p *pending.Store, gd *guard
 	rs, err := dialRedis(ctx, f, log)
 	if err != nil {
 		if ctx.Err() == nil {
-			log.Error("redis: cannot connect; serving by the failure policies until restarted", "err", err)
+			log.Error("redis refuses this instance; serving by the failure policies until restarted", "err", err)
 		}
+		return
+	}
+	if ctx.Err() != nil { // the dial outlived the shutdown
+		rs.Close()
 		return
 	}
 	gd.attach(rs)
@@ -237,6 +241,7 @@ func connectLater(ctx context.Context, f serveFlags, p *pending.Store, gd *guard
 			log.Error("runtime overrides: cannot use redis", "err", err)
 		} else {
 			lv.ovPending.Set(ovs)
+			lv.ctrl.Resync(ctx) // overrides written elsewhere meanwhile apply from the first store check
 		}
 	}
 	if err := p.Set(rs); err != nil {
@@ -254,9 +259,9 @@ const maxConnectBackoff = 5 * time.Second
 
 func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	// Catch SIGHUP from the start: its default action ends the process, and
-	// a reload sent while the server is still starting (waiting for Redis)
-	// must not. One that arrives before the watcher runs is served once the
-	// server is up; the controller reads the file again at start anyway.
+	// a reload sent while the server is still starting must not. One that
+	// arrives before the watcher runs is served once the server is up; the
+	// controller reads the file again at start anyway.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

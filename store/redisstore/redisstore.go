@@ -160,9 +160,28 @@ func New(opts Options) (*Store, error) {
 	resilient(&co, opts)
 	c, err := rueidis.NewClient(co)
 	if err != nil {
+		if refused(err) {
+			// Redis answered and said no: waiting will not change that.
+			return nil, fmt.Errorf("redisstore: connect to %s %v: %w", modeName(opts.Mode), opts.Addrs, err)
+		}
 		return nil, fmt.Errorf("redisstore: connect to %s %v: %w: %w", modeName(opts.Mode), opts.Addrs, store.ErrUnavailable, err)
 	}
 	return NewFromClient(c, opts), nil
+}
+
+// refused reports whether a connection error is Redis refusing the
+// credentials or the permissions (a deployment error), not Redis being away.
+func refused(err error) bool {
+	var re *rueidis.RedisError
+	if errors.As(err, &re) {
+		msg := re.Error()
+		for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH"} {
+			if strings.HasPrefix(msg, p) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func modeName(m Mode) string {

@@ -194,3 +194,29 @@ func TestReadsOlderBucketValues(t *testing.T) {
 		t.Fatalf("%+v %v, want allowed with 9 remaining (the old TAT is long past)", v, err)
 	}
 }
+
+// A Redis that refuses the credentials is not "unavailable": waiting will
+// not change its answer, so New says so plainly (serve then exits instead
+// of serving by its failure policies forever). An unreachable address is
+// ErrUnavailable.
+func TestNewRefusedOrUnreachable(t *testing.T) {
+	srv := redistest.Standalone(t)
+	srv.MustDo("CONFIG", "SET", "requirepass", "right-password")
+	for _, pw := range []string{"", "wrong-password"} {
+		_, err := New(Options{Addrs: []string{srv.Addr()}, Password: pw, Timeout: time.Second})
+		if err == nil || errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("password %q: %v, want a refusal that is not ErrUnavailable", pw, err)
+		}
+	}
+	s, err := New(Options{Addrs: []string{srv.Addr()}, Password: "right-password", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Options{Addrs: []string{srv.Addr()}, Timeout: time.Second}); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Redis stopped: %v, want ErrUnavailable", err)
+	}
+}
