@@ -115,7 +115,10 @@ func (t *Tracker) ObserveCheck(res service.Result, err error, _ time.Duration) {
 }
 
 // ObserveSnapshot implements service.Observer: namespaces the policy no
-// longer has are forgotten.
+// longer has are forgotten. (A check still finishing on the previous
+// snapshot may count into a dropped namespace once more, re-creating its
+// counters: a fixed amount of memory, reported by nobody, gone at the next
+// reload that drops it.)
 func (t *Tracker) ObserveSnapshot(snap *policy.Snapshot) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
