@@ -34,7 +34,6 @@
 package middleware
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,18 +43,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
-	"github.com/distributedratelimiter/ratelimiter/store"
 	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
-
-// Checker decides checks against the policy in force: *service.Service.
-type Checker interface {
-	Check(ctx context.Context, req service.Request) (service.Result, error)
-	Snapshot() *policy.Snapshot
-}
 
 // ErrNoSubject is returned by the default subject function when the request
 // lacks the namespace's subject header.
@@ -106,7 +97,7 @@ type Options struct {
 // New returns the middleware for opts. It checks that the namespace exists
 // in the policy now; a later reload that drops it makes requests fail with
 // 500 until it is back.
-func New(c Checker, opts Options) (func(http.Handler) http.Handler, error) {
+func New(c service.Checker, opts Options) (func(http.Handler) http.Handler, error) {
 	if opts.Namespace == "" {
 		return nil, errors.New("middleware: Options.Namespace is required")
 	}
@@ -133,7 +124,7 @@ func New(c Checker, opts Options) (func(http.Handler) http.Handler, error) {
 }
 
 type limiter struct {
-	c Checker
+	c service.Checker
 	o Options
 }
 
@@ -156,7 +147,8 @@ func (m *limiter) wrap(next http.Handler) http.Handler {
 			m.o.OnError(w, r, err)
 			return
 		}
-		headers.Set(w.Header(), &res, "", nil)
+		var scratch [256]byte
+		headers.Set(w.Header(), &res, "", scratch[:0])
 		if !res.Verdict.Allowed {
 			m.o.OnDenied(w, r, &res)
 			return
@@ -191,14 +183,12 @@ func (m *limiter) subjectHeader(r *http.Request) (string, error) {
 // writeError is the default OnError.
 func (m *limiter) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, ErrNoSubject), errors.Is(err, service.ErrInvalidSubject), errors.Is(err, service.ErrInvalidCost):
+	switch c := service.Classify(err); {
+	case c == service.Invalid || errors.Is(err, ErrNoSubject):
 		status = http.StatusBadRequest
-	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrUnavailable):
-		status = http.StatusServiceUnavailable
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		status = http.StatusServiceUnavailable // the caller is gone, or a deadline ran out: not a silent 200
-	default:
+	case c == service.Unavailable, c == service.Canceled, c == service.DeadlineExceeded:
+		status = http.StatusServiceUnavailable // never a silent 200 for a request the handler did not see
+	default: // an unknown namespace (a deployment error) or a bug
 		m.o.Logger.Error("rate limit check failed", "namespace", m.o.Namespace, "path", r.URL.Path, "err", err)
 	}
 	body, _ := json.Marshal(struct {
@@ -209,10 +199,7 @@ func (m *limiter) writeError(w http.ResponseWriter, r *http.Request, err error) 
 
 // writeDenied is the default OnDenied.
 func writeDenied(w http.ResponseWriter, _ *http.Request, res *service.Result) {
-	ms := int64(-1)
-	if ra := res.Verdict.RetryAfter; ra != limit.RetryNever {
-		ms = int64((ra + time.Millisecond - 1) / time.Millisecond)
-	}
+	ms := headers.CeilMillis(res.Verdict.RetryAfter)
 	writeJSON(w, http.StatusTooManyRequests, `{"error":"rate limited","retry_after_ms":`+strconv.FormatInt(ms, 10)+"}\n")
 }
 

@@ -264,7 +264,7 @@ func (s *Service) Check(ctx context.Context, req Request) (Result, error) {
 func (s *Service) check(ctx context.Context, req Request, start time.Time) (Result, error) {
 	snap := s.snap.Load()
 	res := Result{Namespace: req.Namespace, Subject: req.Subject, Cost: req.Cost}
-	if err := s.validate(&req); err != nil {
+	if err := s.Validate(req); err != nil {
 		if ns, ok := snap.Namespace(req.Namespace); ok {
 			res.Set.Namespace = ns
 		}
@@ -294,7 +294,10 @@ func (s *Service) check(ctx context.Context, req Request, start time.Time) (Resu
 	return res, nil
 }
 
-func (s *Service) validate(req *Request) error {
+// Validate reports what Check would refuse req for as bad input (an error
+// wrapping ErrInvalidNamespace, ErrInvalidSubject or ErrInvalidCost), or
+// nil. It does not look the namespace up.
+func (s *Service) Validate(req Request) error {
 	if req.Namespace == "" {
 		return fmt.Errorf("%w: namespace is required", ErrInvalidNamespace)
 	}

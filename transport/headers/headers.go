@@ -38,6 +38,19 @@ const (
 	Cost = "X-Ratelimit-Cost"
 )
 
+// CeilMillis returns d in milliseconds rounded up (1ns is 1ms), 0 for
+// other d <= 0, or -1 for limit.RetryNever (which is -1ns): the *_ms
+// fields of JSON answers.
+func CeilMillis(d time.Duration) int64 {
+	if d == limit.RetryNever {
+		return -1
+	}
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
 // CeilSeconds returns d in whole seconds rounded up; 0 for d <= 0.
 func CeilSeconds(d time.Duration) int64 {
 	if d <= 0 {

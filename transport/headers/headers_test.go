@@ -10,6 +10,17 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/service"
 )
 
+func TestCeilMillis(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want int64
+	}{{-time.Second, 0}, {0, 0}, {1, 1}, {time.Millisecond, 1}, {time.Millisecond + 1, 2}, {limit.RetryNever, -1}} {
+		if got := CeilMillis(c.d); got != c.want {
+			t.Errorf("CeilMillis(%v) = %d, want %d", c.d, got, c.want)
+		}
+	}
+}
+
 func TestCeilSeconds(t *testing.T) {
 	for _, c := range []struct {
 		d    time.Duration

@@ -20,6 +20,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/reload"
 	"github.com/distributedratelimiter/ratelimiter/topk"
+	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
 
 // The admin API manages runtime per-subject overrides. Every route needs
@@ -408,7 +409,7 @@ func statusView(st reload.Status) adminOverrideView {
 	}
 	for _, r := range st.Rules {
 		v.Effective = append(v.Effective, ruleView{Name: r.Name, Algorithm: r.Algorithm.String(), Limit: r.Limit,
-			PeriodMS: ceilMillis(r.Period), Burst: r.Burst})
+			PeriodMS: headers.CeilMillis(r.Period), Burst: r.Burst})
 	}
 	return v
 }

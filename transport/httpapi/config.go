@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
 
 // configView is the body of GET /v1/config.
@@ -56,14 +57,14 @@ func viewOf(snap *policy.Snapshot) configView {
 		}
 		nv := namespaceView{Name: ns.Name, SubjectHeader: ns.SubjectHeader, OnStoreError: ns.OnStoreError.String(), Limits: make([]ruleView, len(ns.Rules))}
 		for i, r := range ns.Rules {
-			nv.Limits[i] = ruleView{Name: r.Name, Algorithm: r.Algorithm.String(), Limit: r.Limit, PeriodMS: ceilMillis(r.Period), Burst: r.Burst}
+			nv.Limits[i] = ruleView{Name: r.Name, Algorithm: r.Algorithm.String(), Limit: r.Limit, PeriodMS: headers.CeilMillis(r.Period), Burst: r.Burst}
 		}
 		nv.RuntimeOverrides = len(snap.RuntimeOverrides(name))
 		for _, o := range ns.Overrides {
 			ov := overrideView{Subjects: append([]string(nil), o.Subjects...), Limits: make(map[string]patchView, len(o.Limits))}
 			sort.Strings(ov.Subjects)
 			for rule, p := range o.Limits {
-				pv := patchView{Limit: p.Limit, PeriodMS: ceilMillis(p.Period), Burst: p.Burst}
+				pv := patchView{Limit: p.Limit, PeriodMS: headers.CeilMillis(p.Period), Burst: p.Burst}
 				if p.Algorithm != 0 {
 					pv.Algorithm = p.Algorithm.String()
 				}

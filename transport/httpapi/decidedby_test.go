@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,16 +10,9 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
-	"github.com/distributedratelimiter/ratelimiter/store"
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
+	"github.com/distributedratelimiter/ratelimiter/store/pending"
 )
-
-type downStore struct{}
-
-func (downStore) Apply(context.Context, store.Request) (limit.Verdict, error) {
-	return limit.Verdict{}, store.ErrUnavailable
-}
-func (downStore) Close() error { return nil }
 
 // With the store down, the failure policies answer with their own status and
 // say so in RateLimit-Decided-By, on /v1/check and /v1/gate; a healthy
@@ -35,7 +27,8 @@ func TestDecidedByHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := service.New(downStore{}, snap, service.Options{Guard: &service.Guard{Breaker: service.Breaker{Disabled: true}}})
+	// The store: a Redis store not connected yet, i.e. down.
+	svc, err := service.New(pending.New(), snap, service.Options{Guard: &service.Guard{Breaker: service.Breaker{Disabled: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,9 +51,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
-	"github.com/distributedratelimiter/ratelimiter/store"
 	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
 
@@ -237,13 +235,12 @@ func verdictStatus(res *service.Result) int {
 // an unknown namespace, 503 when the store failed, 500 otherwise (a bug,
 // logged).
 func (a *api) writeCheckError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, service.ErrInvalidNamespace), errors.Is(err, service.ErrInvalidSubject), errors.Is(err, service.ErrInvalidCost):
+	switch service.Classify(err) {
+	case service.Invalid:
 		writeError(w, http.StatusBadRequest, err.Error())
-	case errors.Is(err, policy.ErrUnknownNamespace):
+	case service.UnknownNamespace:
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed),
-		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case service.Unavailable, service.Canceled, service.DeadlineExceeded:
 		writeError(w, http.StatusServiceUnavailable, "rate limit store unavailable: "+err.Error())
 	default:
 		a.log.Error("httpapi: check failed", "err", err)

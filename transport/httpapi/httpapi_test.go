@@ -553,18 +553,6 @@ func TestAppendString(t *testing.T) {
 	}
 }
 
-func TestCeil(t *testing.T) {
-	ms := []struct {
-		d    time.Duration
-		want int64
-	}{{0, 0}, {1, 1}, {time.Millisecond, 1}, {time.Millisecond + 1, 2}, {limit.RetryNever, -1}}
-	for _, c := range ms {
-		if got := ceilMillis(c.d); got != c.want {
-			t.Errorf("ceilMillis(%v) = %d, want %d", c.d, got, c.want)
-		}
-	}
-}
-
 // FuzzCheckDecode feeds arbitrary bodies to POST /v1/check: the answer is
 // always one of the expected statuses with a JSON body, never a panic or 500.
 // It also holds the hand-written decoder to encoding/json: both accept the

@@ -2,28 +2,16 @@ package httpapi
 
 import (
 	"strconv"
-	"time"
 	"unicode/utf8"
 
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
 
 // The check response is appended by hand with strconv: the shape is fixed,
 // and this is several times faster than encoding/json with no reflection and
 // one buffer reused through a pool (see BenchmarkCheckHandler).
-
-// ceilMillis returns d in milliseconds rounded up (1ns is 1ms), or -1 for
-// limit.RetryNever.
-func ceilMillis(d time.Duration) int64 {
-	if d == limit.RetryNever {
-		return -1
-	}
-	if d <= 0 {
-		return 0
-	}
-	return int64((d + time.Millisecond - 1) / time.Millisecond)
-}
 
 // appendCheckBody appends the JSON body of a check response:
 //
@@ -38,9 +26,9 @@ func appendCheckBody(b []byte, res *service.Result) []byte {
 	b = append(b, `,"subject":`...)
 	b = appendString(b, res.Subject)
 	b = append(b, `,"retry_after_ms":`...)
-	b = strconv.AppendInt(b, ceilMillis(v.RetryAfter), 10)
+	b = strconv.AppendInt(b, headers.CeilMillis(v.RetryAfter), 10)
 	b = append(b, `,"delay_ms":`...)
-	b = strconv.AppendInt(b, ceilMillis(v.Delay), 10)
+	b = strconv.AppendInt(b, headers.CeilMillis(v.Delay), 10)
 	if !v.Allowed && v.RetryAfter == limit.RetryNever && v.N > 0 {
 		b = append(b, `,"reason":`...)
 		b = appendString(b, "cost exceeds capacity of limit "+res.Set.Rules[v.Binding()].Name)
@@ -57,9 +45,9 @@ func appendCheckBody(b []byte, res *service.Result) []byte {
 		b = append(b, `,"remaining":`...)
 		b = strconv.AppendInt(b, d.Remaining, 10)
 		b = append(b, `,"reset_after_ms":`...)
-		b = strconv.AppendInt(b, ceilMillis(d.ResetAfter), 10)
+		b = strconv.AppendInt(b, headers.CeilMillis(d.ResetAfter), 10)
 		b = append(b, `,"retry_after_ms":`...)
-		b = strconv.AppendInt(b, ceilMillis(d.RetryAfter), 10)
+		b = strconv.AppendInt(b, headers.CeilMillis(d.RetryAfter), 10)
 		b = append(b, '}')
 	}
 	return append(b, "]}\n"...)

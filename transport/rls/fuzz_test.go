@@ -10,29 +10,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	"github.com/distributedratelimiter/ratelimiter/clock/clocktest"
-	"github.com/distributedratelimiter/ratelimiter/config"
-	"github.com/distributedratelimiter/ratelimiter/service"
-	"github.com/distributedratelimiter/ratelimiter/store/memstore"
-	"github.com/distributedratelimiter/ratelimiter/store/storetest"
 )
 
 // FuzzShouldRateLimit sends arbitrary requests: the answer is a response
 // with one status per descriptor, or InvalidArgument / NotFound; never a
 // panic or another code. The seeds run in every `go test`.
 func FuzzShouldRateLimit(f *testing.F) {
-	snap, err := config.Parse([]byte(policyYAML), "rls.yaml")
-	if err != nil {
-		f.Fatal(err)
-	}
-	st := memstore.New(memstore.Options{Clock: clocktest.New(storetest.Epoch), SweepInterval: -1})
-	defer st.Close()
-	svc, err := service.New(st, snap, service.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	s := New(svc)
+	s := New(newService(f))
 	f.Add("orders", "user_id\x00alice", uint32(1), uint64(0), false)
 	f.Add("orders", "a\x00b\x01c\x00d", uint32(0), uint64(7), false)
 	f.Add("api", "k\x00\xff\xfe", uint32(3), uint64(1<<60), false)

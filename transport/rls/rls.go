@@ -35,8 +35,8 @@
 //
 // Errors are gRPC statuses, which Envoy answers with its failure mode
 // (failure_mode_deny): InvalidArgument for a request without a domain or
-// descriptors, an empty descriptor, negative hits or a subject the service
-// refuses; NotFound for a domain the policy does not have; Unavailable
+// descriptors, an empty descriptor, negative hits, or a subject or cost the
+// service refuses (every descriptor is validated before any is charged); NotFound for a domain the policy does not have; Unavailable
 // when the store is closed. Store failures are the service's business:
 // its Guard answers them with the namespace's on_store_error policy, as
 // for every transport.
@@ -45,6 +45,7 @@ package rls
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -60,16 +61,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/distributedratelimiter/ratelimiter/limit"
-	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
-	"github.com/distributedratelimiter/ratelimiter/store"
 	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
-
-// Checker decides checks against the policy in force: *service.Service.
-type Checker interface {
-	Check(ctx context.Context, req service.Request) (service.Result, error)
-}
 
 // MaxDescriptors bounds the descriptors of one request.
 const MaxDescriptors = 64
@@ -77,11 +71,11 @@ const MaxDescriptors = 64
 // Server implements rlsv3.RateLimitServiceServer on a Checker.
 type Server struct {
 	rlsv3.UnimplementedRateLimitServiceServer
-	c Checker
+	c service.Checker
 }
 
 // New returns a Server deciding with c.
-func New(c Checker) *Server { return &Server{c: c} }
+func New(c service.Checker) *Server { return &Server{c: c} }
 
 // Register registers s on a gRPC server.
 func (s *Server) Register(g grpc.ServiceRegistrar) { rlsv3.RegisterRateLimitServiceServer(g, s) }
@@ -100,11 +94,12 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	}
 	// Every descriptor is validated before any is checked: a request
 	// refused for its third descriptor must not have charged the first.
-	subjects, costs := make([]string, len(descs)), make([]int64, len(descs))
+	checks := make([]service.Request, len(descs))
 	for i, d := range descs {
-		var err error
-		if subjects[i], costs[i], err = describe(d, req.GetHitsAddend()); err == nil {
-			err = policy.ValidateSubject(subjects[i])
+		subject, cost, err := describe(d, req.GetHitsAddend())
+		if err == nil {
+			checks[i] = service.Request{Namespace: req.GetDomain(), Subject: subject, Cost: cost}
+			err = s.c.Validate(checks[i])
 		}
 		if err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "descriptor %d: %v", i, err)
@@ -112,12 +107,11 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	}
 	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs))}
 	var decisive *service.Result
-	for i := range descs {
-		subject, cost := subjects[i], costs[i]
+	for i, check := range checks {
 		if resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT {
-			cost = 0 // already denied: report, do not consume
+			check.Cost = 0 // already denied: report, do not consume
 		}
-		res, err := s.c.Check(ctx, service.Request{Namespace: req.GetDomain(), Subject: subject, Cost: cost})
+		res, err := s.c.Check(ctx, check)
 		if err != nil {
 			return nil, grpcError(i, err)
 		}
@@ -156,7 +150,7 @@ func describe(d *ratelimitv3.RateLimitDescriptor, requestHits uint32) (string, i
 	// charges nothing), else the request's, where 0 means unset: 1.
 	cost := int64(requestHits)
 	if h := d.GetHitsAddend(); h != nil {
-		if h.GetValue() > 1<<53 {
+		if h.GetValue() > math.MaxInt64 {
 			return "", 0, errors.New("hits_addend too large")
 		}
 		cost = int64(h.GetValue())
@@ -228,30 +222,40 @@ func responseHeaders(res *service.Result) []*corev3.HeaderValue {
 	if res == nil {
 		return nil
 	}
-	h := http.Header{}
-	headers.Set(h, res, "", nil)
-	out := make([]*corev3.HeaderValue, 0, len(h))
-	for _, k := range []string{headers.Policy, headers.RateLimit, headers.XLimit, headers.XRemaining, headers.XReset, headers.RetryAfter} {
-		if v := h.Get(k); v != "" {
-			out = append(out, &corev3.HeaderValue{Key: strings.ToLower(k), Value: v})
+	h := make(http.Header, len(responseHeaderNames))
+	var scratch [256]byte
+	headers.Set(h, res, "", scratch[:0])
+	out := make([]*corev3.HeaderValue, 0, len(responseHeaderNames))
+	for _, n := range responseHeaderNames {
+		if v := h[n.canonical]; len(v) > 0 {
+			out = append(out, &corev3.HeaderValue{Key: n.lower, Value: v[0]})
 		}
 	}
 	return out
 }
 
+// responseHeaderNames are the headers Envoy is asked to add, in the
+// lowercase HTTP/2 wants.
+var responseHeaderNames = func() (names []struct{ canonical, lower string }) {
+	for _, k := range []string{headers.Policy, headers.RateLimit, headers.XLimit, headers.XRemaining, headers.XReset, headers.RetryAfter} {
+		names = append(names, struct{ canonical, lower string }{k, strings.ToLower(k)})
+	}
+	return names
+}()
+
 // grpcError maps a check's error to a gRPC status.
 func grpcError(i int, err error) error {
 	code := codes.Internal
-	switch {
-	case errors.Is(err, policy.ErrUnknownNamespace):
-		code = codes.NotFound
-	case errors.Is(err, service.ErrInvalidNamespace), errors.Is(err, service.ErrInvalidSubject), errors.Is(err, service.ErrInvalidCost):
+	switch service.Classify(err) {
+	case service.Invalid:
 		code = codes.InvalidArgument
-	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrUnavailable):
+	case service.UnknownNamespace:
+		code = codes.NotFound
+	case service.Unavailable:
 		code = codes.Unavailable
-	case errors.Is(err, context.Canceled):
+	case service.Canceled:
 		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
+	case service.DeadlineExceeded:
 		code = codes.DeadlineExceeded
 	}
 	return status.Errorf(code, "descriptor %d: %v", i, err)

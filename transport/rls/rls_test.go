@@ -49,16 +49,7 @@ namespaces:
 // clock and returns a client of it.
 func serve(t testing.TB) rlsv3.RateLimitServiceClient {
 	t.Helper()
-	snap, err := config.Parse([]byte(policyYAML), "rls.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := memstore.New(memstore.Options{Clock: clocktest.New(storetest.Epoch), SweepInterval: -1})
-	t.Cleanup(func() { st.Close() })
-	svc, err := service.New(st, snap, service.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svc := newService(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +64,23 @@ func serve(t testing.TB) rlsv3.RateLimitServiceClient {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return rlsv3.NewRateLimitServiceClient(conn)
+}
+
+// newService is the service of policyYAML over a memory store with a fixed
+// clock.
+func newService(t testing.TB) *service.Service {
+	t.Helper()
+	snap, err := config.Parse([]byte(policyYAML), "rls.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memstore.New(memstore.Options{Clock: clocktest.New(storetest.Epoch), SweepInterval: -1})
+	t.Cleanup(func() { st.Close() })
+	svc, err := service.New(st, snap, service.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
 }
 
 func desc(kv ...string) *ratelimitv3.RateLimitDescriptor {
@@ -268,7 +276,9 @@ func TestConcurrentExact(t *testing.T) {
 func TestNothingChargedForARefusedRequest(t *testing.T) {
 	c := serve(t)
 	ok := desc("user_id", "carol")
-	for _, bad := range []*ratelimitv3.RateLimitDescriptor{{}, desc("k", strings.Repeat("x", 2000))} {
+	huge := desc("k", "b")
+	huge.HitsAddend = wrapperspb.UInt64(2_000_000) // over the service's maximum cost
+	for _, bad := range []*ratelimitv3.RateLimitDescriptor{{}, desc("k", strings.Repeat("x", 2000)), huge} {
 		_, err := c.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "orders", Descriptors: []*ratelimitv3.RateLimitDescriptor{ok, bad}})
 		if status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("bad second descriptor: %v", err)

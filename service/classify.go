@@ -1,0 +1,63 @@
+package service
+
+import (
+	"context"
+	"errors"
+
+	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/store"
+)
+
+// Checker is what a transport needs of a Service: *Service.
+type Checker interface {
+	// Check decides a request (see Service.Check).
+	Check(ctx context.Context, req Request) (Result, error)
+	// Validate reports what Check would refuse the request for, without
+	// deciding it: a transport that checks several requests as one (Envoy's
+	// descriptors) validates them all before charging any.
+	Validate(req Request) error
+	// Snapshot is the policy in force.
+	Snapshot() *policy.Snapshot
+}
+
+var _ Checker = (*Service)(nil)
+
+// ErrorClass is what a failed Check means for its caller, whatever the
+// transport renders it as.
+type ErrorClass uint8
+
+// The classes of Classify.
+const (
+	// Internal: a bug (store.ErrInvalidRequest included: the service builds
+	// store requests); transports log it (HTTP 500, gRPC Internal).
+	Internal ErrorClass = iota
+	// Invalid: the request is bad (namespace, subject or cost).
+	Invalid
+	// UnknownNamespace: the policy has no such namespace.
+	UnknownNamespace
+	// Unavailable: the store is closed or cannot answer and no failure
+	// policy did.
+	Unavailable
+	// Canceled: the caller's context was cancelled.
+	Canceled
+	// DeadlineExceeded: the caller's deadline passed.
+	DeadlineExceeded
+)
+
+// Classify returns the class of an error of Check, for transports to map
+// to their status codes in one place each.
+func Classify(err error) ErrorClass {
+	switch {
+	case errors.Is(err, ErrInvalidNamespace), errors.Is(err, ErrInvalidSubject), errors.Is(err, ErrInvalidCost):
+		return Invalid
+	case errors.Is(err, policy.ErrUnknownNamespace):
+		return UnknownNamespace
+	case errors.Is(err, context.Canceled):
+		return Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return DeadlineExceeded
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrClosed):
+		return Unavailable
+	}
+	return Internal
+}
