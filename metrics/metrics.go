@@ -38,8 +38,10 @@ import (
 )
 
 // UnknownNamespace is the namespace label of checks whose namespace the policy
-// does not define (or that named none).
-const UnknownNamespace = "unknown"
+// does not define (or that named none). No namespace can be called so (a
+// name starts with a letter or digit), so a real namespace never shares its
+// series.
+const UnknownNamespace = "_unknown"
 
 // Error kinds, the values of the kind label of ratelimiter_check_errors_total.
 const (

@@ -93,14 +93,14 @@ ratelimiter_decisions_total{limit="per-second",namespace="search",outcome="denie
 # HELP ratelimiter_check_errors_total Checks that failed, by namespace and kind (invalid, unknown_namespace, store).
 # TYPE ratelimiter_check_errors_total counter
 ratelimiter_check_errors_total{kind="invalid",namespace="orders"} 2
-ratelimiter_check_errors_total{kind="invalid",namespace="unknown"} 1
+ratelimiter_check_errors_total{kind="invalid",namespace="_unknown"} 1
 ratelimiter_check_errors_total{kind="invalid",namespace="search"} 0
 ratelimiter_check_errors_total{kind="store",namespace="orders"} 0
 ratelimiter_check_errors_total{kind="store",namespace="search"} 0
-ratelimiter_check_errors_total{kind="store",namespace="unknown"} 0
+ratelimiter_check_errors_total{kind="store",namespace="_unknown"} 0
 ratelimiter_check_errors_total{kind="unknown_namespace",namespace="orders"} 0
 ratelimiter_check_errors_total{kind="unknown_namespace",namespace="search"} 0
-ratelimiter_check_errors_total{kind="unknown_namespace",namespace="unknown"} 2
+ratelimiter_check_errors_total{kind="unknown_namespace",namespace="_unknown"} 2
 # HELP ratelimiter_config_info The version of the policy in use, as a label; the value is always 1.
 # TYPE ratelimiter_config_info gauge
 ratelimiter_config_info{version="v1"} 1
@@ -117,7 +117,7 @@ ratelimiter_config_info{version="v1"} 1
 	if c := histogramCount(t, f.reg, "orders"); c != 9 {
 		t.Errorf("orders histogram count %d, want 9", c)
 	}
-	if c := histogramCount(t, f.reg, "unknown"); c != 3 {
+	if c := histogramCount(t, f.reg, "_unknown"); c != 3 {
 		t.Errorf("unknown histogram count %d, want 3", c)
 	}
 }
@@ -218,5 +218,39 @@ func BenchmarkObserveCheck(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		f.obs.ObserveCheck(res, nil, 200*time.Microsecond)
+	}
+}
+
+// A namespace that happens to be called "unknown" keeps its own series:
+// checks of namespaces the policy lacks are counted apart, under a label
+// no namespace can have.
+func TestNamespaceCalledUnknown(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	obs, err := metrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := policy.New([]policy.Namespace{{Name: "unknown", SubjectHeader: "X-User-ID",
+		Rules: []limit.Rule{{Name: "r", Algorithm: limit.FixedWindow, Limit: 1, Period: time.Minute}}}}, "v1", epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memstore.New(memstore.Options{Clock: clocktest.New(epoch), SweepInterval: -1})
+	defer st.Close()
+	svc, err := service.New(st, snap, service.Options{Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Check(context.Background(), service.Request{Namespace: "unknown", Subject: "u", Cost: 1})
+	svc.Check(context.Background(), service.Request{Namespace: "nope", Subject: "u", Cost: 1})
+	if n := histogramCount(t, reg, "unknown"); n != 1 {
+		t.Errorf("checks of the namespace called unknown: %d, want 1", n)
+	}
+	if n := histogramCount(t, reg, metrics.UnknownNamespace); n != 1 {
+		t.Errorf("checks of namespaces the policy lacks: %d, want 1", n)
+	}
+	m := series(t, reg, "ratelimiter_decided_by_total", map[string]string{"namespace": "unknown", "decided_by": "store", "outcome": "allowed"})
+	if got := m.GetCounter().GetValue(); got != 1 {
+		t.Errorf("decided_by of the namespace called unknown = %v, want 1", got)
 	}
 }

@@ -461,7 +461,7 @@ func TestMetricsAndConfigRoutes(t *testing.T) {
 	}
 	for _, line := range []string{
 		`ratelimiter_decisions_total{limit="per-10h",namespace="tiny",outcome="allowed"} 1`,
-		`ratelimiter_check_errors_total{kind="unknown_namespace",namespace="unknown"} 1`,
+		`ratelimiter_check_errors_total{kind="unknown_namespace",namespace="_unknown"} 1`,
 		`ratelimiter_config_info{version="v1"} 1`,
 	} {
 		if !strings.Contains(w.Body.String(), line) {
