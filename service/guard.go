@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -182,8 +183,10 @@ type guard struct {
 	shardOf     func(string) int
 	deny        *denyCache
 
-	shareMu sync.Mutex
-	shares  map[shareKey][]limit.Rule
+	// shares caches scaled limit sets: read by every check the local
+	// policy answers (all of them, in an outage), written once per set.
+	shares  sync.Map // shareKey -> []limit.Rule
+	nShares atomic.Int64
 }
 
 // errExcluded reports to the breaker a call that says nothing about the
@@ -206,7 +209,6 @@ func newGuard(g Guard, obs Observer) (*guard, error) {
 		closedRetry: g.ClosedRetryAfter,
 		fallback:    g.Fallback,
 		instances:   g.Instances,
-		shares:      make(map[shareKey][]limit.Rule),
 	}
 	if gd.timeout == 0 {
 		gd.timeout = DefaultStoreTimeout
@@ -408,19 +410,20 @@ func (g *guard) share(rules []limit.Rule, n int) []limit.Rule {
 		return rules
 	}
 	k := shareKey{&rules[0], n, len(rules)}
-	g.shareMu.Lock()
-	defer g.shareMu.Unlock()
-	if s, ok := g.shares[k]; ok {
-		return s
+	if s, ok := g.shares.Load(k); ok {
+		return s.([]limit.Rule)
 	}
-	if len(g.shares) >= maxShares {
-		clear(g.shares)
+	if g.nShares.Add(1) > maxShares {
+		g.shares.Clear()
+		g.nShares.Store(1)
 	}
 	s := make([]limit.Rule, len(rules))
 	for i, r := range rules {
 		s[i] = ShareRule(r, n)
 	}
-	g.shares[k] = s
+	// Concurrent first checks of a set may each store theirs: equal sets,
+	// the last one stays.
+	g.shares.Store(k, s)
 	return s
 }
 

@@ -25,8 +25,10 @@ package topk
 import (
 	"cmp"
 	"hash/maphash"
+	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/clock"
@@ -70,8 +72,11 @@ type Tracker struct {
 	o    Options
 	seed maphash.Seed
 
-	mu  sync.RWMutex
-	nss map[string]*namespace
+	// nss is read by every denial without a lock and replaced whole (copy
+	// on write) when a namespace comes or goes, which is rare: a shared
+	// read lock would be one cache line every core writes during a flood.
+	nss atomic.Pointer[map[string]*namespace]
+	mu  sync.Mutex // serializes the replacements
 }
 
 type namespace struct{ stripes []stripe }
@@ -96,7 +101,9 @@ func New(o Options) *Tracker {
 	if o.Clock == nil {
 		o.Clock = clock.System
 	}
-	return &Tracker{o: o, seed: maphash.MakeSeed(), nss: map[string]*namespace{}}
+	t := &Tracker{o: o, seed: maphash.MakeSeed()}
+	t.nss.Store(&map[string]*namespace{})
+	return t
 }
 
 // ObserveCheck implements service.Observer: it counts denied checks of
@@ -122,11 +129,12 @@ func (t *Tracker) ObserveCheck(res service.Result, err error, _ time.Duration) {
 func (t *Tracker) ObserveSnapshot(snap *policy.Snapshot) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for name := range t.nss {
-		if _, ok := snap.Namespace(name); !ok {
-			delete(t.nss, name)
-		}
-	}
+	next := maps.Clone(*t.nss.Load())
+	maps.DeleteFunc(next, func(name string, _ *namespace) bool {
+		_, ok := snap.Namespace(name)
+		return !ok
+	})
+	t.nss.Store(&next)
 }
 
 // Add counts one denial of subject in ns.
@@ -141,18 +149,18 @@ func (t *Tracker) Add(ns, subject string) {
 }
 
 func (t *Tracker) namespace(ns string) *namespace {
-	t.mu.RLock()
-	n := t.nss[ns]
-	t.mu.RUnlock()
-	if n != nil {
+	if n := (*t.nss.Load())[ns]; n != nil {
 		return n
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if n = t.nss[ns]; n == nil {
-		n = &namespace{stripes: make([]stripe, t.o.Stripes)}
-		t.nss[ns] = n
+	if n := (*t.nss.Load())[ns]; n != nil {
+		return n
 	}
+	n := &namespace{stripes: make([]stripe, t.o.Stripes)}
+	next := maps.Clone(*t.nss.Load())
+	next[ns] = n
+	t.nss.Store(&next)
 	return n
 }
 
@@ -177,9 +185,7 @@ func (t *Tracker) Window() time.Duration { return t.o.Window }
 
 // Top returns up to n subjects of ns, most denied first (ties by subject).
 func (t *Tracker) Top(ns string, n int) []Entry {
-	t.mu.RLock()
-	nsp := t.nss[ns]
-	t.mu.RUnlock()
+	nsp := (*t.nss.Load())[ns]
 	if nsp == nil || n <= 0 {
 		return []Entry{}
 	}

@@ -16,7 +16,20 @@ func (s *Store) Shard(storeKey string) int {
 	if !s.cluster {
 		return 0
 	}
-	return int(Slot(s.Key(storeKey, "")) / (16384 / ShardGroups))
+	return int(s.slot(storeKey) / (16384 / ShardGroups))
+}
+
+// slot is Slot(s.Key(storeKey, "")), the slot of every rule key of
+// storeKey, without building the key (Shard runs on every check): with a
+// prefix that has no '{', the hash tag is storeKey up to its first '}'.
+func (s *Store) slot(storeKey string) uint16 {
+	if !strings.Contains(s.prefix, "{") {
+		tag, _, _ := strings.Cut(storeKey, "}")
+		if tag != "" {
+			return crc16(tag) % 16384
+		}
+	}
+	return Slot(s.Key(storeKey, ""))
 }
 
 // ShardFunc returns what Store.Shard would, from the options alone: the

@@ -26,7 +26,15 @@ func TestSlotMatchesRedis(t *testing.T) {
 	if Slot("123456789") != 12739 { // the CRC-16/XMODEM check value 0x31C3 mod 16384
 		t.Errorf("Slot(123456789) = %d", Slot("123456789"))
 	}
-	for _, sk := range []string{"orders:u", "orders:a}b", "x:{y}"} {
+	// Shard's shortcut agrees with the slot of the keys themselves, also for
+	// subjects with braces, and with a prefix that has a brace of its own.
+	braced := &Store{prefix: "app{1}:", cluster: true}
+	for _, sk := range []string{"orders:u", "orders:a}b", "x:{y}", "}lead", "{"} {
+		if got, want := braced.Shard(sk), int(Slot(braced.Key(sk, "r")))/256; got != want {
+			t.Errorf("prefix with a brace: Shard(%q) = %d, the key's slot says %d", sk, got, want)
+		}
+	}
+	for _, sk := range []string{"orders:u", "orders:a}b", "x:{y}", "orders:{"} { // store keys start with a namespace
 		if Slot(s.Key(sk, "r1")) != Slot(s.Key(sk, "r2")) || s.Shard(sk) != int(Slot(s.Key(sk, "")))/256 {
 			t.Errorf("rules of %q do not share a shard", sk)
 		}
