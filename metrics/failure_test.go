@@ -57,62 +57,17 @@ ratelimiter_store_breaker_transitions_total{to="open"} 1
 		"ratelimiter_store_breakers_open", "ratelimiter_store_breaker_transitions_total"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.ToFloat64(obsStoreErrors(t, reg)); n != 5 {
+	if n := series(t, reg, "ratelimiter_check_errors_total", map[string]string{"namespace": "orders", "kind": "store"}).GetCounter().GetValue(); n != 5 {
 		t.Errorf("%v store errors counted, want the 5 answered by the policy", n)
 	}
 	for _, c := range []struct {
 		by, outcome string
 		n           float64
 	}{{"local", "allowed", 3}, {"local", "denied", 2}, {"store", "allowed", 0}, {"open", "allowed", 0}} {
-		m, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := -1.0
-		for _, f := range m {
-			if f.GetName() != "ratelimiter_decided_by_total" {
-				continue
-			}
-			for _, s := range f.GetMetric() {
-				l := map[string]string{}
-				for _, p := range s.GetLabel() {
-					l[p.GetName()] = p.GetValue()
-				}
-				if l["namespace"] == "orders" && l["decided_by"] == c.by && l["outcome"] == c.outcome {
-					got = s.GetCounter().GetValue()
-				}
-			}
-		}
+		got := series(t, reg, "ratelimiter_decided_by_total",
+			map[string]string{"namespace": "orders", "decided_by": c.by, "outcome": c.outcome}).GetCounter().GetValue()
 		if got != c.n {
 			t.Errorf("decided_by=%s outcome=%s: %v, want %v", c.by, c.outcome, got, c.n)
 		}
 	}
-}
-
-// obsStoreErrors returns the counter value of orders' store errors as a
-// collector for testutil.
-func obsStoreErrors(t *testing.T, reg *prometheus.Registry) prometheus.Collector {
-	t.Helper()
-	m, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range m {
-		if f.GetName() != "ratelimiter_check_errors_total" {
-			continue
-		}
-		for _, s := range f.GetMetric() {
-			l := map[string]string{}
-			for _, p := range s.GetLabel() {
-				l[p.GetName()] = p.GetValue()
-			}
-			if l["namespace"] == "orders" && l["kind"] == "store" {
-				c := prometheus.NewCounter(prometheus.CounterOpts{Name: "x"})
-				c.Add(s.GetCounter().GetValue())
-				return c
-			}
-		}
-	}
-	t.Fatal("no store error series for orders")
-	return nil
 }

@@ -173,9 +173,13 @@ func TestRedisResyncHealsAMissedNotice(t *testing.T) {
 	if err != nil || len(got) != 1 {
 		t.Fatalf("after the resync: %v %v", got, err)
 	}
-	// Once loaded, the revisions agree and the resync reports nothing new:
-	// a resync pass that saw the old revision may still be reporting, so
-	// wait for two quiet passes' worth of a later change instead.
+	// Once loaded, the revisions agree: a comparison reports nothing.
+	if err := reader.compareRevisions(ctx, []string{"orders"}, func(ns string) {
+		t.Errorf("the resync reported %s, whose revision this reader has loaded", ns)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// And a later change missed again is healed again.
 	n.drain()
 	if err := writer.Put(ctx, ov("orders", "v", 1, time.Time{}), 10); err != nil {
 		t.Fatal(err)

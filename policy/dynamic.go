@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -125,7 +126,7 @@ func (s *Snapshot) CheckOverride(o RuntimeOverride, now time.Time) ([]limit.Rule
 	if o.Expired(now) {
 		return nil, fmt.Errorf("%w: %w: expires_at %s is not in the future", ErrInvalid, ErrExpired, o.ExpiresAt.UTC().Format(time.RFC3339Nano))
 	}
-	return c.runtimeRules(o.Subject, o.Limits, filePatches(c.ns, o.Subject))
+	return c.runtimeRules(o.Subject, o.Limits, c.files[o.Subject])
 }
 
 // WithOverrides returns a snapshot of s's configuration file (s.Base())
@@ -166,21 +167,20 @@ func (s *Snapshot) WithOverrides(ovs []RuntimeOverride, now time.Time) (*Snapsho
 	}
 	for name, m := range byNS {
 		c := base.namespaces[name]
-		files := fileIndex(c.ns)
-		nc := &compiled{ns: c.ns, defaulted: c.defaulted, byName: c.byName,
+		nc := &compiled{ns: c.ns, defaulted: c.defaulted, byName: c.byName, files: c.files,
 			overrides: make(map[string][]limit.Rule, len(c.overrides)+len(m))}
 		for subj, rules := range c.overrides {
 			nc.overrides[subj] = rules
 		}
 		applied := make([]RuntimeOverride, 0, len(m))
 		for subj, o := range m {
-			rules, err := nc.runtimeRules(subj, o.Limits, files[subj])
+			rules, err := nc.runtimeRules(subj, o.Limits, c.files[subj])
 			if err != nil {
 				errs = append(errs, &OverrideError{name, subj, err})
 				continue
 			}
 			nc.overrides[subj] = rules
-			o.Limits = clonePatches(o.Limits)
+			o.Limits = maps.Clone(o.Limits)
 			applied = append(applied, o)
 			if !o.ExpiresAt.IsZero() && (layer.nextExpiry.IsZero() || o.ExpiresAt.Before(layer.nextExpiry)) {
 				layer.nextExpiry = o.ExpiresAt
@@ -276,35 +276,4 @@ func (c *compiled) ruleNames() string {
 		s += r.Name
 	}
 	return s
-}
-
-// filePatches returns the file's patches of subject in ns, or nil.
-func filePatches(ns *Namespace, subject string) map[string]Patch {
-	for _, o := range ns.Overrides {
-		for _, s := range o.Subjects {
-			if s == subject {
-				return o.Limits
-			}
-		}
-	}
-	return nil
-}
-
-// fileIndex maps the subjects of ns's file overrides to their patches.
-func fileIndex(ns *Namespace) map[string]map[string]Patch {
-	m := map[string]map[string]Patch{}
-	for _, o := range ns.Overrides {
-		for _, s := range o.Subjects {
-			m[s] = o.Limits
-		}
-	}
-	return m
-}
-
-func clonePatches(p map[string]Patch) map[string]Patch {
-	out := make(map[string]Patch, len(p))
-	for k, v := range p {
-		out[k] = v
-	}
-	return out
 }

@@ -80,6 +80,9 @@ type compiled struct {
 	// overrides (dynamic.go) patch with the same semantics as the file's.
 	defaulted []bool
 	byName    map[string]int
+	// files maps the subjects of the file's overrides to their patches,
+	// which a runtime override of the subject patches on top of.
+	files map[string]map[string]Patch
 }
 
 // Snapshot is an immutable, validated policy. It is safe for concurrent use.
@@ -148,7 +151,8 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 			}
 			*r = n
 		}
-		c := &compiled{ns: ns, overrides: map[string][]limit.Rule{}, defaulted: defaulted, byName: byName}
+		c := &compiled{ns: ns, overrides: map[string][]limit.Rule{}, defaulted: defaulted, byName: byName,
+			files: map[string]map[string]Patch{}}
 		for k, o := range ns.Overrides {
 			owhere := fmt.Sprintf("%s.overrides[%d]", where, k)
 			if len(o.Subjects) == 0 {
@@ -166,6 +170,7 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 					fail("%s.subjects: %q is overridden twice", owhere, subj)
 				}
 				c.overrides[subj] = rules
+				c.files[subj] = o.Limits
 			}
 		}
 		if nameRE.MatchString(ns.Name) {

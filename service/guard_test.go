@@ -197,12 +197,15 @@ func TestShareRule(t *testing.T) {
 }
 
 // The breaker opens once most calls fail, stops calling the store, probes
-// after OpenFor, and closes when the probes succeed.
+// after OpenFor, and closes when the probes succeed. The transitions reach
+// the breaker observer through service.Observers, as in serve, where
+// metrics share it with the top-K tracker.
 func TestBreaker(t *testing.T) {
 	f := &flaky{st: newMemstore(t, clocktest.New(epoch))}
 	rec := &breakerRecorder{}
 	g := service.Guard{Breaker: service.Breaker{MinCalls: 10, OpenFor: 30 * time.Millisecond, Probes: 2}}
-	svc, err := service.New(f, policySnapshot(t, "v1", tokenBucket("per-hour", 1000, time.Hour)), service.Options{Guard: &g, Observer: rec})
+	svc, err := service.New(f, policySnapshot(t, "v1", tokenBucket("per-hour", 1000, time.Hour)),
+		service.Options{Guard: &g, Observer: service.Observers(nopObserver{}, rec)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,27 +563,5 @@ func TestReadyDegraded(t *testing.T) {
 	svc = newGuarded(t, closed, snap, nil, service.Guard{Breaker: service.Breaker{Disabled: true}})
 	if err := svc.Ready(context.Background()); err == nil || errors.Is(err, service.ErrDegraded) {
 		t.Fatalf("Ready with the store closed = %v, want not ready", err)
-	}
-}
-
-// Observers passes breaker transitions on to the observers that take them:
-// metrics keep their breaker series when the top-K tracker is also
-// observing.
-func TestObserversForwardBreakerTransitions(t *testing.T) {
-	f := &flaky{st: newMemstore(t, clocktest.New(epoch))}
-	rec := &breakerRecorder{}
-	g := service.Guard{Breaker: service.Breaker{MinCalls: 10, OpenFor: time.Hour}}
-	svc, err := service.New(f, policySnapshot(t, "v1", tokenBucket("per-hour", 1000, time.Hour)),
-		service.Options{Guard: &g, Observer: service.Observers(nopObserver{}, rec)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	f.mode.Store(modeFail)
-	for i := range 10 {
-		check(t, svc, "local", fmt.Sprint("s", i), 1)
-	}
-	if got := rec.transitions(); got != "closed>open" {
-		t.Fatalf("transitions through Observers: %q, want closed>open", got)
 	}
 }

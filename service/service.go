@@ -318,9 +318,6 @@ func (s *Service) Validate(req Request) error {
 // produce (it starts with a control character) and consumes nothing.
 // The error wraps the store's error (store.ErrClosed after Close).
 func (s *Service) Ready(ctx context.Context) error {
-	if s.snap.Load() == nil {
-		return ErrNilSnapshot
-	}
 	_, err := s.store.Apply(ctx, store.Request{Key: readyKey, Rules: readyRules, Cost: 0})
 	switch {
 	case err == nil:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,7 +138,7 @@ func TestCheckErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		res, err := svc.Check(context.Background(), tc.req)
-		if !errors.Is(err, tc.want) || !contains(err.Error(), tc.text) {
+		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) {
 			t.Errorf("Check(%+v) = %v; want %v naming %q", tc.req, err, tc.want, tc.text)
 			continue
 		}
@@ -170,7 +171,7 @@ func TestCheckStoreErrors(t *testing.T) {
 	}
 	req := service.Request{Namespace: "orders", Subject: "a", Cost: 1}
 	_, err = svc.Check(context.Background(), req)
-	if !errors.Is(err, store.ErrUnavailable) || !contains(err.Error(), "connection refused") {
+	if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("unavailable store: %v", err)
 	}
 	if err := svc.Ready(context.Background()); !errors.Is(err, store.ErrUnavailable) {
@@ -355,15 +356,6 @@ func BenchmarkCheck(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }
 
 // Observers tells every observer, in order, and skips nil ones.

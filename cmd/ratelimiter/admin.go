@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/rueidis"
 
 	"github.com/distributedratelimiter/ratelimiter/config"
 	"github.com/distributedratelimiter/ratelimiter/metrics"
@@ -23,6 +22,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store"
 	"github.com/distributedratelimiter/ratelimiter/store/pending"
+	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 	"github.com/distributedratelimiter/ratelimiter/topk"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 )
@@ -98,9 +98,10 @@ type live struct {
 	ovPending *overrides.Pending
 }
 
-// redisClienter is a store that exposes its Redis client
-// (*redisstore.Store).
-type redisClienter interface{ Client() rueidis.Client }
+// redisOverrides is the Redis override store over rs's client.
+func redisOverrides(f serveFlags, rs *redisstore.Store, log *slog.Logger) (*overrides.RedisStore, error) {
+	return overrides.NewRedis(rs.Client(), overrides.RedisOptions{Resync: f.live.resync, Logger: log})
+}
 
 func newOverrideStore(f serveFlags, st store.Store, log *slog.Logger) (overrides.Store, error) {
 	if f.store != "redis" {
@@ -113,14 +114,13 @@ func newOverrideStore(f serveFlags, st store.Store, log *slog.Logger) (overrides
 	if f.live.overridesFile != "" {
 		return nil, errors.New("--overrides-file applies to the memory store; with --store redis the overrides live in Redis")
 	}
-	if _, ok := st.(*pending.Store); ok {
+	switch st := st.(type) {
+	case *redisstore.Store:
+		return redisOverrides(f, st, log)
+	case *pending.Store:
 		return overrides.NewPending(), nil
 	}
-	rc, ok := st.(redisClienter)
-	if !ok {
-		return nil, fmt.Errorf("the redis store %T does not expose its client", st)
-	}
-	return overrides.NewRedis(rc.Client(), overrides.RedisOptions{Resync: f.live.resync, Logger: log})
+	return nil, fmt.Errorf("--store redis with a %T store", st)
 }
 
 // startLive builds the controller of svc's policy, loads the runtime

@@ -21,7 +21,6 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/clock"
 	"github.com/distributedratelimiter/ratelimiter/config"
 	"github.com/distributedratelimiter/ratelimiter/metrics"
-	"github.com/distributedratelimiter/ratelimiter/overrides"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store"
@@ -236,7 +235,7 @@ func connectLater(ctx context.Context, f serveFlags, p *pending.Store, gd *guard
 	}
 	gd.attach(rs)
 	if lv.ovPending != nil {
-		ovs, err := overrides.NewRedis(rs.Client(), overrides.RedisOptions{Resync: f.live.resync, Logger: log})
+		ovs, err := redisOverrides(f, rs, log)
 		if err != nil {
 			log.Error("runtime overrides: cannot use redis", "err", err)
 		} else {

@@ -264,23 +264,30 @@ func (s *Store) applySlow(sh *shard, h uint64, tag uint32, req store.Request, no
 			}
 			// A collision of the first hash: the newcomer replaces the
 			// entry when it consumes, as if the key were absent.
-			var buf [limit.MaxRules]limit.State
-			st := buf[:len(req.Rules)]
-			v, changed := limit.Apply(req.Rules, st, now, req.Cost)
+			v, fresh, changed := applyFresh(tag, req, now)
 			if changed {
-				*e = newEntry(tag, req.Rules, st)
+				*e = fresh
 			}
 			return v
 		}
 	}
+	v, fresh, changed := applyFresh(tag, req, now)
+	if changed {
+		s.insert(sh, h, &fresh, now)
+	}
+	return v
+}
+
+// applyFresh applies req to fresh states: the verdict, and when it
+// consumed, the entry to store.
+func applyFresh(tag uint32, req store.Request, now int64) (limit.Verdict, entry, bool) {
 	var buf [limit.MaxRules]limit.State
 	st := buf[:len(req.Rules)]
 	v, changed := limit.Apply(req.Rules, st, now, req.Cost)
-	if changed {
-		e := newEntry(tag, req.Rules, st)
-		s.insert(sh, h, &e, now)
+	if !changed {
+		return v, entry{}, false
 	}
-	return v
+	return v, newEntry(tag, req.Rules, st), true
 }
 
 // update applies req to the held entry e, whose slot the caller locked.

@@ -191,21 +191,7 @@ func TestChecksExactUnderRestructuring(t *testing.T) {
 	// Each checker goes round all subjects 400 times from its own offset:
 	// 1600 tries for a limit of 1000.
 	const subjects, checkers, rounds = 64, 4, 400
-	admitted := make([][subjects]int, checkers)
-	var wg sync.WaitGroup
-	for g := range checkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := range rounds * subjects {
-				i := (r + g*subjects/checkers) % subjects
-				if check(t, s, fmt.Sprintf("held-%d", i), held, 1).Allowed {
-					admitted[g][i]++
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	admitted := checkRound(t, s, held, subjects, checkers, rounds)
 	close(stop)
 	churners.Wait()
 
@@ -213,11 +199,7 @@ func TestChecksExactUnderRestructuring(t *testing.T) {
 	if st.Expired == 0 {
 		t.Fatalf("stats %+v: nothing was removed while the checks ran", st)
 	}
-	for i := range subjects {
-		sum := 0
-		for g := range checkers {
-			sum += admitted[g][i]
-		}
+	for i, sum := range admitted {
 		if sum != 1000 {
 			t.Errorf("held-%d admitted %d of 1600 tries, want exactly 1000", i, sum)
 		}
@@ -335,23 +317,8 @@ func TestEvictionSparesEntriesRefreshedAfterSampling(t *testing.T) {
 
 	const subjects, checkers, windows, tries = 16, 2, 200, 40 // 80 tries a window for 50
 	for w := range windows {
-		admitted := make([][subjects]int, checkers)
-		var wg sync.WaitGroup
-		for g := range checkers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for r := range tries * subjects {
-					i := (r + g*subjects/checkers) % subjects
-					if check(t, s, fmt.Sprintf("held-%d", i), held, 1).Allowed {
-						admitted[g][i]++
-					}
-				}
-			}()
-		}
-		wg.Wait()
-		for i := range subjects {
-			if sum := admitted[0][i] + admitted[1][i]; sum != 50 {
+		for i, sum := range checkRound(t, s, held, subjects, checkers, tries) {
+			if sum != 50 {
 				t.Errorf("window %d: held-%d admitted %d of 80, want exactly 50", w, i, sum)
 			}
 		}
@@ -414,4 +381,34 @@ func loop(wg *sync.WaitGroup, stop <-chan struct{}, f func(i int)) {
 			f(i)
 		}
 	}()
+}
+
+// checkRound has checkers goroutines each go round subjects held-0 ..
+// held-(subjects-1) rounds times, from its own offset, and returns how
+// many checks of each subject were admitted.
+func checkRound(t *testing.T, s *Store, rules []limit.Rule, subjects, checkers, rounds int) []int {
+	t.Helper()
+	admitted := make([][]int, checkers)
+	var wg sync.WaitGroup
+	for g := range checkers {
+		admitted[g] = make([]int, subjects)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range rounds * subjects {
+				i := (r + g*subjects/checkers) % subjects
+				if check(t, s, fmt.Sprintf("held-%d", i), rules, 1).Allowed {
+					admitted[g][i]++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	sums := make([]int, subjects)
+	for _, a := range admitted {
+		for i, n := range a {
+			sums[i] += n
+		}
+	}
+	return sums
 }

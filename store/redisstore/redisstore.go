@@ -512,14 +512,6 @@ func (s *Store) Close() error {
 // Client returns the underlying client (for health checks and tests).
 func (s *Store) Client() rueidis.Client { return s.client }
 
-// Ping checks that Redis answers.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.client.Do(ctx, s.client.B().Ping().Build()).Error(); err != nil {
-		return fmt.Errorf("redisstore: ping: %w: %w", store.ErrUnavailable, err)
-	}
-	return nil
-}
-
 // String describes the store for logs.
 func (s *Store) String() string {
 	mode := "standalone"
