@@ -27,9 +27,8 @@ const (
 
 // ClusterSet is a Redis Cluster started by [Cluster].
 type ClusterSet struct {
-	primaries          int
-	replicasPerPrimary int
-	nodes              []*Server
+	primaries int
+	nodes     []*Server
 }
 
 // Cluster starts primaries*(1+replicasPerPrimary) cluster-enabled
@@ -57,7 +56,7 @@ func Cluster(t testing.TB, primaries, replicasPerPrimary int, opts ...Option) *C
 		t.Fatalf("redistest: Cluster: negative replica count %d", replicasPerPrimary)
 	}
 	cli := CLIBinary(t)
-	c := &ClusterSet{primaries: primaries, replicasPerPrimary: replicasPerPrimary}
+	c := &ClusterSet{primaries: primaries}
 	total := primaries * (1 + replicasPerPrimary)
 	for i := range total {
 		o := buildOptions(fmt.Sprintf("node-%d", i+1), opts)

@@ -62,9 +62,8 @@ func lookBinary(t testing.TB, name string) string {
 type Option func(*options)
 
 type options struct {
-	args         []string
-	startTimeout time.Duration
-	name         string
+	args []string
+	name string
 }
 
 // WithArgs appends command-line arguments to redis-server, e.g.
@@ -82,7 +81,7 @@ func WithName(name string) Option {
 }
 
 func buildOptions(defaultName string, opts []Option) options {
-	o := options{startTimeout: DefaultStartTimeout, name: defaultName}
+	o := options{name: defaultName}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -94,12 +93,11 @@ func buildOptions(defaultName string, opts []Option) options {
 // [Server.Stop], [Server.Kill] and [Server.Restart]. Methods are safe for
 // concurrent use, except [Server.MustDo], which fails the test.
 type Server struct {
-	t            testing.TB
-	name         string
-	bin          string
-	dir          string
-	logFile      string
-	startTimeout time.Duration
+	t       testing.TB
+	name    string
+	bin     string
+	dir     string
+	logFile string
 
 	// Set once by the first successful start, before the Server is
 	// returned; never changed afterwards.
@@ -161,12 +159,11 @@ func startWith(t testing.TB, o options, nports int, argv func(s *Server, ports [
 	bin := Binary(t)
 	dir := t.TempDir()
 	s := &Server{
-		t:            t,
-		name:         o.name,
-		bin:          bin,
-		dir:          dir,
-		logFile:      filepath.Join(dir, "redis.log"),
-		startTimeout: o.startTimeout,
+		t:       t,
+		name:    o.name,
+		bin:     bin,
+		dir:     dir,
+		logFile: filepath.Join(dir, "redis.log"),
 	}
 	t.Cleanup(s.cleanup)
 
@@ -217,7 +214,7 @@ func (s *Server) startLocked(port int, args []string) error {
 	}
 	s.proc = p
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := waitReady(p, addr, s.startTimeout); err != nil {
+	if err := waitReady(p, addr, DefaultStartTimeout); err != nil {
 		// Never leave a half-started process behind.
 		if kerr := p.kill(); kerr != nil {
 			err = fmt.Errorf("%w (and stopping it: %v)", err, kerr)
@@ -356,7 +353,7 @@ func (s *Server) Restart() error {
 	if err := s.stopLocked(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(s.startTimeout)
+	deadline := time.Now().Add(DefaultStartTimeout)
 	for {
 		err := s.startLocked(s.port, s.args)
 		if err == nil {

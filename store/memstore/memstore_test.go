@@ -29,15 +29,6 @@ func TestConformanceOneShard(t *testing.T) {
 	})
 }
 
-func mustRule(t testing.TB, r limit.Rule) []limit.Rule {
-	t.Helper()
-	n, err := r.Normalize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return []limit.Rule{n}
-}
-
 func check(t testing.TB, s *Store, key string, rules []limit.Rule, cost int64) limit.Verdict {
 	t.Helper()
 	v, err := s.Apply(context.Background(), store.Request{Key: key, Rules: rules, Cost: cost})
@@ -51,7 +42,7 @@ func TestExpiredEntriesAreDropped(t *testing.T) {
 	clk := clocktest.New(storetest.Epoch)
 	s := New(Options{Clock: clk, SweepInterval: -1})
 	defer s.Close()
-	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Second})
+	rules := storetest.Rules(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Second})
 	for i := 0; i < 50; i++ {
 		check(t, s, fmt.Sprintf("k%d", i), rules, 1)
 	}
@@ -74,7 +65,7 @@ func TestExpiredEntriesAreDropped(t *testing.T) {
 func TestDeniedAndPeekingRequestsLeaveNoEntry(t *testing.T) {
 	s := New(Options{Clock: clocktest.New(storetest.Epoch), SweepInterval: -1})
 	defer s.Close()
-	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.FixedWindow, Limit: 2, Period: time.Minute})
+	rules := storetest.Rules(t, limit.Rule{Name: "a", Algorithm: limit.FixedWindow, Limit: 2, Period: time.Minute})
 	check(t, s, "peek", rules, 0)
 	check(t, s, "huge", rules, 3)
 	if got := s.Stats().Keys; got != 0 {
@@ -88,7 +79,7 @@ func TestBoundEvictsEntriesClosestToFresh(t *testing.T) {
 	clk := clocktest.New(storetest.Epoch)
 	s := New(Options{Clock: clk, MaxKeys: 100, Shards: 1, SweepInterval: -1})
 	defer s.Close()
-	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
+	rules := storetest.Rules(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
 	check(t, s, "abuser", rules, 10) // exhausted: state one hour ahead
 	for i := 0; i < 10_000; i++ {
 		check(t, s, fmt.Sprintf("flood-%d", i), rules, 1) // six minutes ahead each
@@ -109,7 +100,7 @@ func TestBoundPrefersExpiredEntries(t *testing.T) {
 	clk := clocktest.New(storetest.Epoch)
 	s := New(Options{Clock: clk, MaxKeys: 8, Shards: 1, SweepInterval: -1})
 	defer s.Close()
-	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second})
+	rules := storetest.Rules(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second})
 	for i := 0; i < 8; i++ {
 		check(t, s, fmt.Sprintf("old-%d", i), rules, 1)
 	}
@@ -123,7 +114,7 @@ func TestBoundPrefersExpiredEntries(t *testing.T) {
 func TestJanitorSweeps(t *testing.T) {
 	clk := clocktest.New(storetest.Epoch)
 	s := New(Options{Clock: clk, SweepInterval: time.Millisecond})
-	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second})
+	rules := storetest.Rules(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second})
 	check(t, s, "k", rules, 1)
 	clk.Advance(time.Hour)
 	deadline := time.Now().Add(10 * time.Second)
@@ -142,7 +133,7 @@ func TestJanitorSweeps(t *testing.T) {
 func TestBoundHoldsUnderConcurrentInserts(t *testing.T) {
 	s := New(Options{Clock: clocktest.New(storetest.Epoch), MaxKeys: 64, Shards: 4, SweepInterval: -1})
 	defer s.Close()
-	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
+	rules := storetest.Rules(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
 	var wg sync.WaitGroup
 	for g := 0; g < 16; g++ {
 		wg.Add(1)
@@ -170,8 +161,8 @@ func TestRealignedEntryLivesAsLongAsTheNewSetNeedsIt(t *testing.T) {
 	clk := clocktest.New(storetest.Epoch)
 	s := New(Options{Clock: clk, SweepInterval: -1})
 	defer s.Close()
-	perSecond := mustRule(t, limit.Rule{Name: "w", Algorithm: limit.FixedWindow, Limit: 1, Period: time.Second})
-	perHour := mustRule(t, limit.Rule{Name: "w", Algorithm: limit.FixedWindow, Limit: 1, Period: time.Hour})
+	perSecond := storetest.Rules(t, limit.Rule{Name: "w", Algorithm: limit.FixedWindow, Limit: 1, Period: time.Second})
+	perHour := storetest.Rules(t, limit.Rule{Name: "w", Algorithm: limit.FixedWindow, Limit: 1, Period: time.Hour})
 	if !check(t, s, "k", perSecond, 1).Allowed {
 		t.Fatal("first check denied")
 	}

@@ -170,10 +170,10 @@ func TestChecksExactUnderRestructuring(t *testing.T) {
 	// eviction under concurrency).
 	s := New(Options{Clock: clk, Shards: 1, MaxKeys: 1 << 30, SweepInterval: -1})
 	defer s.Close()
-	held := mustRule(t, limit.Rule{Name: "h", Algorithm: limit.FixedWindow, Limit: 1000, Period: time.Hour})
+	held := storetest.Rules(t, limit.Rule{Name: "h", Algorithm: limit.FixedWindow, Limit: 1000, Period: time.Hour})
 	// Churned subjects are fresh again one microsecond after a check, so the
 	// sweeper and every insert's sampling drop them.
-	churn := mustRule(t, limit.Rule{Name: "c", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Millisecond})
+	churn := storetest.Rules(t, limit.Rule{Name: "c", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Millisecond})
 
 	stop := make(chan struct{})
 	var churners sync.WaitGroup
@@ -219,8 +219,8 @@ func TestSweepShrinksTables(t *testing.T) {
 	clk := clocktest.New(storetest.Epoch)
 	s := New(Options{Clock: clk, Shards: 2, SweepInterval: -1})
 	defer s.Close()
-	rules := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second})
-	keep := mustRule(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Hour})
+	rules := storetest.Rules(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second})
+	keep := storetest.Rules(t, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Hour})
 	for i := range 10_000 {
 		check(t, s, fmt.Sprintf("flood-%d", i), rules, 1)
 	}
@@ -257,7 +257,7 @@ func TestSweepShrinksTables(t *testing.T) {
 func TestPanicUnderSlotLockReleasesIt(t *testing.T) {
 	s := New(Options{Clock: clocktest.New(storetest.Epoch), Shards: 1, SweepInterval: -1})
 	defer s.Close()
-	rules := mustRules(t,
+	rules := storetest.Rules(t,
 		limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Second},
 		limit.Rule{Name: "b", Algorithm: limit.FixedWindow, Limit: 100, Period: time.Minute})
 	check(t, s, "k", rules, 1)
@@ -280,18 +280,6 @@ func TestPanicUnderSlotLockReleasesIt(t *testing.T) {
 	}
 }
 
-func mustRules(t *testing.T, rules ...limit.Rule) []limit.Rule {
-	t.Helper()
-	for i := range rules {
-		r, err := rules[i].Normalize()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rules[i] = r
-	}
-	return rules
-}
-
 // Eviction samples entries, unlocks them, and removes the expired ones (or
 // the victim) afterwards; checks of held subjects refresh entries without
 // the shard mutex in between. An entry refreshed after it was sampled must
@@ -303,8 +291,8 @@ func TestEvictionSparesEntriesRefreshedAfterSampling(t *testing.T) {
 	clk := clocktest.New(storetest.Epoch)
 	s := New(Options{Clock: clk, Shards: 1, MaxKeys: 256, SweepInterval: -1})
 	defer s.Close()
-	held := mustRule(t, limit.Rule{Name: "h", Algorithm: limit.FixedWindow, Limit: 50, Period: time.Millisecond})
-	churn := mustRule(t, limit.Rule{Name: "c", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Millisecond})
+	held := storetest.Rules(t, limit.Rule{Name: "h", Algorithm: limit.FixedWindow, Limit: 50, Period: time.Millisecond})
+	churn := storetest.Rules(t, limit.Rule{Name: "c", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Millisecond})
 
 	stop := make(chan struct{})
 	var churners sync.WaitGroup
@@ -342,10 +330,10 @@ func TestLinearizableUnderRestructuring(t *testing.T) {
 	clk := clocktest.New(storetest.Epoch)
 	s := New(Options{Clock: clk, Shards: 1, SweepInterval: -1})
 	defer s.Close()
-	churn := mustRule(t, limit.Rule{Name: "c", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Millisecond})
+	churn := storetest.Rules(t, limit.Rule{Name: "c", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Millisecond})
 	var round atomic.Int64
 	storetest.CheckLinearizable(t, s, clk, storetest.LinOptions{
-		Rules: mustRules(t,
+		Rules: storetest.Rules(t,
 			limit.Rule{Name: "tb", Algorithm: limit.TokenBucket, Limit: 30, Period: time.Second},
 			limit.Rule{Name: "fw", Algorithm: limit.FixedWindow, Limit: 80, Period: time.Second},
 			limit.Rule{Name: "swl", Algorithm: limit.SlidingWindowLog, Limit: 35, Period: time.Second}),

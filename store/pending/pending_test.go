@@ -16,11 +16,7 @@ import (
 
 func rules(t *testing.T) []limit.Rule {
 	t.Helper()
-	r, err := limit.Rule{Name: "a", Algorithm: limit.FixedWindow, Limit: 3, Period: time.Hour}.Normalize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return []limit.Rule{r}
+	return storetest.Rules(t, limit.Rule{Name: "a", Algorithm: limit.FixedWindow, Limit: 3, Period: time.Hour})
 }
 
 func TestBeforeAndAfterSet(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/internal/redistest"
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/store/storetest"
 )
 
 // No test of the package leaves a goroutine behind: a closed Store has
@@ -39,7 +40,7 @@ var leakOptions = []goleak.Option{
 func TestDeadlineUnderStall(t *testing.T) {
 	srv := redistest.Standalone(t)
 	s := open(t, Options{Addrs: []string{srv.Addr()}})
-	rules := mustRules(t, limit.Rule{Name: "r", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Hour})
+	rules := storetest.Rules(t, limit.Rule{Name: "r", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Hour})
 	ctx := context.Background()
 	if _, err := s.Apply(ctx, store.Request{Key: "ns:u", Rules: rules, Cost: 1}); err != nil {
 		t.Fatal(err)

@@ -12,19 +12,8 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/internal/redistest"
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/store/storetest"
 )
-
-func mustRules(t *testing.T, rs ...limit.Rule) []limit.Rule {
-	t.Helper()
-	for i := range rs {
-		n, err := rs[i].Normalize()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs[i] = n
-	}
-	return rs
-}
 
 func open(t *testing.T, opts Options) *Store {
 	t.Helper()
@@ -41,7 +30,7 @@ func open(t *testing.T, opts Options) *Store {
 func TestServerClockTokenBucket(t *testing.T) {
 	srv := redistest.Standalone(t)
 	s := open(t, Options{Addrs: []string{srv.Addr()}})
-	rules := mustRules(t, limit.Rule{Name: "per-10h", Algorithm: limit.TokenBucket, Limit: 5, Period: 10 * time.Hour})
+	rules := storetest.Rules(t, limit.Rule{Name: "per-10h", Algorithm: limit.TokenBucket, Limit: 5, Period: 10 * time.Hour})
 	ctx := context.Background()
 	for i := int64(0); i < 5; i++ {
 		v, err := s.Apply(ctx, store.Request{Key: "orders:user-42", Rules: rules, Cost: 1})
@@ -70,7 +59,7 @@ func TestInstancesShareExactCounts(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		stores = append(stores, open(t, Options{Addrs: []string{srv.Addr()}}))
 	}
-	rules := mustRules(t,
+	rules := storetest.Rules(t,
 		limit.Rule{Name: "per-hour", Algorithm: limit.TokenBucket, Limit: 100, Period: time.Hour},
 		limit.Rule{Name: "per-day", Algorithm: limit.SlidingWindowCounter, Limit: 150, Period: 24 * time.Hour},
 	)
@@ -114,7 +103,7 @@ func TestInstancesShareExactCounts(t *testing.T) {
 func TestRedisDownAndBack(t *testing.T) {
 	srv := redistest.Standalone(t)
 	s := open(t, Options{Addrs: []string{srv.Addr()}, Timeout: 2 * time.Second})
-	rules := mustRules(t, limit.Rule{Name: "r", Algorithm: limit.FixedWindow, Limit: 10, Period: time.Hour})
+	rules := storetest.Rules(t, limit.Rule{Name: "r", Algorithm: limit.FixedWindow, Limit: 10, Period: time.Hour})
 	ctx := context.Background()
 	if _, err := s.Apply(ctx, store.Request{Key: "ns:u", Rules: rules, Cost: 1}); err != nil {
 		t.Fatal(err)
@@ -154,7 +143,7 @@ func TestRedisDownAndBack(t *testing.T) {
 func TestContextCancel(t *testing.T) {
 	srv := redistest.Standalone(t)
 	s := open(t, Options{Addrs: []string{srv.Addr()}})
-	rules := mustRules(t, limit.Rule{Name: "r", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
+	rules := storetest.Rules(t, limit.Rule{Name: "r", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := s.Apply(ctx, store.Request{Key: "ns:u", Rules: rules, Cost: 1}); !errors.Is(err, context.Canceled) || !errors.Is(err, store.ErrUnavailable) {
@@ -187,7 +176,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 func TestReadsOlderBucketValues(t *testing.T) {
 	srv := redistest.Standalone(t)
 	s := open(t, Options{Addrs: []string{srv.Addr()}})
-	rules := mustRules(t, limit.Rule{Name: "r", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
+	rules := storetest.Rules(t, limit.Rule{Name: "r", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour})
 	srv.MustDo("SET", s.Key("ns:old", "r"), "1 1 0 360000000000", "PX", "60000")
 	v, err := s.Apply(context.Background(), store.Request{Key: "ns:old", Rules: rules, Cost: 1})
 	if err != nil || !v.Allowed || v.D[0].Remaining != 9 {

@@ -54,6 +54,21 @@ func Run(t *testing.T, newStore Factory) {
 	}
 }
 
+// Rules returns rs normalized, failing t on an invalid one: the limit sets
+// of store tests.
+func Rules(t testing.TB, rs ...limit.Rule) []limit.Rule {
+	t.Helper()
+	out := make([]limit.Rule, len(rs))
+	for i, r := range rs {
+		n, err := r.Normalize()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = n
+	}
+	return out
+}
+
 func rule(name string, a limit.Algorithm, lim int64, period time.Duration, burst int64) limit.Rule {
 	r, err := limit.Rule{Name: name, Algorithm: a, Limit: lim, Period: period, Burst: burst}.Normalize()
 	if err != nil {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,22 +55,18 @@ func TestLinearizabilityCheckCatchesLostUpdates(t *testing.T) {
 	var ops []porcupine.Operation
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	var seq int64
-	var seqMu sync.Mutex
-	tick := func() int64 { seqMu.Lock(); defer seqMu.Unlock(); seq++; return seq }
+	var seq atomic.Int64 // the same call/return clock as CheckLinearizable's
 	for c := 0; c < 64; c++ {
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
-			for i := 0; i < 1; i++ {
-				in := linInput{key: "k", now: clk.Now().UnixNano(), cost: 1}
-				call := tick()
-				v, _ := racy.Apply(context.Background(), store.Request{Key: "k", Rules: rules, Cost: 1})
-				ret := tick()
-				mu.Lock()
-				ops = append(ops, porcupine.Operation{ClientId: c, Input: in, Call: call, Output: v, Return: ret})
-				mu.Unlock()
-			}
+			in := linInput{key: "k", now: clk.Now().UnixNano(), cost: 1}
+			call := seq.Add(1)
+			v, _ := racy.Apply(context.Background(), store.Request{Key: "k", Rules: rules, Cost: 1})
+			ret := seq.Add(1)
+			mu.Lock()
+			ops = append(ops, porcupine.Operation{ClientId: c, Input: in, Call: call, Output: v, Return: ret})
+			mu.Unlock()
 		}(c)
 	}
 	wg.Wait()
