@@ -281,14 +281,6 @@ type ruleInfo struct {
 	valid bool            // the rule decodes and normalizes
 }
 
-// bucket reports whether burst applies to a.
-func bucket(a limit.Algorithm) bool { return a == limit.TokenBucket || a == limit.LeakyBucket }
-
-// burstOnWindow is the message for a burst set on a window algorithm.
-func burstOnWindow(a limit.Algorithm) string {
-	return fmt.Sprintf("applies only to token_bucket, gcra and leaky_bucket, not %v", a)
-}
-
 // rules reads the limits of a namespace. base maps the limit names, as
 // written, to what overrides need to know of them.
 func (c *checker) rules(items []*yaml.Node, path, pp string) ([]limit.Rule, map[string]ruleInfo) {
@@ -340,8 +332,8 @@ func (c *checker) rule(n *yaml.Node, nm named, pp string) (limit.Rule, ruleInfo)
 		bpath := join(nm.path, "burst")
 		if v, ok := c.integer(b.val, bpath); ok {
 			switch {
-			case r.Algorithm != 0 && !bucket(r.Algorithm):
-				c.errorf(b.val.Line, bpath, "%s", burstOnWindow(r.Algorithm))
+			case r.Algorithm != 0 && !r.Algorithm.Bucket():
+				c.errorf(b.val.Line, bpath, "%s", limit.BurstOnWindow(r.Algorithm))
 			case v <= 0: // 0 would silently mean "= limit": omit burst for that
 				c.errorf(b.val.Line, bpath, "%s", outside(strconv.FormatInt(v, 10)))
 			default:
@@ -498,8 +490,8 @@ func (c *checker) patch(e field, path, pp string, alg limit.Algorithm) (policy.P
 		bpath := join(path, "burst")
 		if p.Burst, ok = c.integer(v.val, bpath); ok {
 			switch {
-			case alg != 0 && !bucket(alg):
-				c.errorf(v.val.Line, bpath, "%s", burstOnWindow(alg))
+			case alg != 0 && !alg.Bucket():
+				c.errorf(v.val.Line, bpath, "%s", limit.BurstOnWindow(alg))
 				ok = false
 			case p.Burst <= 0:
 				c.errorf(v.val.Line, bpath, "%s", outside(strconv.FormatInt(p.Burst, 10)))

@@ -73,6 +73,15 @@ func (a Algorithm) String() string {
 	return algorithmNames[a]
 }
 
+// Bucket reports whether a is a bucket algorithm (token_bucket/gcra,
+// leaky_bucket): the ones a burst applies to.
+func (a Algorithm) Bucket() bool { return a == TokenBucket || a == LeakyBucket }
+
+// BurstOnWindow is the message for a burst given to a window algorithm a.
+func BurstOnWindow(a Algorithm) string {
+	return fmt.Sprintf("applies only to token_bucket, gcra and leaky_bucket, not %v", a)
+}
+
 // Algorithms lists the configuration names ParseAlgorithm accepts.
 func Algorithms() []string {
 	return []string{"token_bucket", "gcra", "leaky_bucket", "sliding_window_log", "sliding_window_counter", "fixed_window"}
@@ -202,7 +211,7 @@ func (r Rule) Validate() error {
 // Capacity is the largest cost a single request may ever have: Burst for the
 // bucket algorithms, Limit for the window algorithms.
 func (r Rule) Capacity() int64 {
-	if r.Algorithm == TokenBucket || r.Algorithm == LeakyBucket {
+	if r.Algorithm.Bucket() {
 		return r.Burst
 	}
 	return r.Limit

@@ -229,9 +229,6 @@ func (c *compiled) runtimeRules(subject string, patches, file map[string]Patch) 
 		if p == (Patch{}) {
 			return nil, fmt.Errorf("%w: limits[%s]: want at least one of limit, period, burst, algorithm", ErrInvalid, name)
 		}
-		if p.Limit < 0 || p.Period < 0 || p.Burst < 0 {
-			return nil, fmt.Errorf("%w: limits[%s]: limit, period and burst must not be negative", ErrInvalid, name)
-		}
 		f := merged[name]
 		if p.Algorithm != 0 {
 			if _, err := limit.ParseAlgorithm(p.Algorithm.String()); err != nil {
@@ -243,9 +240,6 @@ func (c *compiled) runtimeRules(subject string, patches, file map[string]Patch) 
 		if alg == 0 {
 			alg = c.ns.Rules[j].Algorithm
 		}
-		if p.Burst != 0 && alg != limit.TokenBucket && alg != limit.LeakyBucket {
-			return nil, fmt.Errorf("%w: limits[%s].burst: applies only to token_bucket, gcra and leaky_bucket, not %v", ErrInvalid, name, alg)
-		}
 		if p.Limit != 0 {
 			f.Limit = p.Limit
 		}
@@ -254,10 +248,11 @@ func (c *compiled) runtimeRules(subject string, patches, file map[string]Patch) 
 		}
 		if p.Burst != 0 {
 			f.Burst = p.Burst
-		}
-		if alg != limit.TokenBucket && alg != limit.LeakyBucket {
+		} else if !alg.Bucket() {
 			f.Burst = 0 // a file burst does not survive a switch to a window algorithm
 		}
+		// Negative fields and a burst on a window algorithm are refused by
+		// applyPatches, for file and runtime overrides alike.
 		merged[name] = f
 	}
 	rules, err := applyPatches(c.ns.Rules, c.defaulted, c.byName, merged)

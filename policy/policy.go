@@ -221,6 +221,9 @@ func applyPatches(rules []limit.Rule, defaulted []bool, byName map[string]int, p
 		if p.Limit < 0 || p.Burst < 0 || p.Period < 0 {
 			return nil, fmt.Errorf("[%s]: limit, period and burst must not be negative", name)
 		}
+		if p.Burst != 0 && !r.Algorithm.Bucket() {
+			return nil, fmt.Errorf("[%s].burst: %s", name, limit.BurstOnWindow(r.Algorithm))
+		}
 		n, err := r.Normalize()
 		if err != nil {
 			return nil, fmt.Errorf("[%s]: %w", name, err)

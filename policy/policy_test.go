@@ -129,3 +129,15 @@ func TestResolveDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Resolve allocates %v times", n)
 	}
 }
+
+// A file override that gives a burst to a window algorithm is refused by
+// New itself, not only by the configuration checker (which adds the line):
+// a programmatic policy cannot lose it silently.
+func TestNewRefusesBurstOnAWindow(t *testing.T) {
+	nss := orders()
+	nss[0].Overrides = []Override{{Subjects: []string{"vip"}, Limits: map[string]Patch{"per-hour": {Burst: 5}}}}
+	_, err := New(nss, "v1", time.Time{})
+	if err == nil || !strings.Contains(err.Error(), "per-hour].burst: applies only to token_bucket, gcra and leaky_bucket, not sliding_window_counter") {
+		t.Fatalf("burst on a window in a file override: %v", err)
+	}
+}
