@@ -1,7 +1,6 @@
 package chaostest
 
 import (
-	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -225,7 +224,9 @@ func TestSentinelPrimaryKilledUnderLoad(t *testing.T) {
 	if err := old.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	waitReplicaUp(t, old)
+	if err := old.WaitReplicaUp(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
 	l = &load{instances: ins, subjects: 30, workers: 6, interval: 2 * time.Millisecond}
 	l.start()
 	time.Sleep(time.Second)
@@ -278,18 +279,5 @@ func TestSentinelPrimaryKilledUnderLoad(t *testing.T) {
 	}
 	if slow*50 > len(tail) {
 		t.Fatalf("graceful failover: %d of the last %d checks missed the store's deadline", slow, len(tail))
-	}
-}
-
-func waitReplicaUp(t *testing.T, srv *redistest.Server) {
-	t.Helper()
-	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
-		info, err := srv.Info("replication")
-		if err == nil && info["role"] == "slave" && info["master_link_status"] == "up" {
-			return
-		}
-		if time.Since(start) > 30*time.Second {
-			t.Fatalf("%s did not become a synced replica: %v %v", srv.Addr(), info, errors.Join(err))
-		}
 	}
 }

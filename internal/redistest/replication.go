@@ -59,6 +59,13 @@ func (r *Replication) WaitSynced(timeout time.Duration) error {
 	return waitLinksUp(r.replicas, timeout)
 }
 
+// WaitReplicaUp waits until s, running as a replica (a primary that came
+// back after a failover, say), reports master_link_status:up, for at most
+// timeout.
+func (s *Server) WaitReplicaUp(timeout time.Duration) error {
+	return waitLinksUp([]*Server{s}, timeout)
+}
+
 // waitLinksUp waits until every running server in replicas reports
 // master_link_status:up, for at most timeout in all.
 func waitLinksUp(replicas []*Server, timeout time.Duration) error {
