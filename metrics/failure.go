@@ -9,13 +9,16 @@ import (
 // Metrics of the store's failure handling (service.Guard):
 //
 //	ratelimiter_decided_by_total{namespace,decided_by,outcome}  counter; decided_by is "store",
-//	    "deny-cache", "local", "open" or "closed" (service.DecidedBy), outcome "allowed" or "denied"
+//	    "deny-cache", "local", "open", "closed" or "shed" (service.DecidedBy), outcome "allowed" or
+//	    "denied" (a shed check, answered 503, counts as denied: it was not admitted)
 //	ratelimiter_store_breakers_open                              gauge: circuit breakers not closed (open or
 //	    half-open); one breaker per store, or per slot group of a Redis Cluster
 //	ratelimiter_store_breaker_transitions_total{to}              counter; to is "open", "half-open" or "closed"
 //
-// A rise of decided_by="local"|"open"|"closed" means the store is failing or
-// too slow (the deadline) and the failure policy is answering: alert on it.
+// A rise of decided_by="local"|"open"|"closed" means the store is failing
+// (errors, or no answer at all within the maximum wait) and the failure
+// policy is answering; a rise of decided_by="shed" means this instance is
+// overloaded while the store is healthy: alert on both.
 type failureMetrics struct {
 	decidedBy   *prometheus.CounterVec
 	breaker     prometheus.Gauge
@@ -30,7 +33,7 @@ func newFailureMetrics() failureMetrics {
 	return failureMetrics{
 		decidedBy: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ratelimiter_decided_by_total",
-			Help: "Checks answered, by namespace, the path that decided (store, deny-cache, local, open, closed) and outcome.",
+			Help: "Checks answered, by namespace, the path that decided (store, deny-cache, local, open, closed, shed) and outcome.",
 		}, []string{"namespace", "decided_by", "outcome"}),
 		breaker: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ratelimiter_store_breakers_open",

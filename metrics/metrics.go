@@ -6,10 +6,11 @@
 //
 //	ratelimiter_decisions_total{namespace,limit,outcome}  counter; outcome is "allowed" or
 //	    "denied", limit the name of the binding rule (limit.Verdict.Binding)
-//	ratelimiter_check_duration_seconds{namespace}          histogram, 50µs to 100ms
+//	ratelimiter_check_duration_seconds{namespace}          histogram, 50µs to 5s
 //	ratelimiter_check_errors_total{namespace,kind}         counter; kind is "invalid",
 //	    "unknown_namespace" or "store" (a store failure, also when a failure
-//	    policy answered the check: service.Result.StoreError)
+//	    policy answered the check: service.Result.StoreError); a check shed
+//	    for overload is no error here: it counts as decided_by="shed"
 //	ratelimiter_config_info{version}                       gauge, 1 for the policy in use
 //
 // and those of the store's failure handling, listed in failure.go
@@ -51,10 +52,13 @@ const (
 )
 
 // DurationBuckets are the upper bounds of ratelimiter_check_duration_seconds,
-// from 50µs to 100ms.
+// from 50µs to 5s: a check of a busy but healthy Redis waits for its answer
+// (up to service.Guard.MaxWait), so the tail reaches past 100ms under
+// bursts, and an operator sizing --store-max-wait needs to see it.
 var DurationBuckets = []float64{
 	50e-6, 100e-6, 250e-6, 500e-6,
 	1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
+	250e-3, 500e-3, 1, 2.5, 5,
 }
 
 // Observer records checks and snapshot swaps as Prometheus metrics. Create it
@@ -194,6 +198,10 @@ func (o *Observer) ObserveCheck(res service.Result, err error, took time.Duratio
 			c.invalid.Inc()
 		case errors.Is(err, policy.ErrUnknownNamespace):
 			c.unknownNS.Inc()
+		case errors.Is(err, service.ErrOverloaded):
+			if c.by != nil { // shed: no decision, counted by its path only
+				c.by[service.DecidedByShed][0].Inc()
+			}
 		default:
 			c.storeErr.Inc()
 		}

@@ -186,6 +186,9 @@ func (m *limiter) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	switch c := service.Classify(err); {
 	case c == service.Invalid || errors.Is(err, ErrNoSubject):
 		status = http.StatusBadRequest
+	case c == service.Overloaded:
+		headers.SetShed(w.Header())
+		status = http.StatusServiceUnavailable
 	case c == service.Unavailable, c == service.Canceled, c == service.DeadlineExceeded:
 		status = http.StatusServiceUnavailable // never a silent 200 for a request the handler did not see
 	default: // an unknown namespace (a deployment error) or a bug

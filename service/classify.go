@@ -42,6 +42,11 @@ const (
 	Canceled
 	// DeadlineExceeded: the caller's deadline passed.
 	DeadlineExceeded
+	// Overloaded: the instance shed the check (ErrOverloaded): the store is
+	// healthy but more checks wait for it than the instance lets queue.
+	// Transports answer "unavailable, retry after ShedRetryAfter", never
+	// an admission.
+	Overloaded
 )
 
 // Classify returns the class of an error of Check, for transports to map
@@ -52,6 +57,8 @@ func Classify(err error) ErrorClass {
 		return Invalid
 	case errors.Is(err, policy.ErrUnknownNamespace):
 		return UnknownNamespace
+	case errors.Is(err, ErrOverloaded):
+		return Overloaded
 	case errors.Is(err, context.Canceled):
 		return Canceled
 	case errors.Is(err, context.DeadlineExceeded):

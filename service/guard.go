@@ -8,8 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sony/gobreaker/v2"
-
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/store"
@@ -18,15 +16,43 @@ import (
 
 // Defaults of Guard.
 const (
-	// DefaultStoreTimeout bounds a store call when Guard.Timeout is 0: a
-	// few round trips to a Redis in the same zone, under load.
-	DefaultStoreTimeout = 5 * time.Millisecond
+	// DefaultMaxWait bounds a check's wait for the store when Guard.MaxWait
+	// is 0. It is sized for bursts, not for an idle Redis: on a 2-core
+	// machine running three instances and Redis, 3,000 concurrent checks
+	// over fresh connections waited at most 10ms for the store
+	// (docs/BENCHMARKS.md), so 1s leaves two orders of magnitude for
+	// slower machines, garbage collection and heavier bursts. It is also
+	// how long a Redis that stops answering without closing its
+	// connections (a network partition) holds checks up before the
+	// breakers open.
+	DefaultMaxWait = time.Second
+	// DefaultMaxWaiting bounds the checks waiting for the store at once
+	// when Guard.MaxWaiting is 0. A Redis that decides 20,000 checks a
+	// second for this instance (the low end of docs/BENCHMARKS.md) drains
+	// it in about 200ms, well within DefaultMaxWait, so a check admitted to
+	// the queue is answered by the store; and it is several times the
+	// largest burst one instance took in the tests (about 1,000 of 3,000
+	// spread over three).
+	DefaultMaxWaiting = 4096
+	// ShedRetryAfter is the Retry-After transports send with a check shed
+	// for overload (ErrOverloaded).
+	ShedRetryAfter = time.Second
 	// DefaultClosedRetryAfter is the RetryAfter of a denial by the closed
 	// failure policy.
 	DefaultClosedRetryAfter = time.Second
 	// DefaultFallbackMaxKeys bounds the keys of the default local fallback.
 	DefaultFallbackMaxKeys = 1_000_000
 )
+
+// ErrOverloaded is returned by Check for a check the instance shed: more
+// than Guard.MaxWaiting checks were waiting for the store, or its own wait
+// reached Guard.MaxWait while the store kept answering other checks. The
+// store is healthy and this instance is not keeping up with it; the check
+// is neither admitted nor denied by a limit (Result.DecidedBy is
+// DecidedByShed), and transports answer "unavailable, retry after
+// ShedRetryAfter". A check shed at MaxWait may have been sent, and charged,
+// before it was given up on.
+var ErrOverloaded = errors.New("overloaded: too many checks waiting for the store")
 
 // DecidedBy names the path that answered a check. Transports report it
 // (the HTTP API in the RateLimit-Decided-By header) and metrics count it.
@@ -46,6 +72,10 @@ const (
 	DecidedByOpen
 	// DecidedByClosed: the store failed; the closed failure policy denied.
 	DecidedByClosed
+	// DecidedByShed: the store is healthy but the instance is overloaded;
+	// the check was shed (ErrOverloaded), neither admitted nor charged to
+	// a limit by this answer.
+	DecidedByShed
 
 	numDecidedBy = iota
 )
@@ -53,9 +83,9 @@ const (
 // NumDecidedBy is the number of DecidedBy values, for tables indexed by it.
 const NumDecidedBy = numDecidedBy
 
-var decidedByNames = [numDecidedBy]string{"store", "deny-cache", "local", "open", "closed"}
+var decidedByNames = [numDecidedBy]string{"store", "deny-cache", "local", "open", "closed", "shed"}
 
-// String returns "store", "deny-cache", "local", "open" or "closed".
+// String returns "store", "deny-cache", "local", "open", "closed" or "shed".
 func (d DecidedBy) String() string {
 	if int(d) < len(decidedByNames) {
 		return decidedByNames[d]
@@ -64,40 +94,59 @@ func (d DecidedBy) String() string {
 }
 
 // Guard protects checks from a store that lives elsewhere (Redis) and may be
-// slow, partitioned or down. With a Guard, a check
+// slow, partitioned or down, without mistaking the one for the other: a
+// store that answers is waited for, because answering a check without it
+// while it is merely busy would over-admit exactly during the floods a
+// limiter exists for. With a Guard, a check
 //
 //  1. answers from the deny cache when the subject is known to be denied
 //     (see DenyCacheSize);
-//  2. asks the store only while the circuit breaker lets it, and waits at
-//     most Timeout for the answer;
-//  3. when the store fails, times out or the breaker is open, answers by
-//     the namespace's failure policy (policy.FailurePolicy): its local share
-//     of the limits, open, or closed.
+//  2. goes straight to the namespace's failure policy when the circuit
+//     breaker of its failure domain is open (see Breaker);
+//  3. is shed with ErrOverloaded when MaxWaiting checks are already
+//     waiting for the store;
+//  4. otherwise waits for the store's answer, up to MaxWait. An answer,
+//     however late, decides. An error of the store (a refused or broken
+//     connection, an error reply such as CLUSTERDOWN or READONLY), or
+//     MaxWait passing while the store answered nothing at all in its
+//     failure domain, is a store failure: the namespace's failure policy
+//     (policy.FailurePolicy) answers, from its local share of the limits
+//     (seeded from what the store last said about the subject), open, or
+//     closed. MaxWait passing while the store kept answering other checks
+//     is not: the check is shed with ErrOverloaded.
 //
 // The zero value is usable: every field has a default.
 type Guard struct {
-	// Timeout bounds every store call: a check never waits longer for the
-	// store. Default DefaultStoreTimeout.
-	Timeout time.Duration
-	// Fallback is the in-process store of the local failure policy. Default:
-	// a memstore bounded to FallbackMaxKeys keys, which Service.Close
-	// closes. A Fallback given here is the caller's to close.
+	// MaxWait bounds a check's wait for the store. A check the store has
+	// not answered by then is shed if the store answered other checks of
+	// its failure domain meanwhile (it is busy, not down), and answered by
+	// the failure policy if it answered none. Default DefaultMaxWait.
+	MaxWait time.Duration
+	// MaxWaiting bounds the checks waiting for the store at once; one more
+	// is shed at once with ErrOverloaded. Default DefaultMaxWaiting.
+	MaxWaiting int
+	// Fallback is the in-process store of the local failure policy. When
+	// it also implements Seeder (memstore.Store does), every answer of the
+	// store seeds it with the subject's share of what was left, so that a
+	// subject that spent its budget stays limited through an outage.
+	// Default: a memstore bounded to FallbackMaxKeys keys, which
+	// Service.Close closes. A Fallback given here is the caller's to close.
 	Fallback store.Store
 	// FallbackMaxKeys bounds the default Fallback. Default
 	// DefaultFallbackMaxKeys.
 	FallbackMaxKeys int
 	// Instances returns how many instances share the store. The local
 	// fallback holds 1/Instances() of each limit (rounded up). It is called
-	// on the failure path only and must be fast; nil or a result below 1
-	// means 1.
+	// on every store answer of a namespace with the local policy and must
+	// be fast; nil or a result below 1 means 1.
 	Instances func() int
-	// Breaker tunes the circuit breaker.
+	// Breaker tunes the circuit breakers.
 	Breaker Breaker
 	// Shards and ShardOf split the store into failure domains, each with
 	// its own circuit breaker, so that a dead node of a Redis Cluster
 	// diverts the checks of its own keys only (redisstore.ShardGroups and
 	// Store.Shard). ShardOf returns a key's domain, 0 to Shards-1; it must
-	// be fast. Shards 0 or 1, or a nil ShardOf: one breaker for the store.
+	// be fast. Shards 0 or 1, or a nil ShardOf: one domain for the store.
 	Shards  int
 	ShardOf func(key string) int
 	// DenyCacheSize bounds the deny cache's entries; 0 means
@@ -108,95 +157,56 @@ type Guard struct {
 	ClosedRetryAfter time.Duration
 }
 
-// Breaker tunes the circuit breaker (github.com/sony/gobreaker) that stops
-// sending checks to a store that keeps failing. Closed, it counts the store
-// calls of the last Window; once at least MinCalls were made and the share
-// that failed reaches FailureRatio, it opens: checks go straight to the
-// failure policy, without waiting for the store. After OpenFor it lets
-// Probes calls through (half-open); if they all succeed it closes, and
-// decisions go back to the store; if one fails it opens again.
-//
-// The ratio (rather than a run of consecutive failures) keeps one dead
-// shard of a Redis Cluster from diverting the checks of the healthy ones:
-// with a third of the keys failing the breaker stays closed, and only the
-// checks of the dead shard wait out their Timeout. The zero value uses the
-// defaults.
-type Breaker struct {
-	// Disabled turns the breaker off: every check tries the store.
-	Disabled bool
-	// Window is the rolling window calls are counted over. Default 1s.
-	Window time.Duration
-	// MinCalls is the fewest calls in Window that may open the breaker.
-	// Default 20.
-	MinCalls uint32
-	// FailureRatio is the share of failed calls that opens the breaker.
-	// Default 0.5.
-	FailureRatio float64
-	// OpenFor is how long the breaker stays open before probing. Default
-	// 500ms.
-	OpenFor time.Duration
-	// Probes is the number of calls let through half-open. Default 3.
-	Probes uint32
-}
-
-// BreakerState is the state of the circuit breaker.
-type BreakerState uint8
-
-// The breaker states.
-const (
-	// BreakerClosed: checks go to the store.
-	BreakerClosed BreakerState = iota
-	// BreakerHalfOpen: a few probe checks go to the store.
-	BreakerHalfOpen
-	// BreakerOpen: checks go straight to the failure policy.
-	BreakerOpen
-)
-
-// String returns "closed", "half-open" or "open".
-func (b BreakerState) String() string {
-	switch b {
-	case BreakerClosed:
-		return "closed"
-	case BreakerHalfOpen:
-		return "half-open"
-	case BreakerOpen:
-		return "open"
-	}
-	return fmt.Sprintf("breaker_state(%d)", uint8(b))
-}
-
-// BreakerObserver is an optional interface of an Observer: it is told each
-// time the circuit breaker changes state. The call is made with the
-// breaker's lock held: it must be fast and must not call the Service.
-type BreakerObserver interface {
-	ObserveBreaker(from, to BreakerState)
+// Seeder is implemented by a local fallback store that can start a key from
+// what the shared store last said about it (memstore.Store.Seed): v holds
+// one Decision per rule, with Remaining already this instance's share.
+type Seeder interface {
+	Seed(key string, rules []limit.Rule, v limit.Verdict)
 }
 
 // guard is a Service's resolved Guard.
 type guard struct {
-	timeout     time.Duration
+	maxWait     time.Duration
+	maxWaiting  int64
 	closedRetry time.Duration
 	fallback    store.Store
+	seeder      Seeder // fallback's, when it seeds
 	ownFallback bool
 	instances   func() int
-	breakers    []*gobreaker.TwoStepCircuitBreaker[struct{}] // nil: disabled
+	breakers    *breakers // nil: disabled
+	shards      int
 	shardOf     func(string) int
 	deny        *denyCache
 
+	// waiting counts the checks waiting for the store; answers counts, per
+	// failure domain, the store's answers, so that a check that reached
+	// MaxWait can tell a busy store from a silent one.
+	waiting atomic.Int64
+	answers []paddedCounter
+
 	// shares caches scaled limit sets: read by every check the local
-	// policy answers (all of them, in an outage), written once per set.
+	// policy answers (all of them, in an outage) and by every seed, written
+	// once per set.
 	shares  sync.Map // shareKey -> []limit.Rule
 	nShares atomic.Int64
 }
 
-// errExcluded reports to the breaker a call that says nothing about the
-// store's health: its caller went away first.
+// paddedCounter is a counter on a cache line of its own.
+type paddedCounter struct {
+	n atomic.Uint64
+	_ [56]byte
+}
+
+// errExcluded reports to a breaker a call that says nothing about the
+// store's health: its caller went away first, or it was shed.
 var errExcluded = errors.New("service: caller gone")
 
-func newGuard(g Guard, obs Observer) (*guard, error) {
+func newGuard(g Guard, st store.Store, obs Observer) (*guard, error) {
 	switch {
-	case g.Timeout < 0:
-		return nil, fmt.Errorf("service: negative Guard.Timeout %v", g.Timeout)
+	case g.MaxWait < 0:
+		return nil, fmt.Errorf("service: negative Guard.MaxWait %v", g.MaxWait)
+	case g.MaxWaiting < 0:
+		return nil, fmt.Errorf("service: negative Guard.MaxWaiting %d", g.MaxWaiting)
 	case g.ClosedRetryAfter < 0:
 		return nil, fmt.Errorf("service: negative Guard.ClosedRetryAfter %v", g.ClosedRetryAfter)
 	case g.Breaker.FailureRatio < 0 || g.Breaker.FailureRatio > 1:
@@ -205,13 +215,18 @@ func newGuard(g Guard, obs Observer) (*guard, error) {
 		return nil, errors.New("service: negative Guard.Breaker duration")
 	}
 	gd := &guard{
-		timeout:     g.Timeout,
+		maxWait:     g.MaxWait,
+		maxWaiting:  int64(g.MaxWaiting),
 		closedRetry: g.ClosedRetryAfter,
 		fallback:    g.Fallback,
 		instances:   g.Instances,
+		shards:      1,
 	}
-	if gd.timeout == 0 {
-		gd.timeout = DefaultStoreTimeout
+	if gd.maxWait == 0 {
+		gd.maxWait = DefaultMaxWait
+	}
+	if gd.maxWaiting == 0 {
+		gd.maxWaiting = DefaultMaxWaiting
 	}
 	if gd.closedRetry == 0 {
 		gd.closedRetry = DefaultClosedRetryAfter
@@ -224,6 +239,7 @@ func newGuard(g Guard, obs Observer) (*guard, error) {
 		gd.fallback = memstore.New(memstore.Options{MaxKeys: n})
 		gd.ownFallback = true
 	}
+	gd.seeder, _ = gd.fallback.(Seeder)
 	if g.DenyCacheSize >= 0 {
 		n := g.DenyCacheSize
 		if n == 0 {
@@ -231,64 +247,27 @@ func newGuard(g Guard, obs Observer) (*guard, error) {
 		}
 		gd.deny = newDenyCache(n)
 	}
+	if g.Shards > 1 && g.ShardOf != nil {
+		gd.shards, gd.shardOf = g.Shards, g.ShardOf
+	}
+	gd.answers = make([]paddedCounter, gd.shards)
 	if !g.Breaker.Disabled {
-		n := 1
-		if g.Shards > 1 && g.ShardOf != nil {
-			n, gd.shardOf = g.Shards, g.ShardOf
-		}
-		for i := range n {
-			gd.breakers = append(gd.breakers, newBreaker(g.Breaker, obs, i))
-		}
+		gd.breakers = newBreakers(g.Breaker, gd.shards, gd.shardOf, obs)
+		gd.breakers.done.Add(1)
+		go gd.breakers.run(st, gd.maxWait)
 	}
 	return gd, nil
 }
 
-func newBreaker(b Breaker, obs Observer, shard int) *gobreaker.TwoStepCircuitBreaker[struct{}] {
-	if b.Window == 0 {
-		b.Window = time.Second
+// shard returns key's failure domain.
+func (g *guard) shard(key string) int {
+	if g.shardOf == nil {
+		return 0
 	}
-	if b.MinCalls == 0 {
-		b.MinCalls = 20
+	if i := g.shardOf(key); i >= 0 && i < g.shards {
+		return i
 	}
-	if b.FailureRatio == 0 {
-		b.FailureRatio = 0.5
-	}
-	if b.OpenFor == 0 {
-		b.OpenFor = 500 * time.Millisecond
-	}
-	if b.Probes == 0 {
-		b.Probes = 3
-	}
-	bo, _ := obs.(BreakerObserver)
-	return gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:         fmt.Sprint("store-", shard),
-		MaxRequests:  b.Probes,
-		Interval:     b.Window,
-		BucketPeriod: b.Window / 10,
-		Timeout:      b.OpenFor,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			// Finished calls only: abandoned (excluded) and in-flight calls
-			// must not dilute the failure ratio.
-			done := c.TotalSuccesses + c.TotalFailures
-			return done >= b.MinCalls && float64(c.TotalFailures) >= b.FailureRatio*float64(done)
-		},
-		IsExcluded: func(err error) bool { return err == errExcluded },
-		OnStateChange: func(_ string, from, to gobreaker.State) {
-			if bo != nil {
-				bo.ObserveBreaker(breakerState(from), breakerState(to))
-			}
-		},
-	})
-}
-
-func breakerState(s gobreaker.State) BreakerState {
-	switch s {
-	case gobreaker.StateOpen:
-		return BreakerOpen
-	case gobreaker.StateHalfOpen:
-		return BreakerHalfOpen
-	}
-	return BreakerClosed
+	return 0
 }
 
 // storeFailed reports whether err from a store call is the store's failure,
@@ -310,42 +289,93 @@ func (s *Service) guarded(ctx context.Context, snap *policy.Snapshot, res *Resul
 			return nil
 		}
 	}
+	shard := g.shard(req.Key)
 	var done func(error)
-	if b := g.breaker(req.Key); b != nil {
+	if bs := g.breakers; bs != nil {
+		if !bs.closed(shard) {
+			return s.fallback(res, req, fmt.Errorf("%w: circuit breaker open", store.ErrUnavailable))
+		}
 		var err error
-		if done, err = b.Allow(); err != nil {
-			// Open, or half-open with its probes taken: do not wait on
-			// the store at all.
+		if done, err = bs.cbs[shard].Allow(); err != nil {
+			// It opened since: do not wait on the store.
 			return s.fallback(res, req, fmt.Errorf("%w: circuit breaker: %w", store.ErrUnavailable, err))
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, g.timeout)
+	if g.waiting.Add(1) > g.maxWaiting {
+		g.waiting.Add(-1)
+		if done != nil {
+			done(errExcluded)
+		}
+		res.DecidedBy = DecidedByShed
+		return fmt.Errorf("%w (%d waiting)", ErrOverloaded, g.maxWaiting)
+	}
+	answered := g.answers[shard].n.Load()
+	cctx, cancel := context.WithTimeout(ctx, g.maxWait)
 	v, err := s.store.Apply(cctx, req)
 	cancel()
-	failed := err != nil && storeFailed(err)
-	if done != nil {
-		switch {
-		case failed && ctx.Err() != nil:
-			done(errExcluded) // the caller left; the store may be fine
-		case failed:
-			done(err)
-		default:
-			done(nil) // answers, and errors that are not the store's fault
-		}
-	}
+	g.waiting.Add(-1)
 	if err == nil {
+		g.answers[shard].n.Add(1)
+		if done != nil {
+			done(nil)
+		}
 		if !v.Allowed && g.deny != nil {
 			g.deny.insert(snap, req, &v, now)
+		}
+		if res.Set.Namespace.OnStoreError == policy.FailLocal {
+			g.seed(req, &v)
 		}
 		res.Verdict = v
 		return nil
 	}
-	if !failed || ctx.Err() != nil {
-		// A caller bug, a closed store, or a caller that is gone: nobody
-		// waits for a policy answer.
+	failed := storeFailed(err)
+	switch {
+	case failed && ctx.Err() != nil:
+		// The caller left; the store may be fine, and nobody waits for a
+		// policy answer.
+		if done != nil {
+			done(errExcluded)
+		}
 		return err
+	case failed && errors.Is(err, context.DeadlineExceeded) && g.answers[shard].n.Load() != answered:
+		// MaxWait passed while the store answered others: it is busy, not
+		// down, and this instance is not keeping up with it.
+		if done != nil {
+			done(errExcluded)
+		}
+		res.DecidedBy = DecidedByShed
+		return fmt.Errorf("%w: no answer within %v while the store answered others: %w", ErrOverloaded, g.maxWait, err)
+	case failed:
+		if done != nil {
+			done(err)
+		}
+		return s.fallback(res, req, err)
 	}
-	return s.fallback(res, req, err)
+	if done != nil {
+		done(nil) // not the store's fault: a caller bug or a closed store
+	}
+	return err
+}
+
+// seed tells the local fallback what the store said of req's subject: each
+// rule's remaining, as this instance's share of it.
+func (g *guard) seed(req store.Request, v *limit.Verdict) {
+	if g.seeder == nil || v.N != len(req.Rules) {
+		return
+	}
+	n := g.instanceCount()
+	share := *v
+	for i := range share.N {
+		share.D[i].Remaining = ceilDiv(max(share.D[i].Remaining, 0), int64(n))
+	}
+	g.seeder.Seed(req.Key, g.share(req.Rules, n), share)
+}
+
+func (g *guard) instanceCount() int {
+	if g.instances == nil {
+		return 1
+	}
+	return max(1, g.instances())
 }
 
 // fallback answers req by its namespace's failure policy after the store
@@ -361,12 +391,9 @@ func (s *Service) fallback(res *Result, req store.Request, cause error) error {
 		res.Verdict, res.DecidedBy = policyVerdict(req.Rules, false, g.closedRetry), DecidedByClosed
 		return nil
 	}
-	n := 1
-	if g.instances != nil {
-		n = max(1, g.instances())
-	}
 	// The fallback is in process: it neither blocks nor needs a deadline.
-	v, err := g.fallback.Apply(context.Background(), store.Request{Key: req.Key, Rules: g.share(req.Rules, n), Cost: req.Cost})
+	rules := g.share(req.Rules, g.instanceCount())
+	v, err := g.fallback.Apply(context.Background(), store.Request{Key: req.Key, Rules: rules, Cost: req.Cost})
 	if err != nil {
 		return fmt.Errorf("local fallback after %w: %w", cause, err)
 	}
@@ -455,50 +482,44 @@ func ShareRule(r limit.Rule, n int) limit.Rule {
 
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
-// Close releases what the Service owns: the default local fallback store.
-// The store given to New is the caller's to close. Check after Close may
-// still be answered by the store, but no longer by the local fallback.
+// Close releases what the Service owns: the breakers' prober and the default
+// local fallback store. The store given to New is the caller's to close.
+// Check after Close may still be answered by the store, but no longer by the
+// local fallback.
 func (s *Service) Close() error {
-	if s.guard != nil && s.guard.ownFallback {
+	if s.guard == nil {
+		return nil
+	}
+	if s.guard.breakers != nil {
+		s.guard.breakers.close()
+	}
+	if s.guard.ownFallback {
 		return s.guard.fallback.Close()
 	}
 	return nil
 }
 
-// breaker returns the circuit breaker of key's shard, nil when disabled.
-func (g *guard) breaker(key string) *gobreaker.TwoStepCircuitBreaker[struct{}] {
-	switch {
-	case g.breakers == nil:
-		return nil
-	case g.shardOf == nil:
-		return g.breakers[0]
-	}
-	i := g.shardOf(key)
-	if i < 0 || i >= len(g.breakers) {
-		i = 0
-	}
-	return g.breakers[i]
-}
-
 // BreakerState returns the state of the circuit breaker, or with several
-// shards the most severe state among theirs (open, then half-open);
-// BreakerClosed when the service has no Guard or the breaker is disabled.
+// failure domains the most severe state among theirs (open, then
+// half-open); BreakerClosed when the service has no Guard or the breakers
+// are disabled.
 func (s *Service) BreakerState() BreakerState {
 	st := BreakerClosed
-	if s.guard != nil {
-		for _, b := range s.guard.breakers {
-			st = max(st, breakerState(b.State()))
+	if s.guard != nil && s.guard.breakers != nil {
+		for i := range s.guard.breakers.state {
+			st = max(st, BreakerState(s.guard.breakers.state[i].Load()))
 		}
 	}
 	return st
 }
 
-// OpenBreakers returns how many shards' circuit breakers are not closed.
+// OpenBreakers returns how many failure domains' circuit breakers are not
+// closed.
 func (s *Service) OpenBreakers() int {
 	n := 0
-	if s.guard != nil {
-		for _, b := range s.guard.breakers {
-			if b.State() != gobreaker.StateClosed {
+	if s.guard != nil && s.guard.breakers != nil {
+		for i := range s.guard.breakers.state {
+			if !s.guard.breakers.closed(i) {
 				n++
 			}
 		}

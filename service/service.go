@@ -195,7 +195,7 @@ func New(st store.Store, snap *policy.Snapshot, opts Options) (*Service, error) 
 	s := &Service{store: st, obs: opts.Observer, clock: opts.Clock, maxCost: opts.MaxCost}
 	s.epoch = s.clock.Now()
 	if opts.Guard != nil {
-		g, err := newGuard(*opts.Guard, opts.Observer)
+		g, err := newGuard(*opts.Guard, st, opts.Observer)
 		if err != nil {
 			return nil, err
 		}

@@ -19,7 +19,9 @@ import (
 // (instance count) and the deny cache. They apply to --store redis only: the
 // memory store is in process and neither blocks nor fails.
 type faultFlags struct {
-	storeTimeout      time.Duration
+	maxWait           time.Duration
+	storeQueue        int
+	legacyTimeout     legacyDuration // --store-timeout, the old name of --store-max-wait
 	instances         int
 	heartbeat         time.Duration
 	denyCacheSize     int
@@ -32,8 +34,11 @@ type faultFlags struct {
 }
 
 func (f *faultFlags) register(fs *flag.FlagSet) {
-	fs.DurationVar(&f.storeTimeout, "store-timeout", service.DefaultStoreTimeout,
-		"redis store: deadline of each check's store call; past it the namespace's on_store_error policy answers")
+	fs.DurationVar(&f.maxWait, "store-max-wait", service.DefaultMaxWait,
+		"redis store: longest a check waits for Redis; past it the check is shed (503) if Redis answered other checks meanwhile, or answered by the namespace's on_store_error policy if Redis answered none")
+	fs.IntVar(&f.storeQueue, "store-queue", service.DefaultMaxWaiting,
+		"redis store: most checks waiting for Redis at once; one more is shed at once (503 with Retry-After, decided_by=\"shed\"), never decided without Redis")
+	fs.Var(&f.legacyTimeout, "store-timeout", "deprecated: the old name of --store-max-wait")
 	fs.IntVar(&f.instances, "instances", 1,
 		"redis store: the number of instances to assume until the heartbeat has counted them (sizes each instance's share of a limit when Redis fails)")
 	fs.DurationVar(&f.heartbeat, "heartbeat", time.Second,
@@ -41,13 +46,13 @@ func (f *faultFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.denyCacheSize, "deny-cache-size", service.DefaultDenyCacheSize,
 		"redis store: most subjects remembered as denied, answered without Redis until their denial ends; 0 disables the deny cache")
 	fs.DurationVar(&f.breakerOpenFor, "breaker-open-for", 500*time.Millisecond,
-		"redis store: how long the circuit breaker stays open before probing Redis again")
+		"redis store: how long the circuit breaker stays open before each background probe of Redis (checks are never the probes)")
 	fs.IntVar(&f.breakerMinCalls, "breaker-min-calls", 20,
 		"redis store: fewest calls in a 1s window that may open the circuit breaker")
 	fs.Float64Var(&f.breakerRatio, "breaker-failure-ratio", 0.5,
 		"redis store: share of failed calls in a 1s window that opens the circuit breaker")
 	fs.BoolVar(&f.disableBreaker, "disable-breaker", false,
-		"redis store: no circuit breaker: every check tries Redis (and waits up to --store-timeout when it is down)")
+		"redis store: no circuit breaker: every check tries Redis (and waits up to --store-max-wait when it is down)")
 	fs.DurationVar(&f.closedRetryAfter, "closed-retry-after", service.DefaultClosedRetryAfter,
 		"redis store: Retry-After of the denials of on_store_error: closed")
 	fs.DurationVar(&f.topologyRefreshes, "redis-topology-refresh", 2*time.Second,
@@ -56,8 +61,10 @@ func (f *faultFlags) register(fs *flag.FlagSet) {
 
 func (f *faultFlags) validate() error {
 	switch {
-	case f.storeTimeout <= 0:
-		return fmt.Errorf("--store-timeout: %v, want more than 0", f.storeTimeout)
+	case f.maxWait <= 0:
+		return fmt.Errorf("--store-max-wait: %v, want more than 0", f.maxWait)
+	case f.storeQueue < 1:
+		return fmt.Errorf("--store-queue: %d, want at least 1", f.storeQueue)
 	case f.instances < 1:
 		return fmt.Errorf("--instances: %d, want at least 1", f.instances)
 	case f.heartbeat <= 0:
@@ -122,7 +129,8 @@ func startGuarding(f serveFlags, rs *redisstore.Store, reg prometheus.Registerer
 		return nil, err
 	}
 	g.guard = &service.Guard{
-		Timeout:          ff.storeTimeout,
+		MaxWait:          ff.maxWait,
+		MaxWaiting:       ff.storeQueue,
 		FallbackMaxKeys:  f.maxKeys,
 		Instances:        g.instances,
 		DenyCacheSize:    ff.denyCacheSize,
@@ -139,7 +147,7 @@ func startGuarding(f serveFlags, rs *redisstore.Store, reg prometheus.Registerer
 	if ff.denyCacheSize == 0 {
 		g.guard.DenyCacheSize = -1
 	}
-	log.Info("store failure handling", "store_timeout", ff.storeTimeout.String(), "instances", ff.instances,
+	log.Info("store failure handling", "store_max_wait", ff.maxWait.String(), "store_queue", ff.storeQueue, "instances", ff.instances,
 		"deny_cache_size", ff.denyCacheSize, "breaker", !ff.disableBreaker)
 	if rs != nil {
 		g.attach(rs)
@@ -187,4 +195,44 @@ func (g *guarding) stop() {
 	if m := g.members.Load(); m != nil {
 		m.Close()
 	}
+}
+
+// legacyDuration is a deprecated duration flag: it remembers its value and
+// that it was given, for deprecations to resolve against its new name.
+type legacyDuration struct {
+	v     time.Duration
+	given bool
+}
+
+func (d *legacyDuration) String() string {
+	if d == nil || !d.given {
+		return ""
+	}
+	return d.v.String()
+}
+
+func (d *legacyDuration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.v, d.given = v, true
+	return nil
+}
+
+// deprecations applies the deprecated flags given (on the command line or
+// in the environment) after parseFlags, and returns a warning for each. A
+// deprecated name never overrides its new name when both are given.
+func (f *faultFlags) deprecations(fs *flag.FlagSet) []string {
+	if !f.legacyTimeout.given {
+		return nil
+	}
+	newGiven := false
+	fs.Visit(func(fl *flag.Flag) { newGiven = newGiven || fl.Name == "store-max-wait" })
+	if !newGiven {
+		f.maxWait = f.legacyTimeout.v
+	}
+	return []string{"--store-timeout is deprecated: it is now --store-max-wait, the longest a check waits for a Redis that is busy " +
+		"but answering (default 1s); a check past it is shed while Redis answers others, and only a Redis that answers nothing " +
+		"hands checks to on_store_error"}
 }

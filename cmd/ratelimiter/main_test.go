@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // In-process tests of the command line: flags, environment and exit codes
@@ -91,5 +93,37 @@ func TestSummary(t *testing.T) {
 	cr := &checkResponse{Allowed: false, Namespace: "orders", Subject: "u", RetryAfterMS: -1, Reason: "cost exceeds capacity of limit per-minute"}
 	if got := summary(cr, ""); !strings.HasPrefix(got, "denied: orders/u, never passes: cost exceeds capacity of limit per-minute") {
 		t.Errorf("summary: %s", got)
+	}
+}
+
+// --store-timeout is the deprecated name of --store-max-wait: it still
+// sets it (from the command line or the environment), with a warning, and
+// never overrides the new name.
+func TestStoreTimeoutDeprecated(t *testing.T) {
+	parse := func(args ...string) (faultFlags, []string) {
+		t.Helper()
+		var f faultFlags
+		fs := newFlagSet("serve", "serve", io.Discard)
+		f.register(fs)
+		if err := parseFlags(fs, args); err != nil {
+			t.Fatal(err)
+		}
+		return f, f.deprecations(fs)
+	}
+	if f, w := parse(); f.maxWait != time.Second || f.storeQueue != 4096 || len(w) != 0 {
+		t.Errorf("defaults: max wait %v, queue %d, warnings %q", f.maxWait, f.storeQueue, w)
+	}
+	if f, w := parse("--store-timeout", "5s"); f.maxWait != 5*time.Second || len(w) != 1 || !strings.Contains(w[0], "--store-max-wait") {
+		t.Errorf("--store-timeout 5s: max wait %v, warnings %q", f.maxWait, w)
+	}
+	if f, w := parse("--store-max-wait", "2s", "--store-timeout", "5s"); f.maxWait != 2*time.Second || len(w) != 1 {
+		t.Errorf("both names: max wait %v, warnings %q; want the new name's 2s", f.maxWait, w)
+	}
+	t.Setenv("RATELIMITER_STORE_TIMEOUT", "3s")
+	if f, w := parse(); f.maxWait != 3*time.Second || len(w) != 1 {
+		t.Errorf("RATELIMITER_STORE_TIMEOUT=3s: max wait %v, warnings %q", f.maxWait, w)
+	}
+	if f, _ := parse("--store-max-wait", "250ms"); f.maxWait != 250*time.Millisecond {
+		t.Errorf("the environment's old name overrode the command line's new one: %v", f.maxWait)
 	}
 }

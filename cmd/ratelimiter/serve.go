@@ -109,6 +109,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ratelimiter serve: %v\n", err)
 		return exitErrors
 	}
+	for _, w := range f.fault.deprecations(fs) {
+		log.Warn(w)
+	}
 	if err := serve(ctx, f, log); err != nil {
 		log.Error("serve failed", "err", err)
 		return exitFail

@@ -9,9 +9,10 @@
 // processes started by internal/redistest, drives them with a paced load
 // for a bounded time, and measures, from every check it made:
 //
-//   - the latency of every check against the store deadline;
-//   - which path decided (store, deny cache, local, open, closed), and that
-//     decisions return to the store after the fault;
+//   - the latency of every check against the maximum wait for the store;
+//   - which path decided (store, deny cache, local, open, closed, shed),
+//     that a slow Redis still decides, and that decisions return to the
+//     store after the fault;
 //   - the over-admission the fault caused: the admitted count of each
 //     subject minus what an exact limiter would have admitted for the same
 //     requests at the same instants (package limit replayed over the

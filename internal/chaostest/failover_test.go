@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 }
 
 // failoverReport checks and reports one failover run: every check answered
-// (no error) within the deadline and a margin, decisions back on the store
+// (no error) within the maximum wait and a margin, decisions back on the store
 // after the failover, and the over-admission of every subject within the
 // bound of docs/DESIGN.md.
 func failoverReport(t *testing.T, name string, samples []sample, n int, fault, recovered time.Time) {
@@ -33,7 +33,7 @@ func failoverReport(t *testing.T, name string, samples []sample, n int, fault, r
 	outage := recovered.Sub(fault)
 	lat := latencyOf(samples)
 	t.Logf("%s: outage (kill to the last policy answer) %v", name, outage.Round(time.Millisecond))
-	t.Logf("%s: latency over the whole run, deadline %v: %v", name, deadline, lat)
+	t.Logf("%s: latency over the whole run, max wait %v: %v", name, maxWait, lat)
 	var during []sample
 	for _, s := range samples {
 		if !s.start.Before(fault) && !s.start.After(recovered) {
@@ -51,11 +51,11 @@ func failoverReport(t *testing.T, name string, samples []sample, n int, fault, r
 	}
 	// Generous margins: the race detector on two cores, with the Redis
 	// processes of the test on the same cores.
-	if lat.p99 > deadline+20*time.Millisecond {
-		t.Errorf("%s: p99 latency %v, over the deadline %v + 20ms", name, lat.p99, deadline)
+	if lat.p99 > maxWait+20*time.Millisecond {
+		t.Errorf("%s: p99 latency %v, over the max wait %v + 20ms", name, lat.p99, maxWait)
 	}
-	if lat.max > deadline+500*time.Millisecond {
-		t.Errorf("%s: slowest check %v, over the deadline %v + 500ms", name, lat.max, deadline)
+	if lat.max > maxWait+500*time.Millisecond {
+		t.Errorf("%s: slowest check %v, over the max wait %v + 500ms", name, lat.max, maxWait)
 	}
 
 	// After recovery, the store (or its deny cache) decides again.
@@ -65,17 +65,17 @@ func failoverReport(t *testing.T, name string, samples []sample, n int, fault, r
 			after = append(after, s)
 		}
 	}
-	// A stray check missing its deadline on two loaded cores is answered
-	// by the policy too: allow one in a hundred.
+	// A busy but healthy store is waited for: not one check after recovery
+	// is answered by a policy or shed.
 	byPolicy := 0
 	for _, s := range after {
-		if s.by != service.DecidedByStore && s.by != service.DecidedByDenyCache {
+		if s.err != nil || (s.by != service.DecidedByStore && s.by != service.DecidedByDenyCache) {
 			byPolicy++
 		}
 	}
 	t.Logf("%s: after recovery: %s", name, paths(after))
-	if len(after) < 100 || byPolicy*100 > len(after) {
-		t.Errorf("%s: %d of %d checks after recovery answered by the policy, want the store to decide", name, byPolicy, len(after))
+	if len(after) < 100 || byPolicy > 0 {
+		t.Errorf("%s: %d of %d checks after recovery not decided by the store", name, byPolicy, len(after))
 	}
 
 	adm := overAdmission(samples, chaosRule, fault, 100*time.Millisecond)
@@ -87,7 +87,7 @@ func failoverReport(t *testing.T, name string, samples []sample, n int, fault, r
 	totalOver, totalLocal, affected, worst, worstBound := 0, 0, 0, 0, 0
 	for _, s := range subjects {
 		a := adm[s]
-		bound := overBound(chaosRule, n, a.outage(), a.lastStore)
+		bound := overBound(chaosRule, n, a.seeds, a.outage(), a.lastStore)
 		if a.local > 10 { // not a stray deadline miss
 			affected++
 		}
@@ -101,7 +101,7 @@ func failoverReport(t *testing.T, name string, samples []sample, n int, fault, r
 				name, s, a.admitted, a.reference, a.over(), bound, a.local, a.outage(), a.lastStore)
 		}
 	}
-	t.Logf("%s: over-admission: %d subjects of %d answered locally; worst subject +%d over an exact limiter, bound for it %d (%d instances x ceil(burst/instances) + store refill + rounding + lost writes, over its own outage); total +%d, of which %d admitted by the local fallback",
+	t.Logf("%s: over-admission: %d subjects of %d answered locally; worst subject +%d over an exact limiter, bound for it %d (the %d instances' seeded shares + store refill + rounding + lost writes, over its own outage); total +%d, of which %d admitted by the local fallback",
 		name, affected, len(subjects), worst, worstBound, n, totalOver, totalLocal)
 	if affected == 0 {
 		t.Errorf("%s: no subject was answered by the local fallback: the fault did not bite", name)
@@ -261,23 +261,13 @@ func TestSentinelPrimaryKilledUnderLoad(t *testing.T) {
 	if lastFail.Sub(fault) > 10*time.Second {
 		t.Errorf("graceful failover: policy answers went on for %v", lastFail.Sub(fault))
 	}
-	// The last tenth of the run must be decided by the store again. A check
-	// that merely missed its 10ms deadline (a starved CPU on a loaded CI
-	// machine, not the failover) may still be answered by the policy, but
-	// only a few; any other store error there means the client did not
-	// recover (a stale connection to the demoted primary: READONLY).
+	// The last tenth of the run must be decided by the store again, every
+	// check of it: a store error there means the client did not recover (a
+	// stale connection to the demoted primary: READONLY).
 	tail := samples[len(samples)*9/10:]
-	slow := 0
 	for _, s := range tail {
-		if s.by == service.DecidedByStore || s.by == service.DecidedByDenyCache {
-			continue
+		if s.err != nil || (s.by != service.DecidedByStore && s.by != service.DecidedByDenyCache) {
+			t.Fatalf("graceful failover: the last checks are still decided by %v (%s, %v)", s.by, s.storeErr, s.err)
 		}
-		if !strings.Contains(s.storeErr, "deadline exceeded") {
-			t.Fatalf("graceful failover: the last checks are still decided by %v (%s)", s.by, s.storeErr)
-		}
-		slow++
-	}
-	if slow*50 > len(tail) {
-		t.Fatalf("graceful failover: %d of the last %d checks missed the store's deadline", slow, len(tail))
 	}
 }

@@ -17,9 +17,13 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 )
 
-// deadline is the store deadline of the chaos tests: the production default
-// (5ms) doubled, for the race detector on two cores.
-const deadline = 10 * time.Millisecond
+// maxWait is the longest a check of the chaos tests waits for Redis
+// (service.Guard.MaxWait): half the production default (1s), so that the
+// faults that hold checks until it (a black hole, latency past it) fit in
+// a short test, and still far above what a busy but healthy Redis takes
+// here: the toxiproxy in the test process, under the race detector and
+// beside the other packages' tests, was seen stalling for 250ms.
+const maxWait = 500 * time.Millisecond
 
 // instance is one rate limiter instance: its own Redis client, heartbeat
 // and guarded service, as `ratelimiter serve --store redis` wires them.
@@ -40,7 +44,7 @@ func startInstances(t *testing.T, n int, opts redisstore.Options, snap *policy.S
 		}
 		m := st.StartMembers(redisstore.MembersOptions{ID: fmt.Sprint("instance-", i), Interval: 200 * time.Millisecond, Fallback: n})
 		svc, err := service.New(st, snap, service.Options{Guard: &service.Guard{
-			Timeout: deadline, Instances: m.Count, Shards: redisstore.ShardGroups, ShardOf: st.Shard}})
+			MaxWait: maxWait, Instances: m.Count, Shards: redisstore.ShardGroups, ShardOf: st.Shard}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,6 +88,9 @@ type sample struct {
 	allowed bool
 	by      service.DecidedBy
 	err     error
+	// remaining is what the answer left of the limit (the store's view
+	// when the store decided).
+	remaining int64
 	// storeErr is the store failure a failure policy answered for.
 	storeErr string
 }
@@ -126,6 +133,9 @@ func (l *load) run(w int) {
 			service.Request{Namespace: "orders", Subject: fmt.Sprint("subject-", s.subject), Cost: 1})
 		s.took = time.Since(s.start)
 		s.allowed, s.by, s.err = res.Verdict.Allowed, res.DecidedBy, err
+		if res.Verdict.N > 0 {
+			s.remaining = res.Verdict.D[0].Remaining
+		}
 		if res.StoreError != nil {
 			s.storeErr = res.StoreError.Error()
 		}
@@ -220,6 +230,10 @@ type admission struct {
 	reference int // admitted by an exact limiter for the same requests at the same instants
 	local     int // admitted by the local fallback
 	lastStore int // admitted by the store just before the fault (lost-write allowance)
+	// seeds holds, per instance, the remaining of the last store answer
+	// before the subject's first local answer: what the instance's local
+	// fallback was seeded from (absent: the instance never asked the store).
+	seeds map[int]int64
 	// The first and last checks of the subject answered locally: its own
 	// outage, as its checks saw it.
 	firstLocal, lastLocal time.Time
@@ -262,6 +276,12 @@ func overAdmission(samples []sample, rule limit.Rule, fault time.Time, lagWindow
 			}
 			a.lastLocal = s.start.Add(s.took)
 		}
+		if s.by == service.DecidedByStore && s.err == nil && a.firstLocal.IsZero() {
+			if a.seeds == nil {
+				a.seeds = map[int]int64{}
+			}
+			a.seeds[s.inst] = s.remaining
+		}
 		if s.err != nil || !s.allowed {
 			continue
 		}
@@ -278,17 +298,29 @@ func overAdmission(samples []sample, rule limit.Rule, fault time.Time, lagWindow
 
 // overBound is the bound of docs/DESIGN.md, section 6, for one subject of
 // a token bucket (limit L per period P, burst B) over an outage of length D
-// with n instances:
+// with n instances whose local fallbacks were seeded with the remaining r_i
+// of each one's last store answer (an instance that never asked: the full
+// burst):
 //
-//	n*ceil(B/n)                  the local fallback's buckets, full when the outage begins
+//	sum_i ceil(r_i/n)            the local fallbacks' buckets when the outage begins
 //	+ (n*ceil(L/n) - L) * D/P    the local shares' rounding, refilled during the outage
 //	+ min(B, L*D/P)              the store's bucket, refilled while nobody could consume it
 //	+ W                          writes the lost primary acknowledged but never replicated
-func overBound(rule limit.Rule, n int, outage time.Duration, lost int) int {
+//
+// Unseeded, the first term would be n*ceil(B/n): every instance starting
+// the subject afresh.
+func overBound(rule limit.Rule, n int, seeds map[int]int64, outage time.Duration, lost int) int {
 	r, _ := rule.Normalize()
 	ceil := func(a, b int64) int64 { return (a + b - 1) / b }
 	frac := float64(outage) / float64(r.Period)
-	local := int64(n) * ceil(r.Burst, int64(n))
+	local := int64(0)
+	for i := range n {
+		rem, ok := seeds[i]
+		if !ok {
+			rem = r.Burst
+		}
+		local += ceil(rem, int64(n))
+	}
 	rounding := float64(int64(n)*ceil(r.Limit, int64(n))-r.Limit) * frac
 	refill := math.Min(float64(r.Burst), float64(r.Limit)*frac)
 	return int(local) + int(math.Ceil(rounding+refill)) + lost

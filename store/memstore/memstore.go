@@ -217,12 +217,7 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 	if err := req.Validate(); err != nil {
 		return limit.Verdict{}, err
 	}
-	h := maphash.String(s.seed1, req.Key) &^ lockBit
-	if h == 0 {
-		h = 1 // 0 is the empty slot
-	}
-	tag := uint32(maphash.String(s.seed2, req.Key))
-	sh := &s.shards[(h>>32)&s.mask]
+	h, tag, sh := s.locate(req.Key)
 	now := s.clock.Now().UnixNano()
 
 	// Fast path: the key is held; lock its slot, not the shard.
@@ -234,6 +229,15 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 		}
 	}
 	return s.applySlow(sh, h, tag, req, now), nil
+}
+
+// locate returns key's slot word, its tag and its shard.
+func (s *Store) locate(key string) (uint64, uint32, *shard) {
+	h := maphash.String(s.seed1, key) &^ lockBit
+	if h == 0 {
+		h = 1 // 0 is the empty slot
+	}
+	return h, uint32(maphash.String(s.seed2, key)), &s.shards[(h>>32)&s.mask]
 }
 
 // updateLocked applies req to the entry in slot i, which the caller locked

@@ -7,7 +7,11 @@
 //	X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset (seconds)
 //	Retry-After: whole seconds, rounded up, at least 1 (denied; absent when
 //	             the request can never pass)
-//	RateLimit-Decided-By: store | deny-cache | local | open | closed
+//	RateLimit-Decided-By: store | deny-cache | local | open | closed | shed
+//
+// A check the instance shed for overload (service.ErrOverloaded) is no
+// decision: it carries only RateLimit-Decided-By: shed and Retry-After
+// (SetShed), with a 503.
 //
 // RateLimit-Policy and RateLimit follow the IETF httpapi rate limit headers
 // draft; the X-RateLimit-* trio is the older de facto convention most
@@ -67,6 +71,18 @@ var decidedByValues = func() (vals [service.NumDecidedBy][]string) {
 	}
 	return vals
 }()
+
+// shedRetryAfter is the Retry-After of a shed check.
+var shedRetryAfter = []string{strconv.FormatInt(max(1, CeilSeconds(service.ShedRetryAfter)), 10)}
+
+// SetShed sets the headers of a check the instance shed for overload
+// (service.ErrOverloaded), which transports answer with 503:
+// RateLimit-Decided-By: shed, and Retry-After: service.ShedRetryAfter in
+// whole seconds.
+func SetShed(h http.Header) {
+	h[DecidedBy] = decidedByValues[service.DecidedByShed]
+	h[RetryAfter] = shedRetryAfter
+}
 
 // Set sets the rate limit headers of a check's result on h:
 //

@@ -232,14 +232,17 @@ func verdictStatus(res *service.Result) int {
 }
 
 // writeCheckError answers a failed service.Check: 400 for bad input, 404 for
-// an unknown namespace, 503 when the store failed, 500 otherwise (a bug,
-// logged).
+// an unknown namespace, 503 with Retry-After for a check shed for overload,
+// 503 when the store failed, 500 otherwise (a bug, logged).
 func (a *api) writeCheckError(w http.ResponseWriter, err error) {
 	switch service.Classify(err) {
 	case service.Invalid:
 		writeError(w, http.StatusBadRequest, err.Error())
 	case service.UnknownNamespace:
 		writeError(w, http.StatusNotFound, err.Error())
+	case service.Overloaded:
+		headers.SetShed(w.Header())
+		writeError(w, http.StatusServiceUnavailable, "rate limiter overloaded, retry later: "+err.Error())
 	case service.Unavailable, service.Canceled, service.DeadlineExceeded:
 		writeError(w, http.StatusServiceUnavailable, "rate limit store unavailable: "+err.Error())
 	default:

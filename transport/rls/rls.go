@@ -37,7 +37,9 @@
 // (failure_mode_deny): InvalidArgument for a request without a domain or
 // descriptors, an empty descriptor, negative hits, or a subject or cost the
 // service refuses (every descriptor is validated before any is charged); NotFound for a domain the policy does not have; Unavailable
-// when the store is closed. Store failures are the service's business:
+// when the store is closed or the instance shed the check for overload
+// (with failure_mode_deny, Envoy then denies: nothing is admitted that the
+// limiter did not decide). Store failures are the service's business:
 // its Guard answers them with the namespace's on_store_error policy, as
 // for every transport.
 package rls
@@ -251,7 +253,7 @@ func grpcError(i int, err error) error {
 		code = codes.InvalidArgument
 	case service.UnknownNamespace:
 		code = codes.NotFound
-	case service.Unavailable:
+	case service.Unavailable, service.Overloaded:
 		code = codes.Unavailable
 	case service.Canceled:
 		code = codes.Canceled
