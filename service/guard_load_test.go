@@ -195,3 +195,28 @@ func TestFallbackSeededFromStore(t *testing.T) {
 		t.Errorf("the store back: decided by %v, %d remaining; want the store's %d", res.DecidedBy, res.Verdict.D[0].Remaining, want)
 	}
 }
+
+// The guarded path's allocations (no race detector): the store key, the
+// maximum wait's context, timer and cancel function, and the breaker's
+// completion: six, as many as before the store queue and the seeding of the
+// local fallback, which allocate nothing.
+func TestGuardedCheckAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes allocation counts")
+	}
+	clk := clocktest.New(epoch)
+	svc := newGuarded(t, newMemstore(t, clk), policySnapshot(t, "v1", tokenBucket("per-hour", 1_000_000, time.Hour)), clk,
+		service.Guard{Instances: func() int { return 3 }})
+	ctx := context.Background()
+	req := service.Request{Namespace: "local", Subject: "user-42", Cost: 1}
+	svc.Check(ctx, req)
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := svc.Check(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("a guarded check allocates %.1f times", allocs)
+	if allocs > 6 {
+		t.Errorf("a guarded check allocates %.1f times per call, want at most 6", allocs)
+	}
+}

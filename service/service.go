@@ -6,11 +6,14 @@
 // their requests into a Request and render the Result; metrics and other
 // observers plug in through Observer.
 //
-// With Options.Guard the store is treated as remote (guard.go): every store
-// call has a deadline, a circuit breaker stops calling a store that keeps
-// failing, a failed check is answered by its namespace's failure policy
-// (open, closed, or this instance's share of the limits), and subjects known
-// to be denied are answered from a deny cache (denycache.go).
+// With Options.Guard the store is treated as remote (guard.go): a busy store
+// is waited for up to a maximum wait, a bounded queue sheds what this
+// instance cannot keep up with, circuit breakers probed in the background
+// stop calling a store that keeps failing (breaker.go), a check the store
+// fails is answered by its namespace's failure policy (open, closed, or
+// this instance's share of the limits, seeded from the store's last
+// answer), and subjects known to be denied are answered from a deny cache
+// (denycache.go).
 //
 // A Service is safe for concurrent use. The policy lives behind an atomic
 // pointer: Swap installs a new snapshot without blocking checks, and a check
@@ -81,11 +84,14 @@ type Result struct {
 	// It is the zero Verdict when Check returns an error.
 	Verdict limit.Verdict
 	// DecidedBy names the path that gave Verdict: the store, the deny cache
-	// or a failure policy (see Guard). DecidedByStore without a Guard.
+	// or a failure policy (see Guard); DecidedByShed, with ErrOverloaded and
+	// no Verdict, for a check shed for overload. DecidedByStore without a
+	// Guard.
 	DecidedBy DecidedBy
 	// StoreError is the store failure a failure policy answered for, when
-	// DecidedBy is DecidedByLocal, DecidedByOpen or DecidedByClosed (a
-	// timeout, Redis down, or the circuit breaker open); nil otherwise.
+	// DecidedBy is DecidedByLocal, DecidedByOpen or DecidedByClosed (no
+	// answer within the maximum wait, Redis down, or the circuit breaker
+	// open); nil otherwise.
 	StoreError error
 }
 
@@ -243,12 +249,15 @@ func (s *Service) Swap(snap *policy.Snapshot) (old *policy.Snapshot, err error) 
 // Result still carries the request's namespace and subject (and Set.Namespace
 // when the namespace is known). Apart from the store key and whatever the
 // store allocates, a successful check allocates nothing (with a Guard, the
-// deadline and the circuit breaker add three small allocations).
+// maximum wait's context and the circuit breaker add five small
+// allocations).
 //
-// With a Guard, a store that fails or misses the deadline does not make
-// Check fail: the namespace's failure policy answers, and Result.DecidedBy
-// and Result.StoreError say so. Check then returns an error only for bad
-// input, an unknown namespace, a closed store, or a ctx that ended first.
+// With a Guard, a store that fails, or answers nothing within the maximum
+// wait, does not make Check fail: the namespace's failure policy answers,
+// and Result.DecidedBy and Result.StoreError say so. Check then returns an
+// error only for bad input, an unknown namespace, a closed store, a ctx
+// that ended first, or a check shed for overload (ErrOverloaded, with
+// Result.DecidedBy DecidedByShed).
 func (s *Service) Check(ctx context.Context, req Request) (Result, error) {
 	var start time.Time
 	if s.obs != nil || s.guard != nil {

@@ -103,3 +103,24 @@ func TestSeedConcurrent(t *testing.T) {
 		t.Fatalf("%d keys held, bound 64", n)
 	}
 }
+
+// BenchmarkSeed is the cost the local failure policy adds to every store
+// answer of a distributed deployment: one seed of a held key.
+func BenchmarkSeed(b *testing.B) {
+	s := New(Options{SweepInterval: -1})
+	defer s.Close()
+	rules := storetest.Rules(b, limit.Rule{Name: "a", Algorithm: limit.TokenBucket, Limit: 1000, Period: time.Second})
+	keys := make([]string, 10000)
+	for i := range keys {
+		keys[i] = fmt.Sprint("bench:user-", i)
+	}
+	v := decisions(500)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			s.Seed(keys[i%len(keys)], rules, v)
+			i++
+		}
+	})
+}
