@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -69,5 +70,29 @@ ratelimiter_store_breaker_transitions_total{to="open"} 1
 		if got != c.n {
 			t.Errorf("decided_by=%s outcome=%s: %v, want %v", c.by, c.outcome, got, c.n)
 		}
+	}
+}
+
+// A check shed for overload counts as decided_by="shed", outcome denied,
+// and not as a store error.
+func TestShedCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	obs, err := metrics.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := snapshot(t, "v1", 3)
+	obs.ObserveSnapshot(snap)
+	set, err := snap.Resolve("orders", "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs.ObserveCheck(service.Result{Namespace: "orders", Subject: "u", Set: set, DecidedBy: service.DecidedByShed},
+		fmt.Errorf("check orders: %w", service.ErrOverloaded), time.Millisecond)
+	if n := series(t, reg, "ratelimiter_decided_by_total", map[string]string{"namespace": "orders", "decided_by": "shed", "outcome": "denied"}).GetCounter().GetValue(); n != 1 {
+		t.Errorf("decided_by=shed: %v, want 1", n)
+	}
+	if n := series(t, reg, "ratelimiter_check_errors_total", map[string]string{"namespace": "orders", "kind": "store"}).GetCounter().GetValue(); n != 0 {
+		t.Errorf("a shed check counted as %v store errors", n)
 	}
 }

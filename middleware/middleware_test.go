@@ -342,3 +342,25 @@ func TestEndedContext(t *testing.T) {
 		t.Fatalf("ended context: %d %q, %d reached the handler", w.Code, w.Body, next.n.Load())
 	}
 }
+
+// overloadedChecker answers every check as a guarded service shedding for
+// overload does.
+type overloadedChecker struct{ *service.Service }
+
+func (overloadedChecker) Check(context.Context, service.Request) (service.Result, error) {
+	return service.Result{DecidedBy: service.DecidedByShed}, fmt.Errorf("check orders: %w", service.ErrOverloaded)
+}
+
+// A check shed for overload is a 503 with Retry-After and
+// RateLimit-Decided-By: shed; the handler never sees the request.
+func TestShed(t *testing.T) {
+	mw, err := New(overloadedChecker{newService(t, policyYAML)}, Options{Namespace: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := &counting{}
+	w := do(mw(next), "X-User-ID", "u")
+	if w.Code != 503 || w.Header().Get("Retry-After") != "1" || w.Header().Get("RateLimit-Decided-By") != "shed" || next.n.Load() != 0 {
+		t.Fatalf("shed: %d %v %q, %d reached the handler", w.Code, w.Header(), w.Body, next.n.Load())
+	}
+}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store"
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
 	"github.com/distributedratelimiter/ratelimiter/store/pending"
 )
@@ -64,4 +66,58 @@ func TestDecidedByHeader(t *testing.T) {
 	if w.Code != 200 || w.Header().Get("RateLimit-Decided-By") != "store" {
 		t.Errorf("healthy store: %d %v", w.Code, w.Header())
 	}
+}
+
+// blockingStore holds every call until release is closed, telling entered
+// of each: a Redis busy with the checks in front.
+type blockingStore struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b blockingStore) Apply(ctx context.Context, req store.Request) (limit.Verdict, error) {
+	b.entered <- struct{}{}
+	<-b.release
+	return limit.Verdict{Allowed: true, N: len(req.Rules)}, nil
+}
+
+func (blockingStore) Close() error { return nil }
+
+// A check the instance sheds for overload (the store queue full) is a 503
+// with Retry-After and RateLimit-Decided-By: shed, on /v1/check and
+// /v1/gate: never a 200, never a 429 that blames the subject's limit.
+func TestShedIs503(t *testing.T) {
+	rule := []limit.Rule{{Name: "per-hour", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour}}
+	snap, err := policy.New([]policy.Namespace{{Name: "orders", SubjectHeader: "X-User-ID", Rules: rule}}, "v1", epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := blockingStore{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	svc, err := service.New(st, snap, service.Options{Guard: &service.Guard{MaxWaiting: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	h := New(svc, Options{})
+	done := make(chan struct{})
+	go func() { // the one check the queue holds
+		defer close(done)
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/v1/check", strings.NewReader(`{"namespace":"orders","subject":"first"}`)))
+	}()
+	<-st.entered
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/check", strings.NewReader(`{"namespace":"orders","subject":"u"}`)))
+	if w.Code != 503 || w.Header().Get("Retry-After") != "1" || w.Header().Get("RateLimit-Decided-By") != "shed" ||
+		!strings.Contains(w.Body.String(), "overloaded") {
+		t.Errorf("shed check: %d %v %s", w.Code, w.Header(), w.Body)
+	}
+	w = httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodGet, "/v1/gate?namespace=orders", nil)
+	r.Header.Set("X-User-ID", "u")
+	h.ServeHTTP(w, r)
+	if w.Code != 503 || w.Header().Get("Retry-After") != "1" || w.Header().Get("RateLimit-Decided-By") != "shed" {
+		t.Errorf("shed gate check: %d %v", w.Code, w.Header())
+	}
+	close(st.release)
+	<-done
 }

@@ -32,9 +32,11 @@
 // rounded up, unless the request can never pass (its cost exceeds a limit's
 // capacity). They also carry RateLimit-Decided-By, the path that decided:
 // "store", "deny-cache" (the subject was known to be denied), or, when the
-// store failed or missed its deadline, the namespace's failure policy:
-// "local", "open" or "closed" (service.DecidedBy). Durations in JSON bodies
-// are milliseconds rounded up; -1 means never.
+// store failed or answered nothing within the maximum wait, the namespace's
+// failure policy: "local", "open" or "closed" (service.DecidedBy). A check
+// the instance shed for overload is a 503 with Retry-After and
+// RateLimit-Decided-By: shed. Durations in JSON bodies are milliseconds
+// rounded up; -1 means never.
 package httpapi
 
 import (

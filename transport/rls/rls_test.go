@@ -2,6 +2,7 @@ package rls
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -289,5 +290,23 @@ func TestNothingChargedForARefusedRequest(t *testing.T) {
 	resp := ask(t, c, &rlsv3.RateLimitRequest{Domain: "orders", HitsAddend: 3, Descriptors: []*ratelimitv3.RateLimitDescriptor{zero}})
 	if r := resp.GetStatuses()[0].GetLimitRemaining(); resp.GetOverallCode() != rlsv3.RateLimitResponse_OK || r != 5 {
 		t.Fatalf("carol after two refused requests and a 0-hit check: %v, want 5 remaining", resp)
+	}
+}
+
+// shedding answers every check as a guarded service shedding for overload.
+type shedding struct{ *service.Service }
+
+func (shedding) Check(context.Context, service.Request) (service.Result, error) {
+	return service.Result{DecidedBy: service.DecidedByShed}, fmt.Errorf("check orders: %w", service.ErrOverloaded)
+}
+
+// A check shed for overload is UNAVAILABLE: Envoy's failure mode decides,
+// and with failure_mode_deny (docs/OPERATIONS.md) it denies.
+func TestShedIsUnavailable(t *testing.T) {
+	s := New(shedding{newService(t)})
+	_, err := s.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "orders",
+		Descriptors: []*ratelimitv3.RateLimitDescriptor{desc("user_id", "u")}})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "overloaded") {
+		t.Fatalf("shed: %v, want Unavailable", err)
 	}
 }
