@@ -98,6 +98,7 @@ type breakers struct {
 	ctx     context.Context // ends at close: probes in flight give up
 	cancel  context.CancelFunc
 	done    sync.WaitGroup
+	closing sync.Once
 }
 
 // probeRules is the limit set of the probes: a peek of it consumes nothing
@@ -261,8 +262,11 @@ func (bs *breakers) probe(cb *gobreaker.TwoStepCircuitBreaker[struct{}], st stor
 	}
 }
 
+// close stops the prober and waits for it; later calls do nothing.
 func (bs *breakers) close() {
-	close(bs.stop)
-	bs.cancel()
+	bs.closing.Do(func() {
+		close(bs.stop)
+		bs.cancel()
+	})
 	bs.done.Wait()
 }

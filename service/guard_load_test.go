@@ -220,3 +220,14 @@ func TestGuardedCheckAllocations(t *testing.T) {
 		t.Errorf("a guarded check allocates %.1f times per call, want at most 6", allocs)
 	}
 }
+
+// Close may be called more than once.
+func TestCloseTwice(t *testing.T) {
+	svc := newGuarded(t, newMemstore(t, clocktest.New(epoch)), policySnapshot(t, "v1", tokenBucket("per-hour", 10, time.Hour)), nil, service.Guard{})
+	if err := svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
