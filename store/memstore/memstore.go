@@ -32,13 +32,18 @@
 // Sweep, which a janitor goroutine runs every SweepInterval. MaxKeys bounds the
 // number of keys held, exactly: one atomic counter, touched only when a key is
 // added or dropped. When the store is full, an insert samples up to eight
-// entries of its shard (the first ones held from a random slot), drops the
-// expired ones, and if none was expired evicts
-// the sampled entry that expires soonest: the one whose state is closest to
-// fresh, so eviction forgets as little as possible. A subject
-// that is being limited holds state far into the future and is the last to be
-// evicted; a flood of new subjects can at worst make the store forget nearly
-// refilled buckets, never grow memory past the bound. Tables double as they
+// entries of its shard (the first ones held from a random slot) and drops
+// those that carry nothing: expired ones, and live ones equivalent to fresh
+// (every limit back at its full capacity). Only if none does, it evicts the
+// sampled entry that carries the least spent budget (the largest share of
+// a limit spent, over the entry's limits), the soonest to expire among
+// equals: the entry closest to fresh in what it would give back, so
+// eviction forgets as little as possible. A subject being limited has spent
+// a whole limit and goes only when every entry sampled has too: a flood of
+// new subjects, each of which spent a little, can at worst make the store
+// forget other subjects' small spending, never free a limited subject, and
+// never grow memory past the bound. Stats counts the evictions that gave
+// spent budget back apart from the harmless ones. Tables double as they
 // fill and Sweep shrinks the ones left under 1/8 full to at most half full,
 // so memory also comes back after a flood.
 //
@@ -77,10 +82,16 @@ type Options struct {
 
 // Stats are counters of a Store's life.
 type Stats struct {
-	Keys      int    // keys held now
-	Evictions uint64 // live entries evicted because a shard was full
-	Expired   uint64 // expired entries dropped
-	Unstored  uint64 // new keys not stored: the store was full and their shard empty
+	Keys int // keys held now
+	// Evictions counts entries evicted to make room that carried spent
+	// budget: each gave its subject back what it had spent. A store that
+	// evicts these is too small for its subjects (raise MaxKeys).
+	Evictions uint64
+	// FreshEvictions counts live entries dropped to make room that carried
+	// nothing (every limit back at its full capacity): harmless.
+	FreshEvictions uint64
+	Expired        uint64 // expired entries dropped
+	Unstored       uint64 // new keys not stored: the store was full and their shard empty
 }
 
 // Store is the in-memory store.Store. It is safe for concurrent use.
@@ -93,8 +104,11 @@ type Store struct {
 	seed2     maphash.Seed
 	clock     clock.Clock
 	closed    atomic.Bool
-	evictions atomic.Uint64
-	expired   atomic.Uint64
+	evictions atomic.Uint64 // entries evicted that carried spent budget
+	// evictedFresh counts live entries dropped to make room that carried
+	// nothing (equivalent to fresh: no subject gained anything).
+	evictedFresh atomic.Uint64
+	expired      atomic.Uint64
 	dropped   atomic.Uint64
 	stop      chan struct{}
 	done      chan struct{}
@@ -370,15 +384,21 @@ func (sh *shard) resize(size int) *table {
 
 // evict samples up to n entries of sh, the first n held at or after the
 // home slot of key word h (a random place: the hash is seeded), and drops
-// the expired ones; when force is set and none was expired, it drops the
-// sampled entry that expires first. It reports whether it dropped anything.
-// The caller holds sh.mu.
+// the ones that carry nothing: expired entries, and live ones whose every
+// state leaves the full capacity now (a faded sliding window), which are
+// equivalent to fresh. When force is set and none carried nothing, it evicts
+// the sampled entry that carries the least spent budget (carried), the
+// one that expires first among equals: a subject being limited has spent
+// all of a limit and is evicted only if every sampled entry has too, so a
+// flood of new subjects, each of which spent a unit or a few, cannot make
+// it fresh. It reports whether it dropped anything. The caller holds sh.mu.
 //
 // Checks of held keys update entries without the shard mutex, so an entry
 // may change between the sampling and its removal: each is removed only if
-// it is still as it was judged (expired; or expiring no later than when it
-// was picked as the victim). When the victim was refreshed meanwhile, it
-// samples again, and after a few tries takes the victim regardless.
+// it is still as it was judged (expiring no later than when it was
+// sampled: a check that consumed moved its expiry). When the victim was
+// refreshed meanwhile, it samples again, and after a few tries takes the
+// victim regardless.
 func (s *Store) evict(sh *shard, h uint64, now int64, n int, force bool) bool {
 	t := sh.cur.Load()
 	if t == nil {
@@ -386,9 +406,14 @@ func (s *Store) evict(sh *shard, h uint64, now int64, n int, force bool) bool {
 	}
 	const tries = 4
 	for try := 1; ; try++ {
-		var expired [8]uint64
-		ne := 0
+		var nothing [8]struct {
+			x       uint64
+			expires int64
+			expired bool
+		}
+		nn := 0
 		var victim uint64
+		var victimCarried float64
 		soonest := int64(-1)
 		for i, seen := int(h)&t.mask, 0; seen < n && seen < sh.n; i = (i + 1) & t.mask {
 			x := t.lockAny(i)
@@ -396,23 +421,35 @@ func (s *Store) evict(sh *shard, h uint64, now int64, n int, force bool) bool {
 				continue
 			}
 			seen++
-			if exp := t.slots[i].expires; exp <= now {
-				expired[ne] = x
-				ne++
-			} else if soonest < 0 || exp < soonest {
-				victim, soonest = x, exp
+			e := &t.slots[i].entry
+			exp := e.expires
+			c := 0.0
+			if exp > now {
+				c = carried(e, now)
+			}
+			switch {
+			case c == 0:
+				nothing[nn].x, nothing[nn].expires, nothing[nn].expired = x, exp, exp <= now
+				nn++
+			case soonest < 0 || c < victimCarried || (c == victimCarried && exp < soonest):
+				victim, victimCarried, soonest = x, c, exp
 			}
 			t.release(i, x)
 		}
 		// Drop after sampling: a removal shifts the entries after it.
-		dropped := 0
-		for _, x := range expired[:ne] {
-			if s.removeIf(sh, t, x, now) {
-				dropped++
+		expired, fresh := 0, 0
+		for _, d := range nothing[:nn] {
+			if s.removeIf(sh, t, d.x, d.expires) {
+				if d.expired {
+					expired++
+				} else {
+					fresh++
+				}
 			}
 		}
-		if dropped > 0 {
-			s.expired.Add(uint64(dropped))
+		s.expired.Add(uint64(expired))
+		s.evictedFresh.Add(uint64(fresh))
+		if expired+fresh > 0 {
 			return true
 		}
 		if !force {
@@ -428,10 +465,37 @@ func (s *Store) evict(sh *shard, h uint64, now int64, n int, force bool) bool {
 				return true
 			}
 		}
-		if try == tries || ne == 0 && soonest < 0 {
+		if try == tries || nn == 0 && soonest < 0 {
 			return false
 		}
 	}
+}
+
+// carried returns the share of a limit the entry's subject has spent, now:
+// the largest, over its rules, of the units a request could not have now
+// over the rule's capacity. 0 means the entry carries nothing (every rule
+// is back to its full capacity), 1 that a rule is spent. The caller holds
+// the entry's slot lock.
+func carried(e *entry, now int64) float64 {
+	var buf [1]limit.State
+	states := e.load(&buf)
+	if e.n <= 1 {
+		return spent(e.first, states[0], now)
+	}
+	most := 0.0
+	for i := range e.more.rules {
+		most = max(most, spent(&e.more.rules[i], states[i], now))
+	}
+	return most
+}
+
+// spent is the share of r's capacity that a request could not have now.
+func spent(r *limit.Rule, s limit.State, now int64) float64 {
+	_, d := r.Step(s, now, 0)
+	if c := r.Capacity(); d.Remaining < c {
+		return float64(c-d.Remaining) / float64(c)
+	}
+	return 0
 }
 
 // removeIf drops key word x, which sh's table t holds, if its entry
@@ -518,7 +582,7 @@ func (s *Store) Sweep() int {
 
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
-	st := Stats{Evictions: s.evictions.Load(), Expired: s.expired.Load(), Unstored: s.dropped.Load()}
+	st := Stats{Evictions: s.evictions.Load(), FreshEvictions: s.evictedFresh.Load(), Expired: s.expired.Load(), Unstored: s.dropped.Load()}
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()

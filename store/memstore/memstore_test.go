@@ -96,6 +96,63 @@ func TestBoundEvictsEntriesClosestToFresh(t *testing.T) {
 	}
 }
 
+// The attack of the issue: a limit set whose window rule keeps state two
+// periods from its window's start, spent or not (a per-hour sliding window
+// counter), so that ordering by expiry alone evicted first the subject
+// whose window started earliest: the one being limited, whose spending
+// began before the flood's. Ordered by what an entry carries, the limited
+// subject (its token bucket spent) survives a flood of twice the bound of
+// new subjects that each spent one unit, and keeps what it spent of the
+// bucket and of the window.
+func TestBoundKeepsLimitedSubjectUnderWindowRules(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch.Add(59 * time.Minute))
+	s := New(Options{Clock: clk, MaxKeys: 1000, Shards: 1, SweepInterval: -1})
+	defer s.Close()
+	rules := storetest.Rules(t,
+		limit.Rule{Name: "per-hour", Algorithm: limit.TokenBucket, Limit: 5, Period: time.Hour},
+		limit.Rule{Name: "per-hour-window", Algorithm: limit.SlidingWindowCounter, Limit: 50, Period: time.Hour})
+	for range 5 {
+		check(t, s, "limited", rules, 1)
+	}
+	if v := check(t, s, "limited", rules, 1); v.Allowed {
+		t.Fatal("the sixth check was allowed")
+	}
+	clk.Advance(2 * time.Minute) // the flood's window starts an hour after the limited subject's
+	before := check(t, s, "limited", rules, 0)
+	for i := range 2000 {
+		check(t, s, fmt.Sprintf("flood-%d", i), rules, 1)
+	}
+	v := check(t, s, "limited", rules, 0)
+	if v.Allowed || v != before {
+		t.Fatalf("after a flood of 2x the bound: %+v, want what it was before: %+v", v, before)
+	}
+	if st := s.Stats(); st.Keys > 1000 || st.Evictions < 1000 {
+		t.Fatalf("stats %+v: want the bound held by evicting flood subjects", st)
+	}
+}
+
+// Live entries that carry nothing (a sliding window whose previous count has
+// faded) go before any that carries spent budget, and are counted apart.
+func TestBoundDropsEntriesThatCarryNothing(t *testing.T) {
+	clk := clocktest.New(storetest.Epoch)
+	s := New(Options{Clock: clk, MaxKeys: 8, Shards: 1, SweepInterval: -1})
+	defer s.Close()
+	rules := storetest.Rules(t, limit.Rule{Name: "w", Algorithm: limit.SlidingWindowCounter, Limit: 100, Period: time.Minute})
+	for i := range 7 {
+		check(t, s, fmt.Sprintf("faded-%d", i), rules, 1)
+	}
+	clk.Advance(2*time.Minute - time.Second) // the previous window's 1 weighs floor(1 x 1/60) = 0
+	check(t, s, "spent", rules, 50)
+	check(t, s, "new", rules, 1)
+	st := s.Stats()
+	if st.Evictions != 0 || st.FreshEvictions == 0 || st.Keys > 8 {
+		t.Fatalf("stats %+v: an entry that carries nothing must go before one that carries spent budget", st)
+	}
+	if v := check(t, s, "spent", rules, 0); v.D[0].Remaining != 50 {
+		t.Fatalf("the spent subject has %d left, want 50", v.D[0].Remaining)
+	}
+}
+
 func TestBoundPrefersExpiredEntries(t *testing.T) {
 	clk := clocktest.New(storetest.Epoch)
 	s := New(Options{Clock: clk, MaxKeys: 8, Shards: 1, SweepInterval: -1})
