@@ -10,7 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/distributedratelimiter/ratelimiter/metrics"
 	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store/memstore"
 	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 )
 
@@ -89,10 +91,11 @@ func (f *faultFlags) validate() error {
 // heartbeat that counts the instances, which starts once Redis is connected
 // (at start, or later when serve started while it was unreachable).
 type guarding struct {
-	guard   *service.Guard
-	ff      faultFlags
-	log     *slog.Logger
-	members atomic.Pointer[redisstore.Members]
+	guard    *service.Guard
+	fallback *memstore.Store // the local failure policy's store, closed by stop
+	ff       faultFlags
+	log      *slog.Logger
+	members  atomic.Pointer[redisstore.Members]
 
 	mu      sync.Mutex // serializes attach and stop
 	stopped bool
@@ -128,10 +131,15 @@ func startGuarding(f serveFlags, rs *redisstore.Store, reg prometheus.Registerer
 	})); err != nil {
 		return nil, err
 	}
+	g.fallback = memstore.New(memstore.Options{MaxKeys: f.maxKeys})
+	if err := metrics.RegisterMemory(reg, "fallback", memoryStats(g.fallback)); err != nil {
+		g.fallback.Close()
+		return nil, err
+	}
 	g.guard = &service.Guard{
 		MaxWait:          ff.maxWait,
 		MaxWaiting:       ff.storeQueue,
-		FallbackMaxKeys:  f.maxKeys,
+		Fallback:         g.fallback,
 		Instances:        g.instances,
 		DenyCacheSize:    ff.denyCacheSize,
 		Shards:           redisstore.ShardGroups,
@@ -187,13 +195,25 @@ func (g *guarding) attach(rs *redisstore.Store) {
 	g.log.Info("instance heartbeat started", "instance_id", m.ID(), "instances", m.Count())
 }
 
-// stop leaves the instance set; call it before closing the store.
+// stop leaves the instance set and closes the local fallback; call it
+// after closing the service and before closing the store.
 func (g *guarding) stop() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.stopped = true
 	if m := g.members.Load(); m != nil {
 		m.Close()
+	}
+	if g.fallback != nil {
+		g.fallback.Close()
+	}
+}
+
+// memoryStats adapts a memory store's counters to its metrics.
+func memoryStats(ms *memstore.Store) func() metrics.MemoryStats {
+	return func() metrics.MemoryStats {
+		s := ms.Stats()
+		return metrics.MemoryStats{Keys: s.Keys, Evictions: s.Evictions, FreshEvictions: s.FreshEvictions, Expired: s.Expired, Unstored: s.Unstored}
 	}
 }
 

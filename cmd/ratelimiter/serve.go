@@ -236,6 +236,7 @@ func connectLater(ctx context.Context, f serveFlags, p *pending.Store, gd *guard
 		rs.Close()
 		return
 	}
+	warnEviction(rs, log)
 	gd.attach(rs)
 	if lv.ovPending != nil {
 		ovs, err := redisOverrides(f, rs, log)
@@ -250,6 +251,16 @@ func connectLater(ctx context.Context, f serveFlags, p *pending.Store, gd *guard
 		return // shutting down: Set closed rs
 	}
 	log.Info("redis connected; checks are the store's again", "store", rs.String())
+}
+
+// warnEviction logs, once per node, a Redis that may evict the limiter's
+// keys (each eviction gives a subject back what it had spent).
+func warnEviction(rs *redisstore.Store, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, risk := range rs.EvictionRisk(ctx) {
+		log.Warn("redis may evict the limiter's keys, giving subjects back what they spent: set maxmemory-policy noeviction", "node", risk)
+	}
 }
 
 // maxTopK bounds --top-k: counters per stripe and namespace.
@@ -280,6 +291,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	}
 	defer st.Close()
 	connected, _ := st.(*redisstore.Store) // nil for memory, and while Redis is unreachable
+	if connected != nil {
+		warnEviction(connected, log)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -287,11 +301,16 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if ms, ok := st.(*memstore.Store); ok {
+		if err := metrics.RegisterMemory(reg, "memory", memoryStats(ms)); err != nil {
+			return err
+		}
+	}
 	gd, err := startGuarding(f, connected, reg, log)
 	if err != nil {
 		return err
 	}
-	defer gd.stop() // before st.Close
+	defer gd.stop() // after svc.Close, before st.Close
 	var top *topk.Tracker
 	var observer service.Observer = obs
 	if f.topK > 0 {

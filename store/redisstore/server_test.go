@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -207,5 +208,27 @@ func TestNewRefusedOrUnreachable(t *testing.T) {
 	}
 	if _, err := New(Options{Addrs: []string{srv.Addr()}, Timeout: time.Second}); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("Redis stopped: %v, want ErrUnavailable", err)
+	}
+}
+
+// A Redis that may evict keys (maxmemory with an evicting policy) is
+// reported, node by node; one with noeviction, or no maxmemory, is not.
+func TestEvictionRisk(t *testing.T) {
+	safe := redistest.Standalone(t)
+	if risks := open(t, Options{Addrs: []string{safe.Addr()}}).EvictionRisk(context.Background()); len(risks) != 0 {
+		t.Errorf("no maxmemory: %q, want no risk", risks)
+	}
+	full := redistest.Standalone(t, redistest.WithArgs("--maxmemory", "100mb", "--maxmemory-policy", "noeviction"))
+	if risks := open(t, Options{Addrs: []string{full.Addr()}}).EvictionRisk(context.Background()); len(risks) != 0 {
+		t.Errorf("noeviction: %q, want no risk", risks)
+	}
+	lru := redistest.Standalone(t, redistest.WithArgs("--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"))
+	risks := open(t, Options{Addrs: []string{lru.Addr()}}).EvictionRisk(context.Background())
+	if len(risks) != 1 || !strings.Contains(risks[0], "allkeys-lru") || !strings.Contains(risks[0], lru.Addr()) {
+		t.Errorf("allkeys-lru: %q, want it named with the node", risks)
+	}
+	c := redistest.Cluster(t, 3, 0, redistest.WithArgs("--maxmemory", "50mb", "--maxmemory-policy", "volatile-ttl"))
+	if risks := open(t, Options{Addrs: c.Addrs(), Mode: Cluster}).EvictionRisk(context.Background()); len(risks) != 3 {
+		t.Errorf("a cluster of volatile-ttl nodes: %q, want all 3", risks)
 	}
 }
