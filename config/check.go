@@ -213,8 +213,8 @@ func (c *checker) names(items []*yaml.Node, parent, kind string) []named {
 // namespace reads one namespace; pi is its index among those given to
 // policy.New. It returns false when the namespace is left out.
 func (c *checker) namespace(n *yaml.Node, nm named, pi int) (policy.Namespace, bool) {
-	f, ok := c.fields(n, nm.path, "a mapping (name, subject_header, on_store_error, limits, overrides)",
-		"name", "subject_header", "on_store_error", "limits", "overrides")
+	f, ok := c.fields(n, nm.path, "a mapping (name, subject_header, cost_header, on_store_error, limits, overrides)",
+		"name", "subject_header", "cost_header", "on_store_error", "limits", "overrides")
 	if !ok {
 		return policy.Namespace{}, false
 	}
@@ -240,6 +240,19 @@ func (c *checker) namespace(n *yaml.Node, nm named, pi int) (policy.Namespace, b
 				ns.SubjectHeader = s
 			} else {
 				c.errorf(h.val.Line, hpath, "%s is not an HTTP header name", lit(h.val))
+			}
+		}
+	}
+	if h := f["cost_header"]; h.present() {
+		hpath := join(nm.path, "cost_header")
+		if s, ok := c.str(h.val, hpath); ok {
+			switch {
+			case !headerName(s):
+				c.errorf(h.val.Line, hpath, "%s is not an HTTP header name", lit(h.val))
+			case strings.EqualFold(s, ns.SubjectHeader):
+				c.errorf(h.val.Line, hpath, "%s is the subject header too", lit(h.val))
+			default:
+				ns.CostHeader = s
 			}
 		}
 	}

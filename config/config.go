@@ -8,6 +8,9 @@
 //	namespaces:                        # required, at least one
 //	  - name: orders                   # required; 1-64 of [A-Za-z0-9_.-], not starting with _ . -
 //	    subject_header: X-User-ID      # optional, default "X-User-ID"; an HTTP header name
+//	    cost_header: X-RateLimit-Cost  # optional, default none: every gate and proxy request
+//	                                   #   costs 1; when set, the header (a trusted hop sets it)
+//	                                   #   gives the cost, a positive integer
 //	    on_store_error: local          # optional, default local: how checks are answered when
 //	                                   #   the store fails (local, open or closed; policy.FailurePolicy)
 //	    limits:                        # required, 1 to limit.MaxRules

@@ -43,7 +43,7 @@ func TestOnStoreError(t *testing.T) {
 		{"    on_store_error: open\n    on_store_error: closed\n", []string{
 			`orders.yaml:5: namespaces[orders].on_store_error: duplicate key (first on line 4)`}},
 		{"    on_store_eror: open\n", []string{
-			`orders.yaml:4: namespaces[orders].on_store_eror: unknown field (want name, subject_header, on_store_error, limits, overrides)`}},
+			`orders.yaml:4: namespaces[orders].on_store_eror: unknown field (want name, subject_header, cost_header, on_store_error, limits, overrides)`}},
 	} {
 		data := edit(t, "    subject_header: X-User-ID\n", "    subject_header: X-User-ID\n"+tc.line)
 		var got []string
@@ -69,5 +69,34 @@ func TestFailurePolicyNames(t *testing.T) {
 	if _, err := policy.New([]policy.Namespace{{Name: "x", Rules: nil, OnStoreError: 7}}, "", t0); err == nil ||
 		!strings.Contains(err.Error(), "namespaces[x].on_store_error: failure_policy(7) is not a failure policy") {
 		t.Errorf("policy.New with OnStoreError 7: %v", err)
+	}
+}
+
+// cost_header: none by default (every gated request costs 1); a header name
+// otherwise, not the subject header.
+func TestCostHeader(t *testing.T) {
+	snap, err := ParseAt([]byte(edit(t, "name: orders", "name: orders")), "orders.yaml", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns, _ := snap.Namespace("orders"); ns.CostHeader != "" {
+		t.Errorf("default cost header %q, want none", ns.CostHeader)
+	}
+	data := edit(t, "    subject_header: X-User-ID\n", "    subject_header: X-User-ID\n    cost_header: X-RateLimit-Cost\n")
+	snap, err = ParseAt([]byte(data), "orders.yaml", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns, _ := snap.Namespace("orders"); ns.CostHeader != "X-RateLimit-Cost" {
+		t.Errorf("cost header %q", ns.CostHeader)
+	}
+	for _, tc := range []struct{ line, want string }{
+		{"    cost_header: X Cost\n", `orders.yaml:4: namespaces[orders].cost_header: "X Cost" is not an HTTP header name`},
+		{"    cost_header: x-user-id\n", `orders.yaml:4: namespaces[orders].cost_header: x-user-id is the subject header too`},
+	} {
+		errs := Validate([]byte(edit(t, "    subject_header: X-User-ID\n", "    subject_header: X-User-ID\n"+tc.line)), "orders.yaml")
+		if len(errs) != 1 || errs[0].Error() != tc.want {
+			t.Errorf("%q: %v, want %s", tc.line, errs, tc.want)
+		}
 	}
 }

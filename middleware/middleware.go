@@ -74,7 +74,8 @@ type Options struct {
 	// subject_header, or ErrNoSubject when it is absent.
 	Subject func(r *http.Request) (string, error)
 	// Cost returns what a request costs (0 peeks, charging nothing).
-	// Default: 1.
+	// Default: headers.RequestCost, 1 unless the namespace names a trusted
+	// cost_header, never 0.
 	Cost func(r *http.Request) (int64, error)
 	// OnError answers a request whose check could not be made: no subject
 	// or a bad cost (the error wraps ErrNoSubject, service.ErrInvalidSubject
@@ -108,6 +109,9 @@ func New(c service.Checker, opts Options) (func(http.Handler) http.Handler, erro
 	if m.o.Subject == nil {
 		m.o.Subject = m.subjectHeader
 	}
+	if m.o.Cost == nil {
+		m.o.Cost = m.costHeader
+	}
 	if m.o.OnError == nil {
 		m.o.OnError = m.writeError
 	}
@@ -135,12 +139,13 @@ func (m *limiter) wrap(next http.Handler) http.Handler {
 			m.o.OnError(w, r, err)
 			return
 		}
-		cost := int64(1)
-		if m.o.Cost != nil {
-			if cost, err = m.o.Cost(r); err != nil {
-				m.o.OnError(w, r, fmt.Errorf("%w: %w", service.ErrInvalidCost, err))
-				return
+		cost, err := m.o.Cost(r)
+		if err != nil {
+			if !errors.Is(err, service.ErrInvalidCost) && !errors.Is(err, policy.ErrUnknownNamespace) {
+				err = fmt.Errorf("%w: %w", service.ErrInvalidCost, err)
 			}
+			m.o.OnError(w, r, err)
+			return
 		}
 		res, err := m.c.Check(r.Context(), service.Request{Namespace: m.o.Namespace, Subject: subject, Cost: cost})
 		if err != nil {
@@ -178,6 +183,16 @@ func (m *limiter) subjectHeader(r *http.Request) (string, error) {
 		return s, nil
 	}
 	return "", fmt.Errorf("%w: missing header %s", ErrNoSubject, ns.SubjectHeader)
+}
+
+// costHeader is the default Cost: headers.RequestCost with the namespace
+// in force.
+func (m *limiter) costHeader(r *http.Request) (int64, error) {
+	ns, ok := m.c.Snapshot().Namespace(m.o.Namespace)
+	if !ok {
+		return 0, fmt.Errorf("middleware: %w: %q", policy.ErrUnknownNamespace, m.o.Namespace)
+	}
+	return headers.RequestCost(r, ns)
 }
 
 // writeError is the default OnError.

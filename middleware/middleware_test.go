@@ -34,6 +34,10 @@ namespaces:
   - name: exact
     limits:
       - {name: per-day, algorithm: fixed_window, limit: 50, period: 24h}
+  - name: weighted
+    cost_header: X-RateLimit-Cost
+    limits:
+      - {name: per-day, algorithm: token_bucket, limit: 50, period: 24h}
 `
 
 func newService(t *testing.T, yaml string) *service.Service {
@@ -362,5 +366,32 @@ func TestShed(t *testing.T) {
 	w := do(mw(next), "X-User-ID", "u")
 	if w.Code != 503 || w.Header().Get("Retry-After") != "1" || w.Header().Get("RateLimit-Decided-By") != "shed" || next.n.Load() != 0 {
 		t.Fatalf("shed: %d %v %q, %d reached the handler", w.Code, w.Header(), w.Body, next.n.Load())
+	}
+}
+
+// The cost is the trusted cost_header's when the namespace names one, 1
+// otherwise whatever the client sends; 0 is never a peek.
+func TestCostFromTrustedHeaderOnly(t *testing.T) {
+	svc := newService(t, policyYAML)
+	orders, err := New(svc, Options{Namespace: "orders"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := &counting{}
+	for i := range 5 {
+		if w := do(orders(next), "X-User-ID", "u", "X-RateLimit-Cost", "0"); w.Code != 200 || w.Header().Get("X-RateLimit-Remaining") != fmt.Sprint(4-i) {
+			t.Fatalf("orders, client-set cost 0, request %d: %d remaining %s; want charged 1", i+1, w.Code, w.Header().Get("X-RateLimit-Remaining"))
+		}
+	}
+	weighted, err := New(svc, Options{Namespace: "weighted"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := do(weighted(next), "X-User-ID", "u", "X-RateLimit-Cost", "10"); w.Code != 200 || w.Header().Get("X-RateLimit-Remaining") != "40" {
+		t.Fatalf("weighted, trusted cost 10: %d remaining %s", w.Code, w.Header().Get("X-RateLimit-Remaining"))
+	}
+	before := next.n.Load()
+	if w := do(weighted(next), "X-User-ID", "u", "X-RateLimit-Cost", "0"); w.Code != 400 || next.n.Load() != before {
+		t.Fatalf("weighted, trusted cost 0: %d %q, want 400 and no request through", w.Code, w.Body)
 	}
 }

@@ -55,6 +55,11 @@ type Namespace struct {
 	// SubjectHeader is the request header gate and proxy modes read the
 	// subject from ("X-User-ID").
 	SubjectHeader string
+	// CostHeader, when set, is the request header gate and proxy modes read
+	// a request's cost from: one a trusted hop in front sets, dropping the
+	// client's own. Empty (the default): every request costs 1, whatever
+	// its headers say, so a client cannot choose what it is charged.
+	CostHeader string
 	// Rules is the limit set every subject gets unless overridden.
 	Rules     []limit.Rule
 	Overrides []Override

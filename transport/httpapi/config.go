@@ -20,6 +20,7 @@ type configView struct {
 type namespaceView struct {
 	Name          string         `json:"name"`
 	SubjectHeader string         `json:"subject_header"`
+	CostHeader    string         `json:"cost_header,omitempty"`
 	OnStoreError  string         `json:"on_store_error"`
 	Limits        []ruleView     `json:"limits"`
 	Overrides     []overrideView `json:"overrides,omitempty"`
@@ -55,7 +56,7 @@ func viewOf(snap *policy.Snapshot) configView {
 		if !ok {
 			continue
 		}
-		nv := namespaceView{Name: ns.Name, SubjectHeader: ns.SubjectHeader, OnStoreError: ns.OnStoreError.String(), Limits: make([]ruleView, len(ns.Rules))}
+		nv := namespaceView{Name: ns.Name, SubjectHeader: ns.SubjectHeader, CostHeader: ns.CostHeader, OnStoreError: ns.OnStoreError.String(), Limits: make([]ruleView, len(ns.Rules))}
 		for i, r := range ns.Rules {
 			nv.Limits[i] = ruleView{Name: r.Name, Algorithm: r.Algorithm.String(), Limit: r.Limit, PeriodMS: headers.CeilMillis(r.Period), Burst: r.Burst}
 		}

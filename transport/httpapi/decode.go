@@ -385,20 +385,6 @@ func (d *decoder) hex4() (rune, bool) {
 	return r, true
 }
 
-// parseCost parses a decimal integer cost from a header (the service bounds
-// its range).
-func parseCost(s string) (int64, error) {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		var ne *strconv.NumError
-		if errors.As(err, &ne) && ne.Err == strconv.ErrRange {
-			return 0, errors.New(strconv.Quote(s) + " is out of range")
-		}
-		return 0, errors.New("must be an integer, got " + truncate(s, 32))
-	}
-	return n, nil
-}
-
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return strconv.Quote(s[:n]) + "..."

@@ -287,14 +287,10 @@ func (a *api) gate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "missing subject header "+ns.SubjectHeader)
 		return
 	}
-	cost := int64(1)
-	if c := r.Header.Get(headers.Cost); c != "" {
-		n, err := parseCost(c)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "header X-RateLimit-Cost: "+err.Error())
-			return
-		}
-		cost = n
+	cost, err := headers.RequestCost(r, ns)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
 	res, err := a.svc.Check(r.Context(), service.Request{Namespace: name, Subject: subject, Cost: cost})
 	if err != nil {

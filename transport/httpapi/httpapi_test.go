@@ -29,7 +29,8 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // ordersPolicy is the running example: 100 per minute with bursts of 20 AND
 // 1000 per hour, vip-1 gets 1000 per minute (burst 200); plus "tiny" (5 per
-// 10h) and "fifty" (50 per day).
+// 10h) and "fifty" (50 per day, whose trusted cost_header is
+// X-RateLimit-Cost).
 func ordersPolicy(t testing.TB, version string) *policy.Snapshot {
 	t.Helper()
 	snap, err := policy.New([]policy.Namespace{{
@@ -50,6 +51,7 @@ func ordersPolicy(t testing.TB, version string) *policy.Snapshot {
 	}, {
 		Name:          "fifty",
 		SubjectHeader: "X-Api-Key",
+		CostHeader:    "X-RateLimit-Cost",
 		Rules:         []limit.Rule{{Name: "per-day", Algorithm: limit.TokenBucket, Limit: 50, Period: 24 * time.Hour}},
 	}}, version, epoch)
 	if err != nil {
@@ -422,7 +424,8 @@ func TestGate(t *testing.T) {
 	}
 	wantHeaders(t, w.Header(), map[string]string{"Retry-After": "7200", "X-RateLimit-Remaining": "0"})
 
-	// Cost from X-RateLimit-Cost; the subject header is per namespace.
+	// Cost from the namespace's trusted cost header; the subject header is
+	// per namespace.
 	w = f.do(http.MethodGet, "/v1/gate?namespace=fifty", "", "X-Api-Key", "k1", "X-RateLimit-Cost", "50")
 	if w.Code != http.StatusOK || w.Header().Get("X-RateLimit-Remaining") != "0" {
 		t.Fatalf("cost 50: %d %v", w.Code, w.Header())
@@ -442,12 +445,33 @@ func TestGate(t *testing.T) {
 		{"/v1/gate?namespace=fifty", []string{"X-User-ID", "u"}, 400, "missing subject header X-Api-Key"},
 		{"/v1/gate", []string{"X-User-ID", "u"}, 400, "query parameter namespace is required"},
 		{"/v1/gate?namespace=nope", []string{"X-User-ID", "u"}, 404, `unknown namespace \"nope\"`},
-		{"/v1/gate?namespace=tiny", []string{"X-User-ID", "u", "X-RateLimit-Cost", "abc"}, 400, "X-RateLimit-Cost: must be an integer"},
-		{"/v1/gate?namespace=tiny", []string{"X-User-ID", "u", "X-RateLimit-Cost", "-3"}, 400, "cost -3 is negative"},
+		{"/v1/gate?namespace=fifty", []string{"X-Api-Key", "u", "X-RateLimit-Cost", "abc"}, 400, "X-RateLimit-Cost: must be an integer"},
+		{"/v1/gate?namespace=fifty", []string{"X-Api-Key", "u", "X-RateLimit-Cost", "-3"}, 400, "-3; a gated request costs at least 1"},
+		{"/v1/gate?namespace=fifty", []string{"X-Api-Key", "u", "X-RateLimit-Cost", "0"}, 400, "0; a gated request costs at least 1"},
 		{"/v1/gate?namespace=tiny", []string{"X-User-ID", strings.Repeat("u", 300)}, 400, "invalid subject"},
 	}
 	for _, b := range bad {
 		assertError(t, f.do(http.MethodGet, b.target, "", b.hdr...), b.status, b.want)
+	}
+}
+
+// A client cannot choose its cost at the gate: without a trusted
+// cost_header every request costs 1 whatever it sends (a cost of 0 was a
+// free pass: 200 of 200 admitted while the budget never moved), and with
+// one a cost of 0 is refused.
+func TestGateCostIsNotTheClients(t *testing.T) {
+	f := newFixture(t)
+	for i := range 5 {
+		w := f.do(http.MethodGet, "/v1/gate?namespace=tiny", "", "X-User-ID", "free-rider", "X-RateLimit-Cost", "0")
+		if w.Code != 200 || w.Header().Get("X-RateLimit-Remaining") != strconv.Itoa(4-i) {
+			t.Fatalf("request %d with X-RateLimit-Cost: 0: %d, remaining %s; want charged 1", i+1, w.Code, w.Header().Get("X-RateLimit-Remaining"))
+		}
+	}
+	if w := f.do(http.MethodGet, "/v1/gate?namespace=tiny", "", "X-User-ID", "free-rider", "X-RateLimit-Cost", "0"); w.Code != 429 {
+		t.Fatalf("sixth request: %d, want 429", w.Code)
+	}
+	if w := f.do(http.MethodGet, "/v1/gate?namespace=tiny", "", "X-User-ID", "big-spender", "X-RateLimit-Cost", "5"); w.Header().Get("X-RateLimit-Remaining") != "4" {
+		t.Fatalf("a client-set cost of 5 without a trusted cost header: remaining %s, want 4 (charged 1)", w.Header().Get("X-RateLimit-Remaining"))
 	}
 }
 
