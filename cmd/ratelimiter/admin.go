@@ -194,14 +194,7 @@ func startLive(ctx context.Context, f serveFlags, svc *service.Service, st store
 	if l.adminLn == nil {
 		return l, nil
 	}
-	l.adminSrv = &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	l.adminSrv = newHTTPServer(h, f.http, log)
 	l.served = make(chan error, 1)
 	go func() { l.served <- l.adminSrv.Serve(l.adminLn) }()
 	log.Info("admin listening", "addr", l.adminLn.Addr().String())

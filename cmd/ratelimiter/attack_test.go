@@ -3,7 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,5 +121,105 @@ func TestWarnsWhenRedisMayEvict(t *testing.T) {
 	line := s.waitLog(t, "redis may evict the limiter's keys, giving subjects back what they spent: set maxmemory-policy noeviction", 10*time.Second)
 	if node, _ := line["node"].(string); !strings.Contains(node, srv.Addr()) || !strings.Contains(node, "allkeys-lru") {
 		t.Errorf("warning names %q, want the node and its policy", node)
+	}
+}
+
+// trickle opens a connection to addr, sends head at once, then the rest a
+// byte every 100ms, and reports whether the server closed the connection
+// before it was all sent (a read timeout), and after how long.
+func trickle(t *testing.T, addr, head, rest string) (closed bool, after time.Duration) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := io.WriteString(conn, head); err != nil {
+		return true, time.Since(start)
+	}
+	gone := make(chan struct{})
+	go func() { // the server's answer (a 408 or nothing) and then EOF
+		io.Copy(io.Discard, conn)
+		close(gone)
+	}()
+	for i := 0; i < len(rest); i++ {
+		select {
+		case <-gone:
+			return true, time.Since(start)
+		case <-time.After(100 * time.Millisecond): // the client's own pace
+		}
+		if _, err := conn.Write([]byte{rest[i]}); err != nil {
+			return true, time.Since(start)
+		}
+	}
+	return false, time.Since(start)
+}
+
+// Every listener is hardened alike: the proxy and the admin listener close
+// a connection whose headers or body come too slowly (their read timeouts,
+// as on the main API; the proxy had none: a body sent at 1 byte/s held an
+// upstream connection for as long). And the proxy forwards only what it
+// vouches for: the client's X-Real-IP and other address headers are
+// replaced by the connection's address, and the subject header the request
+// was limited by reaches the upstream even when the client lists it in
+// Connection (hop-by-hop) or sends it twice; a client-set cost is ignored.
+func TestProxyAndAdminHardened(t *testing.T) {
+	var mu sync.Mutex
+	var seen []http.Header
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		mu.Unlock()
+	}))
+	defer up.Close()
+	srv := startTight(t, "--proxy-listen", "127.0.0.1:0", "--proxy-upstream", up.URL, "--proxy-namespace", "orders",
+		"--admin-listen", "127.0.0.1:0", "--admin-token-file", writeToken(t),
+		"--read-header-timeout", "500ms", "--read-timeout", "1s", "--write-timeout", "2s")
+	proxyAddr, _ := srv.waitLog(t, "proxy listening", 20*time.Second)["addr"].(string)
+	adminAddr, _ := srv.waitLog(t, "admin listening", 20*time.Second)["addr"].(string)
+
+	// Forged forwarding headers, the subject listed as hop-by-hop and sent
+	// twice, a client-set cost of 0.
+	req, _ := http.NewRequest("POST", "http://"+proxyAddr+"/orders", strings.NewReader("{}"))
+	req.Header.Set("X-Real-IP", "6.6.6.6")
+	req.Header.Set("True-Client-IP", "6.6.6.6")
+	req.Header.Set("X-Forwarded-For", "6.6.6.6")
+	req.Header.Set("Forwarded", "for=6.6.6.6")
+	req.Header.Add("X-User-ID", "alice")
+	req.Header.Add("X-User-ID", "mallory")
+	req.Header.Set("Connection", "keep-alive, X-User-ID")
+	req.Header.Set("X-RateLimit-Cost", "0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-RateLimit-Remaining") != "1" {
+		t.Fatalf("proxied request: %d, remaining %q; want 200 charged 1 of 2", resp.StatusCode, resp.Header.Get("X-RateLimit-Remaining"))
+	}
+	mu.Lock()
+	h := seen[0]
+	mu.Unlock()
+	for k, want := range map[string]string{"X-Real-Ip": "127.0.0.1", "X-Forwarded-For": "127.0.0.1", "True-Client-Ip": "", "Forwarded": "", "X-User-Id": "alice"} {
+		if got := strings.Join(h.Values(k), ","); got != want {
+			t.Errorf("the upstream saw %s %q, want %q", k, got, want)
+		}
+	}
+
+	for _, l := range []struct{ name, addr, target string }{{"proxy", proxyAddr, "/orders"}, {"admin", adminAddr, "/v1/admin/overrides/orders"}} {
+		head := "POST " + l.target + " HTTP/1.1\r\nHost: " + l.addr + "\r\n"
+		if closed, after := trickle(t, l.addr, head, "X-User-ID: slow\r\nX-Padding: "+strings.Repeat("p", 100)+"\r\n\r\n"); !closed {
+			t.Errorf("%s: headers sent a byte every 100ms for %v, and the connection is still open", l.name, after)
+		} else {
+			t.Logf("%s: slow headers closed after %v", l.name, after.Round(10*time.Millisecond))
+		}
+		head += "X-User-ID: slow-body\r\nAuthorization: Bearer " + testToken + "\r\nContent-Length: 200\r\n\r\n"
+		if closed, after := trickle(t, l.addr, head, strings.Repeat("x", 200)); !closed {
+			t.Errorf("%s: a body sent a byte every 100ms for %v, and the connection is still open", l.name, after)
+		} else {
+			t.Logf("%s: slow body closed after %v", l.name, after.Round(10*time.Millisecond))
+		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/middleware"
 	"github.com/distributedratelimiter/ratelimiter/service"
@@ -43,13 +42,16 @@ type proxy struct {
 
 // startProxy opens the proxy listener and serves on it, when the mode is
 // on: each request is checked by the middleware (subject from the
-// namespace's subject_header or the client address, cost 1) and, when
-// allowed, forwarded to the upstream with X-Forwarded-For/-Host/-Proto set.
+// namespace's subject_header or the client address, cost 1 unless the
+// namespace names a trusted cost_header) and, when allowed, forwarded to the
+// upstream with X-Forwarded-For/-Host/-Proto and X-Real-IP set from the
+// connection (every client-set address header removed) and the subject
+// header it was limited by.
 // Denied requests are answered 429 by the proxy and never reach the
 // upstream; an upstream that does not answer is 502. The rate limit headers
 // of the answer are the proxy's: the upstream's own are dropped, so that a
 // client never sees two policies.
-func startProxy(f proxyFlags, svc *service.Service, log *slog.Logger) (*proxy, error) {
+func startProxy(f proxyFlags, hf httpFlags, svc *service.Service, log *slog.Logger) (*proxy, error) {
 	if f.listen == "" && f.upstream == "" && f.namespace == "" {
 		return &proxy{}, nil
 	}
@@ -75,7 +77,21 @@ func startProxy(f proxyFlags, svc *service.Service, log *slog.Logger) (*proxy, e
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(up)
+			// The client's own Forwarded and X-Forwarded-* are already gone
+			// (Rewrite mode); these are this hop's, from the connection.
 			pr.SetXForwarded()
+			for _, h := range clientAddressHeaders {
+				pr.Out.Header.Del(h)
+			}
+			if host, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+				pr.Out.Header.Set("X-Real-Ip", host)
+			}
+			// The upstream sees exactly the subject the request was
+			// limited as: a client cannot have it stripped as hop-by-hop
+			// (Connection: close, X-User-ID) nor send a second one.
+			if ns, ok := svc.Snapshot().Namespace(f.namespace); ok && f.subject == "header" {
+				pr.Out.Header.Set(ns.SubjectHeader, pr.In.Header.Get(ns.SubjectHeader))
+			}
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			for _, k := range []string{headers.Policy, headers.RateLimit, headers.XLimit, headers.XRemaining, headers.XReset, headers.DecidedBy} {
@@ -89,15 +105,19 @@ func startProxy(f proxyFlags, svc *service.Service, log *slog.Logger) (*proxy, e
 	if err != nil {
 		return nil, fmt.Errorf("--proxy-listen: %w", err)
 	}
-	p := &proxy{ln: ln, served: make(chan error, 1), srv: &http.Server{
-		Handler:           limit(rp),
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}}
+	p := &proxy{ln: ln, served: make(chan error, 1), srv: newHTTPServer(limit(rp), hf, log)}
 	go func() { p.served <- p.srv.Serve(ln) }()
 	log.Info("proxy listening", "addr", ln.Addr().String(), "upstream", up.Redacted(), "namespace", f.namespace, "subject", f.subject)
 	return p, nil
+}
+
+// clientAddressHeaders are the request headers that claim a client's
+// address, which a client can set to anything: the proxy removes them all
+// and sets X-Real-IP (and X-Forwarded-For) from the connection itself.
+var clientAddressHeaders = []string{
+	"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip",
+	"Fastly-Client-Ip", "X-Originating-Ip", "Client-Ip", "X-Forwarded", "Forwarded-For",
+	"X-Forwarded-Server", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Original-Forwarded-For",
 }
 
 // proxyServed receives the proxy server's exit; nil without one.

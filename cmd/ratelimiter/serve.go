@@ -50,6 +50,8 @@ type serveFlags struct {
 
 	live liveFlags // reloads, runtime overrides, admin API (admin.go)
 
+	http httpFlags // timeouts of every HTTP listener (listen.go)
+
 	fault faultFlags // deadlines, failure policy, breaker, deny cache (fault.go)
 
 	proxy proxyFlags // reverse-proxy mode (proxy.go)
@@ -92,6 +94,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long requests in flight may take to finish on shutdown")
 	f.live.register(fs)
+	f.http.register(fs)
 	f.fault.register(fs)
 	f.proxy.register(fs)
 	fs.IntVar(&f.topK, "top-k", topk.DefaultCapacity, "counters per stripe (8 stripes) of the tracker of the most denied subjects, served at GET /v1/admin/top/{namespace}; 0 turns it off")
@@ -278,6 +281,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	if err := f.http.validate(); err != nil {
+		return err
+	}
 	if f.topK < 0 || f.topK > maxTopK || f.topWindow <= 0 {
 		return fmt.Errorf("--top-k %d, --top-window %v: want a count from 0 to %d and a positive window", f.topK, f.topWindow, maxTopK)
 	}
@@ -338,7 +344,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 		defer func() { stopConnecting(); <-dialed }() // before gd.stop and st.Close
 	}
 
-	px, err := startProxy(f.proxy, svc, log)
+	px, err := startProxy(f.proxy, f.http, svc, log)
 	if err != nil {
 		return err
 	}
@@ -353,14 +359,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: lv.mainAdmin}),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: lv.mainAdmin}), f.http, log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	defer srv.Close() // when another server failed; after a graceful shutdown, a no-op
