@@ -90,6 +90,9 @@ type live struct {
 	// mainAdmin is the admin handler for the API listener; nil when the
 	// admin API is off or has its own listener.
 	mainAdmin http.Handler
+	// auth is the admin token's authentication, which also guards
+	// /v1/config; nil without a token.
+	auth *httpapi.Auth
 	adminSrv  *http.Server
 	adminLn   net.Listener
 	served    chan error
@@ -162,7 +165,10 @@ func startLive(ctx context.Context, f serveFlags, svc *service.Service, st store
 	l.ovPending, _ = ovs.(*overrides.Pending)
 	var h http.Handler
 	if token != "" {
-		opts := httpapi.AdminOptions{Token: token, Logger: log}
+		if l.auth, err = httpapi.NewAuth(token, httpapi.AuthOptions{Logger: log, Registerer: reg}); err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+		opts := httpapi.AdminOptions{Auth: l.auth, Logger: log}
 		if top != nil {
 			opts.Top = top
 		}

@@ -359,7 +359,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := newHTTPServer(httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: lv.mainAdmin}), f.http, log)
+	srv := newHTTPServer(httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: lv.mainAdmin, Auth: lv.auth}), f.http, log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	defer srv.Close() // when another server failed; after a graceful shutdown, a no-op

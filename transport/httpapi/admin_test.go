@@ -4,10 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/distributedratelimiter/ratelimiter/reload"
 	"github.com/distributedratelimiter/ratelimiter/topk"
@@ -59,6 +64,7 @@ func TestNewAdminRejects(t *testing.T) {
 func TestAdminNeedsTheToken(t *testing.T) {
 	f := newAdminFixture(t)
 	body := `{"limits":{"per-minute":{"limit":5}}}`
+	n := 0
 	for _, hdr := range [][]string{
 		nil,
 		{"Authorization", "Bearer"},
@@ -75,7 +81,10 @@ func TestAdminNeedsTheToken(t *testing.T) {
 			{"DELETE", "/v1/admin/overrides/orders/user-42"},
 			{"GET", "/v1/admin/nothing-here"}, // routes are not revealed
 		} {
-			w := f.do(r.method, r.target, body, hdr...)
+			// Each from its own address: failures from one are throttled
+			// (TestAdminThrottlesFailedAuthentication).
+			n++
+			w := f.doFrom(fmt.Sprintf("192.0.2.%d:1234", n), r.method, r.target, body, hdr...)
 			assertError(t, w, http.StatusUnauthorized, "admin API")
 			if w.Header().Get("WWW-Authenticate") == "" {
 				t.Errorf("%v %s %s: no WWW-Authenticate", hdr, r.method, r.target)
@@ -246,5 +255,94 @@ func TestAdminTopSubjects(t *testing.T) {
 	}
 	if w := f.admin("POST", "/v1/admin/top/orders", ""); w.Code != 405 {
 		t.Fatalf("POST: %d", w.Code)
+	}
+}
+
+// Failed authentications are throttled per client address: AuthFailures
+// of them are answered 401 and logged in a bounded line; past them every
+// request of the address, the right token included, is 429 with
+// Retry-After until its budget refills, and is neither logged nor a chance
+// to guess; other addresses are not affected. Each is counted by reason.
+func TestAdminThrottlesFailedAuthentication(t *testing.T) {
+	f := newFixture(t)
+	ctrl, err := reload.New(reload.Options{Target: f.svc, Clock: f.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := ctrl.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); ctrl.Wait() })
+	reg := prometheus.NewRegistry()
+	auth, err := NewAuth(adminToken, AuthOptions{Logger: slog.New(slog.NewJSONHandler(f.log, nil)), Registerer: reg, Clock: f.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := NewAdmin(ctrl, AdminOptions{Auth: auth, Clock: f.clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h = New(f.svc, Options{Admin: admin, Auth: auth})
+	huge := "/v1/admin/overrides/orders/" + strings.Repeat("a", 1<<20)
+	const attacker = "198.51.100.7:4000"
+	for i := range AuthFailures {
+		target := "/v1/admin/overrides/orders"
+		if i == 0 {
+			target = huge
+		}
+		if w := f.doFrom(attacker, "GET", target, "", "Authorization", "Bearer wrong"); w.Code != 401 {
+			t.Fatalf("failure %d: %d %s", i+1, w.Code, w.Body)
+		}
+	}
+	for _, hdr := range [][]string{{"Authorization", "Bearer wrong"}, {"Authorization", "Bearer " + adminToken}} {
+		w := f.doFrom(attacker, "GET", "/v1/admin/overrides/orders", "", hdr...)
+		if w.Code != 429 || w.Header().Get("Retry-After") != "3" {
+			t.Fatalf("after %d failures, %v: %d Retry-After %q, want 429 after 3s (one failure per 3s refills)", AuthFailures, hdr, w.Code, w.Header().Get("Retry-After"))
+		}
+	}
+	if w := f.doFrom("203.0.113.9:5000", "GET", "/v1/admin/overrides/orders", "", "Authorization", "Bearer "+adminToken); w.Code != 200 {
+		t.Fatalf("another address with the token: %d", w.Code)
+	}
+	if w := f.doFrom(attacker, "GET", "/v1/config", ""); w.Code != 429 {
+		t.Fatalf("/v1/config from the throttled address: %d", w.Code)
+	}
+	f.clk.Advance(AuthFailurePeriod / AuthFailures)
+	if w := f.doFrom(attacker, "GET", "/v1/admin/overrides/orders", "", "Authorization", "Bearer "+adminToken); w.Code != 200 {
+		t.Fatalf("once a failure refilled, with the token: %d %s", w.Code, w.Body)
+	}
+	lines := strings.Split(strings.TrimSpace(f.log.String()), "\n")
+	if len(lines) != AuthFailures {
+		t.Errorf("%d log lines, want one per counted failure (%d), none for throttled requests", len(lines), AuthFailures)
+	}
+	for _, l := range lines {
+		if len(l) > 1024 {
+			t.Errorf("a failed authentication logged %d bytes, want a bounded line", len(l))
+		}
+	}
+	for reason, want := range map[string]float64{"invalid": AuthFailures, "throttled": 3} {
+		if got := testutil.ToFloat64(auth.failures.WithLabelValues(reason)); got != want {
+			t.Errorf("failures{reason=%s} = %v, want %v", reason, got, want)
+		}
+	}
+}
+
+// With an admin token set, /v1/config (which lists per-subject overrides)
+// needs it; without one it is public, as there is nothing to log in with.
+func TestConfigBehindTheToken(t *testing.T) {
+	f := newFixture(t)
+	if w := f.do("GET", "/v1/config", ""); w.Code != 200 {
+		t.Fatalf("no token configured: %d", w.Code)
+	}
+	auth, err := NewAuth(adminToken, AuthOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h = New(f.svc, Options{Auth: auth})
+	if w := f.do("GET", "/v1/config", ""); w.Code != 401 || strings.Contains(w.Body.String(), "vip-1") {
+		t.Fatalf("token configured, none sent: %d %s", w.Code, w.Body)
+	}
+	if w := f.do("GET", "/v1/config", "", "Authorization", "Bearer "+adminToken); w.Code != 200 || !strings.Contains(w.Body.String(), "vip-1") {
+		t.Fatalf("with the token: %d %s", w.Code, w.Body)
 	}
 }

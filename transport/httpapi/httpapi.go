@@ -14,7 +14,8 @@
 //	GET  /readyz      200 when the service has a policy and can decide: its store
 //	                  answers, or (Redis mode) the failure policies answer for it
 //	                  ("degraded: ..."); 503 otherwise
-//	GET  /v1/config   the policy in use: file version, load time, runtime override counts
+//	GET  /v1/config   the policy in use: file version, load time, runtime override counts;
+//	                  behind the admin token when one is set (Options.Auth)
 //	     /v1/admin/...  runtime per-subject overrides, behind a bearer token (admin.go);
 //	                  only with Options.Admin
 //	GET  /metrics     Prometheus exposition of Options.Gatherer
@@ -76,6 +77,10 @@ type Options struct {
 	// Admin, when not nil, serves /v1/admin/ (NewAdmin). When nil, those
 	// routes answer 404 saying the admin API is not served here.
 	Admin http.Handler
+	// Auth, when set (an admin token is configured), guards /v1/config:
+	// the policy lists per-subject overrides, which are not for anyone
+	// who can reach the port.
+	Auth *Auth
 }
 
 type api struct {
@@ -107,7 +112,11 @@ func New(svc *service.Service, opts Options) http.Handler {
 	mux.HandleFunc("/v1/gate", a.gate)
 	route(http.MethodGet, "/healthz", healthz, "GET, HEAD")
 	route(http.MethodGet, "/readyz", a.readyz, "GET, HEAD")
-	route(http.MethodGet, "/v1/config", a.config, "GET, HEAD")
+	if opts.Auth != nil {
+		route(http.MethodGet, "/v1/config", opts.Auth.Wrap(http.HandlerFunc(a.config)).ServeHTTP, "GET, HEAD")
+	} else {
+		route(http.MethodGet, "/v1/config", a.config, "GET, HEAD")
+	}
 	if opts.Admin != nil {
 		mux.Handle("/v1/admin/", opts.Admin)
 	} else {

@@ -99,11 +99,19 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 func (f *fixture) do(method, target, body string, hdr ...string) *httptest.ResponseRecorder {
+	return f.doFrom("", method, target, body, hdr...)
+}
+
+// doFrom is do from the client address remote ("" keeps httptest's).
+func (f *fixture) doFrom(remote, method, target, body string, hdr ...string) *httptest.ResponseRecorder {
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
 	}
 	req := httptest.NewRequest(method, target, r)
+	if remote != "" {
+		req.RemoteAddr = remote
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
