@@ -162,9 +162,14 @@ type patchBody struct {
 
 // decodePut turns a PUT body into an override of ns and subject. Like the
 // configuration file, it rejects unknown fields, written zeros (leave a
-// field out to keep the file's value) and patches that set nothing.
+// field out to keep the file's value) and patches that set nothing; like
+// POST /v1/check, duplicate members and field names not written exactly
+// (checkStrict).
 func decodePut(body []byte, ns, subject string, now time.Time) (policy.RuntimeOverride, error) {
 	o := policy.RuntimeOverride{Namespace: ns, Subject: subject}
+	if err := checkStrict(body, putShape); err != nil {
+		return o, err
+	}
 	var b putBody
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

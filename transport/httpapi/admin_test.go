@@ -192,6 +192,13 @@ func TestAdminBadInput(t *testing.T) {
 		{`{"limits":{"per-minute":{"limit":5}},"expires_at":"2020-01-01T00:00:00Z"}`, 400, "not in the future"},
 		{`{"limits":{"a":{"limit":1},"b":{"limit":1},"c":{"limit":1},"d":{"limit":1},"e":{"limit":1},"f":{"limit":1},"g":{"limit":1},"h":{"limit":1},"i":{"limit":1}}}`, 400, "at most 8"},
 		{`{"limits":{"per-minute":{"limit":5}}}` + strings.Repeat(" ", DefaultAdminMaxBodyBytes), 413, "larger than"},
+		// One strictness with POST /v1/check: no member twice, names as written.
+		{`{"limits":{"per-minute":{"limit":5}},"ttl":"1h","ttl":"2h"}`, 400, `duplicate field \"ttl\"`},
+		{`{"limits":{"per-minute":{"limit":5,"limit":500}}}`, 400, `duplicate field \"limits.per-minute.limit\"`},
+		{`{"limits":{"per-minute":{"limit":5},"per-minute":{"limit":500}}}`, 400, `duplicate field \"limits.per-minute\"`},
+		{`{"LIMITS":{"per-minute":{"limit":5}}}`, 400, `field \"LIMITS\" must be written \"limits\"`},
+		{`{"limits":{"per-minute":{"Limit":5}}}`, 400, `field \"limits.per-minute.Limit\" must be written \"limit\"`},
+		{`{"limits":{"per-minute":{"limit":5}},"TTL":"1h"}`, 400, `field \"TTL\" must be written \"ttl\"`},
 	} {
 		assertError(t, f.admin("PUT", path, c.body), c.status, c.want)
 	}

@@ -121,3 +121,25 @@ func TestShedIs503(t *testing.T) {
 	close(st.release)
 	<-done
 }
+
+// Invalid UTF-8 in a subject is a 400 on the JSON API (raw bytes, or an
+// unpaired surrogate escape, which encoding/json would both have turned
+// into U+FFFD: different raw subjects sharing one bucket) and on the gate.
+func TestInvalidUTF8Subject(t *testing.T) {
+	f := newFixture(t)
+	for _, body := range []string{
+		"{\"namespace\":\"orders\",\"subject\":\"user-\xff\"}",
+		`{"namespace":"orders","subject":"user-\ud800"}`,
+		`{"namespace":"orders","subject":"user-\udc00\ud800"}`,
+	} {
+		if w := f.check(body); w.Code != 400 || !strings.Contains(w.Body.String(), "UTF-8") && !strings.Contains(w.Body.String(), "surrogate") {
+			t.Errorf("%q: %d %s, want 400", body, w.Code, w.Body)
+		}
+	}
+	if w := f.check(`{"namespace":"orders","subject":"user-\ud83d\ude00"}`); w.Code != 200 {
+		t.Errorf("a paired surrogate escape: %d %s", w.Code, w.Body)
+	}
+	if w := f.do(http.MethodGet, "/v1/gate?namespace=orders", "", "X-User-ID", "user-\xff"); w.Code != 400 || !strings.Contains(w.Body.String(), "UTF-8") {
+		t.Errorf("gate: %d %s, want 400", w.Code, w.Body)
+	}
+}

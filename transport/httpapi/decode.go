@@ -275,8 +275,9 @@ func (d *decoder) str() (string, error) {
 
 // rawStr scans a JSON string at d.i (which holds '"') and returns its value,
 // which aliases the input when the string holds no escapes and only ASCII.
-// Like encoding/json it replaces invalid UTF-8 and unpaired surrogates with
-// U+FFFD.
+// Unlike encoding/json, which replaces them with U+FFFD, it refuses invalid
+// UTF-8 and unpaired surrogate escapes: two different raw subjects must
+// never become one bucket.
 func (d *decoder) rawStr() ([]byte, error) {
 	d.i++ // opening quote
 	start := d.i
@@ -312,7 +313,10 @@ func (d *decoder) slowStr(start int) ([]byte, error) {
 			d.i++
 		case c >= utf8.RuneSelf:
 			r, size := utf8.DecodeRune(d.b[d.i:])
-			out = utf8.AppendRune(out, r) // RuneError for invalid bytes
+			if r == utf8.RuneError && size == 1 {
+				return nil, d.syntax("invalid UTF-8 in string")
+			}
+			out = append(out, d.b[d.i:d.i+size]...)
 			d.i += size
 		default: // backslash
 			d.i++
@@ -340,18 +344,16 @@ func (d *decoder) slowStr(start int) ([]byte, error) {
 					return nil, d.syntax("malformed \\u escape")
 				}
 				if utf16.IsSurrogate(r) {
-					r2 := utf8.RuneError
-					save := d.i
+					dec := utf8.RuneError
 					if d.literal(`\u`) {
 						if lo, ok := d.hex4(); ok {
-							if dec := utf16.DecodeRune(r, lo); dec != utf8.RuneError {
-								r2 = dec
-								save = d.i
-							}
+							dec = utf16.DecodeRune(r, lo)
 						}
 					}
-					d.i = save
-					r = r2
+					if dec == utf8.RuneError {
+						return nil, d.syntax("unpaired surrogate in string")
+					}
+					r = dec
 				}
 				out = utf8.AppendRune(out, r)
 			default:

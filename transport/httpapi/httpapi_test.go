@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"unicode/utf8"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -645,7 +646,10 @@ var fuzzSeeds = []string{
 // absent) and reports whether it is accepted.
 func oracleDecode(body []byte) (service.Request, bool) {
 	req := service.Request{Cost: 1}
-	if !json.Valid(body) {
+	// Where encoding/json replaces invalid UTF-8 and unpaired surrogates
+	// with U+FFFD, the check decoder refuses them (two raw subjects must not
+	// share a bucket).
+	if !json.Valid(body) || !utf8.Valid(body) || unpairedSurrogate(body) {
 		return req, false
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -749,4 +753,45 @@ func BenchmarkCheckHandler(b *testing.B) {
 			b.Fatalf("status %d", w.status)
 		}
 	}
+}
+
+// unpairedSurrogate reports whether a JSON text escapes a UTF-16 surrogate
+// (\ud800-\udfff) that is not a high one directly followed by an escaped
+// low one.
+func unpairedSurrogate(b []byte) bool {
+	hex := func(i int) (rune, bool) {
+		if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(b[i+2:i+6]), 16, 32)
+		return rune(n), err == nil
+	}
+	in := false
+	for i := 0; i < len(b); i++ {
+		switch {
+		case !in:
+			in = b[i] == '"'
+		case b[i] == '"':
+			in = false
+		case b[i] == '\\':
+			r, ok := hex(i)
+			if !ok {
+				i++ // a one-character escape
+				continue
+			}
+			switch {
+			case r >= 0xd800 && r < 0xdc00:
+				lo, ok := hex(i + 6)
+				if !ok || lo < 0xdc00 || lo > 0xdfff {
+					return true
+				}
+				i += 11
+			case r >= 0xdc00 && r <= 0xdfff:
+				return true
+			default:
+				i += 5
+			}
+		}
+	}
+	return false
 }
