@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -176,6 +177,13 @@ func TestStartsWhenRedisComesBack(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "degraded") {
 		t.Fatalf("readyz with Redis down: %d %q, want 200 degraded", resp.StatusCode, body)
+	}
+	// Less said to strangers: the address goes to the log, not the probe.
+	if _, port, _ := net.SplitHostPort(srv.Addr()); strings.Contains(string(body), port) || strings.Contains(string(body), "127.0.0.1") {
+		t.Fatalf("readyz names the Redis address to anyone: %q", body)
+	}
+	if !strings.Contains(s.log(), srv.Addr()) {
+		t.Fatalf("the Redis address is not in the log:\n%s", s.log())
 	}
 	put := `{"limits":{"per-minute":{"limit":7,"burst":7}}}`
 	if code, body := adminDo(t, client, "PUT", "http://"+s.addr+"/v1/admin/overrides/orders/vip", put, "Bearer "+testToken); code != 503 {

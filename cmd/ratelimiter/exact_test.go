@@ -333,6 +333,17 @@ func TestOutageRemembersSpentBudget(t *testing.T) {
 		}
 		return admitted
 	}
+	// Less said to strangers: readiness says degraded, the address of
+	// Redis (in the connection error) goes to the log only.
+	resp, err := client.Get("http://" + addrs[0] + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if _, port, _ := net.SplitHostPort(srv.Addr()); resp.StatusCode != 200 || !strings.Contains(string(body), "degraded") || strings.Contains(string(body), port) {
+		t.Errorf("readyz with Redis down: %d %q, want 200 degraded without the address", resp.StatusCode, body)
+	}
 	spent := count("spender", 60)
 	t.Logf("Redis down: the subject with 5 of 50 left was admitted %d more times in 60 checks over 3 instances", spent)
 	if spent > 5+3 {

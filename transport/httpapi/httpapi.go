@@ -49,6 +49,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -87,6 +88,8 @@ type api struct {
 	svc     *service.Service
 	log     *slog.Logger
 	maxBody int64
+	// readyLogged is when readyz last logged a store error (Unix ns).
+	readyLogged atomic.Int64
 }
 
 // New returns the handler of every route above, wrapped in panic recovery.
@@ -317,17 +320,32 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Write([]byte("ok\n"))
 }
 
+// readyz answers the readiness probe. It says what state the instance is
+// in, not why: the store's error names its addresses, which are not for
+// anyone who can reach the port; it goes to the log (at most every
+// readyLogEvery) and the store metrics instead.
 func (a *api) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()
 	w.Header()[hdrContentType] = []string{contentTypeTextPlain}
-	if err := a.svc.Ready(ctx); errors.Is(err, service.ErrDegraded) {
-		w.Write([]byte(err.Error() + "\n")) // 200: still serving, through the failure policies
-		return
-	} else if err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte("not ready: " + err.Error() + "\n"))
-		return
+	err := a.svc.Ready(ctx)
+	if err != nil {
+		if now := time.Now().UnixNano(); now-a.readyLogged.Load() >= int64(readyLogEvery) {
+			a.readyLogged.Store(now)
+			a.log.Warn("readiness: the store does not answer", "err", err)
+		}
 	}
-	w.Write([]byte("ok\n"))
+	switch {
+	case errors.Is(err, service.ErrDegraded):
+		// 200: still serving, through the failure policies.
+		w.Write([]byte("degraded: the store does not answer; the failure policies decide\n"))
+	case err != nil:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("not ready: the store cannot decide (closed or failing); see the log\n"))
+	default:
+		w.Write([]byte("ok\n"))
+	}
 }
+
+// readyLogEvery bounds how often readyz logs the store's error.
+const readyLogEvery = 30 * time.Second
