@@ -200,7 +200,12 @@ func startLive(ctx context.Context, f serveFlags, svc *service.Service, st store
 	if l.adminLn == nil {
 		return l, nil
 	}
-	l.adminSrv = newHTTPServer(h, f.http, log)
+	safe, err := browserSafe(h, l.adminLn, f.http)
+	if err != nil {
+		l.adminLn.Close()
+		return nil, err
+	}
+	l.adminSrv = newHTTPServer(safe, f.http, log)
 	l.served = make(chan error, 1)
 	go func() { l.served <- l.adminSrv.Serve(l.adminLn) }()
 	log.Info("admin listening", "addr", l.adminLn.Addr().String())

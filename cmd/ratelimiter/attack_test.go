@@ -223,3 +223,45 @@ func TestProxyAndAdminHardened(t *testing.T) {
 		}
 	}
 }
+
+// Browser safety on a loopback listener: a plain client (curl's form content
+// type, no Origin) is served; a cross-site browser request and a request
+// for a foreign Host (DNS rebinding) are refused; --allowed-hosts and
+// --allowed-origins let the named ones through.
+func TestBrowserRequestsRefused(t *testing.T) {
+	srv := startTight(t, "--allowed-hosts", "limiter.internal", "--allowed-origins", "https://dash.example.com")
+	do := func(host string, hdr ...string) int {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+srv.addr+"/v1/check", strings.NewReader(`{"namespace":"orders","subject":"b"}`))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded") // curl -d
+		if host != "" {
+			req.Host = host
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		name string
+		host string
+		hdr  []string
+		want int
+	}{
+		{"curl", "", nil, 200},
+		{"a page of another site", "", []string{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"}, 403},
+		{"an old browser's cross-origin POST", "", []string{"Origin", "https://evil.example"}, 403},
+		{"DNS rebinding", "evil.example:" + strings.Split(srv.addr, ":")[1], nil, 403},
+		{"an allowed host", "limiter.internal", nil, 200},
+		{"an allowed origin", "", []string{"Origin", "https://dash.example.com", "Sec-Fetch-Site", "cross-site"}, 200},
+	} {
+		if got := do(tc.host, tc.hdr...); got != tc.want && !(tc.want == 200 && got == 429) {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

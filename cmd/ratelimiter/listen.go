@@ -4,8 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 )
 
 // httpFlags are the timeouts of every HTTP listener of serve (the API, the
@@ -16,6 +20,8 @@ type httpFlags struct {
 	readTimeout       time.Duration
 	writeTimeout      time.Duration
 	idleTimeout       time.Duration
+	allowedHosts      string
+	allowedOrigins    string
 }
 
 func (h *httpFlags) register(fs *flag.FlagSet) {
@@ -23,6 +29,29 @@ func (h *httpFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&h.readTimeout, "read-timeout", 30*time.Second, "every HTTP listener: longest a client may take to send a whole request, body included")
 	fs.DurationVar(&h.writeTimeout, "write-timeout", 30*time.Second, "every HTTP listener: longest from the end of a request's headers to the end of its answer (the proxy's upstream included)")
 	fs.DurationVar(&h.idleTimeout, "idle-timeout", 2*time.Minute, "every HTTP listener: longest a kept-alive connection may wait for its next request")
+	fs.StringVar(&h.allowedHosts, "allowed-hosts", "", "API and admin listeners: comma-separated Host names requests may carry (name or *.domain); on a loopback listener, loopback names are allowed too and nothing else is (DNS rebinding); empty off loopback: any")
+	fs.StringVar(&h.allowedOrigins, "allowed-origins", "", "API and admin listeners: comma-separated browser origins (https://dash.example.com) allowed to call cross-site; every other cross-site browser request is refused")
+}
+
+// browserSafe wraps h, served on ln, in httpapi.BrowserSafe with the
+// flags' hosts and origins.
+func browserSafe(h http.Handler, ln net.Listener, f httpFlags) (http.Handler, error) {
+	return httpapi.BrowserSafe(h, httpapi.BrowserOptions{
+		AllowedHosts:   splitList(f.allowedHosts),
+		LoopbackOnly:   httpapi.IsLoopbackListener(ln.Addr()),
+		TrustedOrigins: splitList(f.allowedOrigins),
+	})
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (h *httpFlags) validate() error {
@@ -33,6 +62,11 @@ func (h *httpFlags) validate() error {
 		if d.v <= 0 {
 			return fmt.Errorf("%s: %v, want more than 0", d.name, d.v)
 		}
+	}
+	// Checked here, before anything starts: browserSafe cannot fail later.
+	if _, err := httpapi.BrowserSafe(http.NotFoundHandler(), httpapi.BrowserOptions{
+		AllowedHosts: splitList(h.allowedHosts), TrustedOrigins: splitList(h.allowedOrigins)}); err != nil {
+		return fmt.Errorf("--allowed-hosts, --allowed-origins: %w", err)
 	}
 	return nil
 }

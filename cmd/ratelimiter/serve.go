@@ -359,7 +359,12 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := newHTTPServer(httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: lv.mainAdmin, Auth: lv.auth}), f.http, log)
+	api, err := browserSafe(httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: lv.mainAdmin, Auth: lv.auth}), ln, f.http)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := newHTTPServer(api, f.http, log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	defer srv.Close() // when another server failed; after a graceful shutdown, a no-op
