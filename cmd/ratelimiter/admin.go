@@ -92,10 +92,10 @@ type live struct {
 	mainAdmin http.Handler
 	// auth is the admin token's authentication, which also guards
 	// /v1/config; nil without a token.
-	auth *httpapi.Auth
-	adminSrv  *http.Server
-	adminLn   net.Listener
-	served    chan error
+	auth     *httpapi.Auth
+	adminSrv *http.Server
+	adminLn  net.Listener
+	served   chan error
 	// ovPending is the override store while Redis is not connected yet;
 	// connectLater hands it the Redis one.
 	ovPending *overrides.Pending

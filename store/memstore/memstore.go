@@ -109,9 +109,9 @@ type Store struct {
 	// nothing (equivalent to fresh: no subject gained anything).
 	evictedFresh atomic.Uint64
 	expired      atomic.Uint64
-	dropped   atomic.Uint64
-	stop      chan struct{}
-	done      chan struct{}
+	dropped      atomic.Uint64
+	stop         chan struct{}
+	done         chan struct{}
 }
 
 // shard is one table and the mutex of its structural changes. The table
