@@ -56,3 +56,32 @@ func (r *Rule) Seed(remaining int64, resetAfter time.Duration, now int64) State 
 	}
 	return s
 }
+
+// Spent returns the share of r's capacity that state s holds spent at
+// instant now: 0 for a state equivalent to a fresh one, 1 for one that
+// leaves nothing. A state written at an instant later than now (by a
+// clock ahead of the caller's) is judged as of that instant, so that
+// states written at different instants compare by what they hold, not by
+// how far in the future they lie. Stores use it to choose what to forget
+// first.
+func (r *Rule) Spent(s State, now int64) float64 {
+	if s.Alg != r.Algorithm {
+		return 0
+	}
+	switch r.Algorithm {
+	case TokenBucket, LeakyBucket:
+		now = max(now, s.P)
+	case FixedWindow, SlidingWindowCounter:
+		now = max(now, s.T)
+	case SlidingWindowLog:
+		if len(s.Log) > 0 {
+			now = max(now, s.Log[len(s.Log)-1].At)
+		}
+	}
+	_, d := r.Step(s, now, 0)
+	c := r.Capacity()
+	if d.Remaining >= c {
+		return 0
+	}
+	return float64(c-d.Remaining) / float64(c)
+}

@@ -83,3 +83,31 @@ func TestPropertySeedIsConservative(t *testing.T) {
 		})
 	}
 }
+
+// Spent: the share of the capacity a state holds, judged at the later of
+// now and the state's own latest instant.
+func TestSpent(t *testing.T) {
+	tb, _ := Rule{Algorithm: TokenBucket, Limit: 10, Period: 10 * time.Second}.Normalize()
+	fw, _ := Rule{Algorithm: FixedWindow, Limit: 10, Period: time.Minute}.Normalize()
+	s, _ := tb.Step(State{}, t0, 4)
+	for _, tc := range []struct {
+		r    Rule
+		s    State
+		now  int64
+		want float64
+	}{
+		{tb, State{}, t0, 0},
+		{tb, s, t0, 0.4},
+		{tb, s, t0 + int64(2*time.Second), 0.2},
+		{tb, s, t0 - int64(time.Hour), 0.4}, // written later than now: judged at its own instant
+		{tb, s, t0 + int64(time.Hour), 0},
+		{fw, State{Alg: FixedWindow, T: t0, N: 10}, t0, 1},
+		{fw, State{Alg: FixedWindow, T: t0, N: 3}, t0 - int64(time.Hour), 0.3},
+		{fw, State{Alg: FixedWindow, T: t0, N: 3}, t0 + int64(time.Minute), 0},
+		{fw, State{Alg: TokenBucket, T: t0}, t0, 0}, // another algorithm's state is fresh
+	} {
+		if got := tc.r.Spent(tc.s, tc.now); got < tc.want-1e-9 || got > tc.want+1e-9 {
+			t.Errorf("%v %+v at %+d: spent %v, want %v", tc.r.Algorithm, tc.s, tc.now-t0, got, tc.want)
+		}
+	}
+}

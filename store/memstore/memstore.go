@@ -471,31 +471,23 @@ func (s *Store) evict(sh *shard, h uint64, now int64, n int, force bool) bool {
 	}
 }
 
-// carried returns the share of a limit the entry's subject has spent, now:
-// the largest, over its rules, of the units a request could not have now
-// over the rule's capacity. 0 means the entry carries nothing (every rule
-// is back to its full capacity), 1 that a rule is spent. The caller holds
-// the entry's slot lock.
+// carried returns the share of a limit the entry's subject has spent, now
+// (limit.Rule.Spent: an entry a check wrote with a later clock reading than
+// the evicting insert's is judged as of its own instant): the largest over
+// its rules. 0 means the entry carries nothing (every rule is back to its
+// full capacity), 1 that a rule is spent. The caller holds the entry's slot
+// lock.
 func carried(e *entry, now int64) float64 {
 	var buf [1]limit.State
 	states := e.load(&buf)
 	if e.n <= 1 {
-		return spent(e.first, states[0], now)
+		return e.first.Spent(states[0], now)
 	}
 	most := 0.0
 	for i := range e.more.rules {
-		most = max(most, spent(&e.more.rules[i], states[i], now))
+		most = max(most, e.more.rules[i].Spent(states[i], now))
 	}
 	return most
-}
-
-// spent is the share of r's capacity that a request could not have now.
-func spent(r *limit.Rule, s limit.State, now int64) float64 {
-	_, d := r.Step(s, now, 0)
-	if c := r.Capacity(); d.Remaining < c {
-		return float64(c-d.Remaining) / float64(c)
-	}
-	return 0
 }
 
 // removeIf drops key word x, which sh's table t holds, if its entry

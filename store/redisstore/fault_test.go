@@ -153,7 +153,11 @@ func TestMembers(t *testing.T) {
 	if err := ms[2].Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Both that stay must have believed the drop (each after its own 2
+	// TTLs of lower reads) before Redis goes: instance-1's last count is
+	// what is checked below.
 	waitCount(ms[0], 2)
+	waitCount(ms[1], 2)
 
 	// Redis gone: the last count stays, through more failed renewals than
 	// span the 2*TTL after which a lower count would be believed.
