@@ -2,9 +2,9 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -266,11 +266,11 @@ func (c *checker) namespace(n *yaml.Node, nm named, pi int) (policy.Namespace, b
 			}
 		}
 	}
-	var base map[string]ruleInfo // nil: the limits are unknown
+	var stood map[string]bool
 	if keep {
-		ns.Rules, base = c.rules(items, lpath, join(pp, "limits"))
+		ns.Rules, stood = c.rules(items, lpath, join(pp, "limits"))
 	}
-	ns.Overrides = c.overrides(f["overrides"], n, join(nm.path, "overrides"), join(pp, "overrides"), base)
+	ns.Overrides = c.overrides(f["overrides"], join(nm.path, "overrides"), join(pp, "overrides"), stood)
 	return ns, keep
 }
 
@@ -288,37 +288,31 @@ func headerName(s string) bool {
 	return true
 }
 
-// ruleInfo is what overrides need to know about a limit of their namespace.
-type ruleInfo struct {
-	alg   limit.Algorithm // 0 when unreadable
-	valid bool            // the rule decodes and normalizes
-}
-
-// rules reads the limits of a namespace. base maps the limit names, as
-// written, to what overrides need to know of them.
-func (c *checker) rules(items []*yaml.Node, path, pp string) ([]limit.Rule, map[string]ruleInfo) {
+// rules reads the limits of a namespace, and the names, as written, of
+// those that did not decode and stand as placeholders.
+func (c *checker) rules(items []*yaml.Node, path, pp string) ([]limit.Rule, map[string]bool) {
 	names := c.names(items, path, "limit")
 	rules := make([]limit.Rule, len(items))
-	base := make(map[string]ruleInfo, len(items))
+	stood := map[string]bool{}
 	for j, n := range items {
-		var info ruleInfo
-		rules[j], info = c.rule(n, names[j], elem(pp, names[j].pname, j))
-		if nm := names[j]; nm.name != "" && nm.pname == nm.name {
-			base[nm.name] = info
+		var ok bool
+		rules[j], ok = c.rule(n, names[j], elem(pp, names[j].pname, j))
+		if !ok && names[j].name != "" {
+			stood[names[j].name] = true
 		}
 	}
-	return rules, base
+	return rules, stood
 }
 
 // rule reads one limit; pp is its policy path. A limit that does not decode
-// is returned as a valid placeholder.
-func (c *checker) rule(n *yaml.Node, nm named, pp string) (limit.Rule, ruleInfo) {
+// is returned as a valid placeholder, and false.
+func (c *checker) rule(n *yaml.Node, nm named, pp string) (limit.Rule, bool) {
 	placeholder := limit.Rule{Name: nm.pname, Algorithm: limit.FixedWindow, Limit: 1, Period: time.Second}
 	c.at(pp, nm.path, n.Line)
 	f, ok := c.fields(n, nm.path, "a mapping (name, algorithm, limit, period, burst)",
 		"name", "algorithm", "limit", "period", "burst")
 	if !ok {
-		return placeholder, ruleInfo{}
+		return placeholder, false
 	}
 	c.atFields(f, pp, nm.path)
 	r := limit.Rule{Name: nm.pname}
@@ -344,28 +338,24 @@ func (c *checker) rule(n *yaml.Node, nm named, pp string) (limit.Rule, ruleInfo)
 	if b := f["burst"]; b.present() {
 		bpath := join(nm.path, "burst")
 		if v, ok := c.integer(b.val, bpath); ok {
-			switch {
-			case r.Algorithm != 0 && !r.Algorithm.Bucket():
-				c.errorf(b.val.Line, bpath, "%s", limit.BurstOnWindow(r.Algorithm))
-			case v <= 0: // 0 would silently mean "= limit": omit burst for that
-				c.errorf(b.val.Line, bpath, "%s", outside(strconv.FormatInt(v, 10)))
-			default:
-				r.Burst = v
+			if v <= 0 { // 0 would silently mean "= limit": omit burst for that
+				c.errorf(b.val.Line, bpath, "%s", limit.OutOfRange(v))
+			} else {
+				r.Burst = v // policy.New refuses it on a window algorithm
 			}
 		}
 	}
-	info := ruleInfo{alg: r.Algorithm}
 	if !decoded {
-		return placeholder, info
+		return placeholder, false
 	}
-	_, err := r.Normalize() // policy.New reports the error
-	info.valid = err == nil
-	return r, info
+	return r, true
 }
 
-// overrides reads the overrides of a namespace (n). pp is their policy path;
-// base describes the namespace's limits, nil when they are unknown.
-func (c *checker) overrides(f field, n *yaml.Node, path, pp string, base map[string]ruleInfo) []policy.Override {
+// overrides reads the overrides of a namespace: one policy.Override per
+// subject of each entry. pp is their policy path; stood names the limits
+// that stand as placeholders, whose patches policy.New is not given (it
+// would judge them against the placeholder).
+func (c *checker) overrides(f field, path, pp string, stood map[string]bool) []policy.Override {
 	if !f.present() {
 		return nil
 	}
@@ -375,187 +365,178 @@ func (c *checker) overrides(f field, n *yaml.Node, path, pp string, base map[str
 	}
 	var out []policy.Override
 	for k, item := range items {
-		if o, ok := c.override(item, elem(path, "", k), pp, len(out), base); ok {
-			out = append(out, o)
+		out = append(out, c.override(item, elem(path, "", k), pp, stood)...)
+	}
+	return out
+}
+
+// override reads one entry of overrides: its subjects, each with the same
+// patches. The policy paths of each subject's override (pp[subject]) are
+// recorded at the entry's lines.
+func (c *checker) override(n *yaml.Node, path, pp string, stood map[string]bool) []policy.Override {
+	f, ok := c.fields(n, path, "a mapping (subjects, limits)", "subjects", "limits")
+	if !ok {
+		return nil
+	}
+	var subjects []string
+	var lines []int
+	spath := join(path, "subjects")
+	if s := f["subjects"]; s.present() {
+		items, _ := c.list(s.val, spath)
+		for i, item := range items {
+			if v, ok := c.str(item, elem(spath, "", i)); ok {
+				subjects = append(subjects, v)
+				lines = append(lines, item.Line)
+			}
+		}
+		if len(items) == 0 {
+			c.errorf(s.val.Line, spath, "at least one subject is required")
+		}
+	} else {
+		c.errorf(keyLine(f["subjects"], n), spath, "at least one subject is required")
+	}
+	lpath := join(path, "limits")
+	patches, entries := c.patches(f["limits"], n, lpath)
+	for name := range patches {
+		if stood[name] {
+			delete(patches, name) // judged against a placeholder, it would only add noise
+			if len(patches) == 0 {
+				patches = nil
+			}
+		}
+	}
+	out := make([]policy.Override, 0, len(subjects))
+	for i, subj := range subjects {
+		opp := pp + policy.Elem(subj)
+		c.at(opp, path, n.Line)
+		c.at(join(opp, "subject"), elem(spath, "", i), lines[i])
+		c.at(join(opp, "limits"), lpath, keyLine(f["limits"], n))
+		for name, line := range entries {
+			c.at(join(opp, "limits")+policy.Elem(name), lpath+policy.Elem(name), line)
+		}
+		if patches != nil {
+			out = append(out, policy.Override{Subject: subj, Limits: patches})
 		}
 	}
 	return out
 }
 
-// override reads one override; it is the next'th given to policy.New if kept.
-func (c *checker) override(n *yaml.Node, path, pp string, next int, base map[string]ruleInfo) (policy.Override, bool) {
-	f, ok := c.fields(n, path, "a mapping (subjects, limits)", "subjects", "limits")
-	if !ok {
-		return policy.Override{}, false
-	}
-	var o policy.Override
-	keep := true
-	if s := f["subjects"]; s.present() {
-		spath := join(path, "subjects")
-		items, ok := c.list(s.val, spath)
-		for i, item := range items {
-			if v, ok := c.str(item, elem(spath, "", i)); ok {
-				o.Subjects = append(o.Subjects, v)
-			}
-		}
-		// Without a subject policy.New would add "at least one subject".
-		keep = ok && (len(items) == 0 || len(o.Subjects) > 0)
-	}
-	if keep {
-		pp = elem(pp, "", next)
-	} else {
-		pp = nowhere
-	}
-	c.at(pp, path, n.Line)
-	c.atFields(f, pp, path)
-	c.at(join(pp, "subjects"), join(path, "subjects"), keyLine(f["subjects"], n))
-	o.Limits = c.patches(f["limits"], n, join(path, "limits"), join(pp, "limits"), base)
-	return o, keep
-}
-
-// patches reads the limits of an override (n): limit name -> patch. Only
-// patches that decode and apply to a valid limit are returned.
-func (c *checker) patches(f field, n *yaml.Node, path, pp string, base map[string]ruleInfo) map[string]policy.Patch {
+// patches reads the limits of an override entry (n): limit name -> patch,
+// each as policy.NewPatch has it, and the line of each name. Only the
+// patches that read are returned (nil when none does): policy.New would
+// only add errors about what is already reported.
+func (c *checker) patches(f field, n *yaml.Node, path string) (map[string]policy.Patch, map[string]int) {
 	if !f.present() {
 		c.errorf(keyLine(f, n), path, "at least one limit is required")
-		return nil
+		return nil, nil
 	}
 	entries, ok := c.pairs(f.val, path, "a mapping from limit names to the fields they change")
 	if !ok {
-		return nil
-	}
-	if len(entries) == 0 {
-		c.errorf(f.key.Line, path, "at least one limit is required")
+		return nil, nil
 	}
 	out := make(map[string]policy.Patch, len(entries))
+	lines := make(map[string]int, len(entries))
 	for _, e := range entries {
 		name := e.key.Value
-		epath := path + "[" + name + "]"
-		info, known := base[name]
-		if base != nil && !known {
-			c.errorf(e.key.Line, epath, "no limit of that name in the namespace (it has %s)", limitNames(base))
-		}
-		p, ok := c.patch(e, epath, pp+"["+name+"]", info.alg)
-		if ok && known && info.valid {
+		lines[name] = e.key.Line
+		if p, ok := c.patch(e, path+policy.Elem(name)); ok {
 			out[name] = p
 		}
 	}
-	return out
+	if len(out) == 0 {
+		return nil, lines
+	}
+	return out, lines // policy.New checks the count, the names and the patched limits
 }
 
-func limitNames(base map[string]ruleInfo) string {
-	if len(base) == 0 {
-		return "none"
-	}
-	names := make([]string, 0, len(base))
-	for name := range base {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return strings.Join(names, ", ")
-}
-
-// patch reads one patch of the limit whose algorithm is alg (0 if unknown).
-func (c *checker) patch(e field, path, pp string, alg limit.Algorithm) (policy.Patch, bool) {
+// patch reads one patch as written (its shape: a mapping of integers and
+// strings) and has policy.NewPatch judge it.
+func (c *checker) patch(e field, path string) (policy.Patch, bool) {
 	const want = "a mapping (limit, period, burst, algorithm)"
-	var p policy.Patch
 	if isNull(e.val) {
 		c.errorf(e.key.Line, path, "want %s, got nothing", want)
-		return p, false
+		return policy.Patch{}, false
 	}
 	f, ok := c.fields(e.val, path, want, "limit", "period", "burst", "algorithm")
 	if !ok {
-		return p, false
+		return policy.Patch{}, false
 	}
-	c.at(pp, path, e.key.Line)
-	c.atFields(f, pp, path)
-	good, set := true, false
-	// Zero means "keep" to policy.Patch, so a written 0 or less is
-	// rejected here rather than ignored there.
-	if v := f["algorithm"]; v.present() {
-		set = true
-		if p.Algorithm, ok = c.algorithm(v.val, join(path, "algorithm")); ok {
-			alg = p.Algorithm
-		} else {
-			good, alg = false, 0
-		}
-	}
+	var pf policy.PatchFields
+	good := true
 	if v := f["limit"]; v.present() {
-		set = true
-		lpath := join(path, "limit")
-		if p.Limit, ok = c.integer(v.val, lpath); ok && p.Limit <= 0 {
-			c.errorf(v.val.Line, lpath, "%s", outside(strconv.FormatInt(p.Limit, 10)))
-			ok = false
-		}
-		good = good && ok
-	}
-	if v := f["period"]; v.present() {
-		set = true
-		ppath := join(path, "period")
-		if p.Period, ok = c.duration(v.val, ppath); ok && p.Period <= 0 {
-			c.errorf(v.val.Line, ppath, "%s", periodOutside(p.Period))
-			ok = false
-		}
-		good = good && ok
+		n, ok := c.integer(v.val, join(path, "limit"))
+		pf.Limit, good = &n, good && ok
 	}
 	if v := f["burst"]; v.present() {
-		set = true
-		bpath := join(path, "burst")
-		if p.Burst, ok = c.integer(v.val, bpath); ok {
-			switch {
-			case alg != 0 && !alg.Bucket():
-				c.errorf(v.val.Line, bpath, "%s", limit.BurstOnWindow(alg))
-				ok = false
-			case p.Burst <= 0:
-				c.errorf(v.val.Line, bpath, "%s", outside(strconv.FormatInt(p.Burst, 10)))
-				ok = false
-			}
+		n, ok := c.integer(v.val, join(path, "burst"))
+		pf.Burst, good = &n, good && ok
+	}
+	if v := f["period"]; v.present() {
+		s, ok := c.scalar(v.val, join(path, "period"), "a duration such as 500ms, 30s, 1m or 1h")
+		pf.Period, good = &s, good && ok
+	}
+	if v := f["algorithm"]; v.present() {
+		s, ok := c.str(v.val, join(path, "algorithm"))
+		pf.Algorithm, good = &s, good && ok
+	}
+	if !good {
+		return policy.Patch{}, false
+	}
+	p, err := policy.NewPatch(pf)
+	if err != nil {
+		var fe *policy.FieldError
+		line, epath := e.key.Line, path
+		if errors.As(err, &fe) && len(fe.Path) == 1 {
+			line, epath = f[fe.Path[0]].val.Line, join(path, fe.Path[0])
 		}
-		good = good && ok
+		c.errorf(line, epath, "%s", fe.Err)
+		return policy.Patch{}, false
 	}
-	if !set && good {
-		c.errorf(e.key.Line, path, "want at least one of limit, period, burst, algorithm")
-		good = false
-	}
-	return p, good
+	return p, true
 }
 
 // policyErrors records the errors of policy.New, each at its place in the
-// file.
+// file. An entry of overrides that lists several subjects gives each the
+// same error once.
 func (c *checker) policyErrors(err error) {
 	errs := []error{err}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
 	}
+	seen := map[string]bool{}
 	for _, e := range errs {
-		c.errs = append(c.errs, c.fromPolicy(e.Error()))
+		fe := c.fromPolicy(e)
+		if k := fe.Error(); !seen[k] {
+			seen[k] = true
+			c.errs = append(c.errs, fe)
+		}
 	}
 }
 
-// fromPolicy turns one message of policy.New,
-//
-//	invalid policy: namespaces[orders].limits[per-minute]: invalid rule: limit: -5 is outside [1, 1000000000]
-//
-// into an Error with the path namespaces[orders].limits[per-minute].limit,
-// the message "-5 is outside [1, 1000000000]" and the line of the longest
-// part of the path that is in the file. A message of another shape is kept
-// whole, without a line.
-func (c *checker) fromPolicy(msg string) *Error {
-	msg = strings.TrimPrefix(msg, policy.ErrInvalid.Error()+": ")
-	msg = strings.Replace(msg, ": "+limit.ErrInvalidRule.Error()+": ", ".", 1)
-	for i := len(msg) - 1; i > 0; i-- {
-		if b := msg[i]; b != '.' && b != '[' && b != ':' {
-			continue
-		}
-		pl, ok := c.places[msg[:i]]
-		if !ok {
-			continue
-		}
-		sub, text, ok := strings.Cut(msg[i:], ": ")
-		if !ok {
-			break
-		}
-		return &Error{Source: c.source, Line: pl.line, Path: pl.path + sub, Msg: text}
+// fromPolicy places one error of policy.New, a *policy.FieldError such as
+// namespaces[orders].limits[per-minute].limit: -5 is outside [1, 1000000000],
+// in the file: at the line of the longest part of its path the file has,
+// with the rest of the path after it. Only the path is read, never the
+// message, so rewording a message cannot move it.
+func (c *checker) fromPolicy(err error) *Error {
+	var fe *policy.FieldError
+	if !errors.As(err, &fe) {
+		return &Error{Source: c.source, Msg: err.Error()}
 	}
-	return &Error{Source: c.source, Msg: msg}
+	for i := len(fe.Path); i > 0; i-- {
+		pl, ok := c.places[policy.FormatPath(fe.Path[:i])]
+		if !ok {
+			continue
+		}
+		path := pl.path
+		if rest := policy.FormatPath(fe.Path[i:]); rest != "" {
+			if strings.HasPrefix(rest, "[") {
+				path += rest
+			} else {
+				path = join(path, rest)
+			}
+		}
+		return &Error{Source: c.source, Line: pl.line, Path: path, Msg: fe.Err.Error()}
+	}
+	return &Error{Source: c.source, Path: policy.FormatPath(fe.Path), Msg: fe.Err.Error()}
 }

@@ -155,11 +155,11 @@ func badCases(t testing.TB) []badCase {
 		{"zero period", edit(t, "period: 1m", "period: 0"), []string{
 			"orders.yaml:8: namespaces[orders].limits[per-minute].period: 0s is outside [1ms, 744h0m0s]"}},
 		{"period without unit", edit(t, "period: 1m", "period: 60"), []string{
-			"orders.yaml:8: namespaces[orders].limits[per-minute].period: 60 is not a duration such as 500ms, 30s, 1m or 1h"}},
+			"orders.yaml:8: namespaces[orders].limits[per-minute].period: \"60\" is not a duration such as 500ms, 30s, 1m or 1h"}},
 		{"period in days", edit(t, "period: 1m", "period: 1d"), []string{
-			"orders.yaml:8: namespaces[orders].limits[per-minute].period: 1d is not a duration such as 500ms, 30s, 1m or 1h"}},
+			"orders.yaml:8: namespaces[orders].limits[per-minute].period: \"1d\" is not a duration such as 500ms, 30s, 1m or 1h"}},
 		{"period over int64", edit(t, "period: 1m", "period: 9999999999h"), []string{
-			"orders.yaml:8: namespaces[orders].limits[per-minute].period: 9999999999h is not a duration such as 500ms, 30s, 1m or 1h"}},
+			"orders.yaml:8: namespaces[orders].limits[per-minute].period: \"9999999999h\" is not a duration such as 500ms, 30s, 1m or 1h"}},
 		{"period over a month", edit(t, "period: 1h", "period: 745h"), []string{
 			"orders.yaml:13: namespaces[orders].limits[per-hour].period: 745h0m0s is outside [1ms, 744h0m0s]"}},
 
@@ -191,7 +191,7 @@ func badCases(t testing.TB) []badCase {
 
 		// Overrides.
 		{"override of an unknown limit", edit(t, "per-minute: {", "per-minit: {"), []string{
-			"orders.yaml:17: namespaces[orders].overrides[0].limits[per-minit]: no limit of that name in the namespace (it has per-hour, per-minute)"}},
+			"orders.yaml:17: namespaces[orders].overrides[0].limits[per-minit]: unknown limit: the namespace has per-minute, per-hour"}},
 		{"negative override limit", edit(t, "{limit: 1000,", "{limit: -1000,"), []string{
 			"orders.yaml:17: namespaces[orders].overrides[0].limits[per-minute].limit: -1000 is outside [1, 1000000000]"}},
 		{"zero override burst", edit(t, "burst: 200}", "burst: 0}"), []string{
@@ -211,7 +211,7 @@ func badCases(t testing.TB) []badCase {
 		{"override without subjects", edit(t, `subjects: ["vip-1", "vip-2"]`, "subjects: []"), []string{
 			"orders.yaml:15: namespaces[orders].overrides[0].subjects: at least one subject is required"}},
 		{"subject given twice", edit(t, `"vip-2"`, `"vip-1"`), []string{
-			`orders.yaml:15: namespaces[orders].overrides[0].subjects: "vip-1" is overridden twice`}},
+			`orders.yaml:15: namespaces[orders].overrides[0].subjects[1]: "vip-1" is overridden twice`}},
 		{"subject not a string", edit(t, `"vip-2"`, `[vip-2]`), []string{
 			"orders.yaml:15: namespaces[orders].overrides[0].subjects[1]: want a string, got a list"}},
 		{"override of an invalid limit", edit(t, "limit: 100\n", "limit: -5\n"), []string{
@@ -243,9 +243,9 @@ func badCases(t testing.TB) []badCase {
 			`orders.yaml:5: namespaces[orders].limits[per-minute].algorithm: unknown algorithm "token_buckt" (want one of [token_bucket gcra leaky_bucket sliding_window_log sliding_window_counter fixed_window])`,
 			"orders.yaml:10: namespaces[orders].limits[per-hour].limit: -1 is outside [1, 1000000000]",
 			"orders.yaml:12: namespaces[orders].limits[per-hour].burst: applies only to token_bucket, gcra and leaky_bucket, not fixed_window",
-			"orders.yaml:16: namespaces[orders].overrides[0].limits[per-day]: no limit of that name in the namespace (it has per-hour, per-minute)",
+			"orders.yaml:16: namespaces[orders].overrides[0].limits[per-day]: unknown limit: the namespace has per-minute, per-hour",
 			"orders.yaml:17: namespaces[orders].overrides[0].limits[per-hour].limit: 0 is outside [1, 1000000000]",
-			"orders.yaml:20: namespaces[users].limits[a].period: 1x is not a duration such as 500ms, 30s, 1m or 1h",
+			"orders.yaml:20: namespaces[users].limits[a].period: \"1x\" is not a duration such as 500ms, 30s, 1m or 1h",
 		}},
 	}
 }
@@ -551,7 +551,7 @@ func FuzzParse(f *testing.F) {
 			}
 			subjects := []string{"\x00not-a-subject-anyone-overrides"}
 			for _, o := range ns.Overrides {
-				subjects = append(subjects, o.Subjects...)
+				subjects = append(subjects, o.Subject)
 			}
 			for _, s := range subjects {
 				ls, err := snap.Resolve(name, s)
@@ -571,25 +571,28 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// fromPolicy maps policy.New's messages back to the file, and keeps a
-// message it cannot place rather than lose it.
+// fromPolicy places policy.New's errors in the file by their paths, never
+// their messages, and keeps an error it cannot place rather than lose it.
 func TestFromPolicy(t *testing.T) {
 	c := newChecker("f.yaml")
 	c.at("namespaces[placeholder-0]", "namespaces[orders]", 9)
 	c.at("namespaces[placeholder-0].limits[a]", "namespaces[orders].limits[a]", 11)
+	fe := func(msg string, path ...string) error { return &policy.FieldError{Path: path, Err: errors.New(msg)} }
 	for _, tc := range []struct {
-		msg  string
+		msg  error
 		want Error
 	}{
-		{"invalid policy: namespaces[placeholder-0].limits[a]: invalid rule: burst: 5 is wrong",
+		{fe("5 is wrong", "namespaces", "[placeholder-0]", "limits", "[a]", "burst"),
 			Error{Source: "f.yaml", Line: 11, Path: "namespaces[orders].limits[a].burst", Msg: "5 is wrong"}},
-		{"invalid policy: namespaces[placeholder-0].name: bad",
+		{fe("bad", "namespaces", "[placeholder-0]", "name"),
 			Error{Source: "f.yaml", Line: 9, Path: "namespaces[orders].name", Msg: "bad"}},
-		{"invalid policy: namespaces[placeholder-0]: bad",
+		{fe("bad", "namespaces", "[placeholder-0]"),
 			Error{Source: "f.yaml", Line: 9, Path: "namespaces[orders]", Msg: "bad"}},
-		{"invalid policy: namespaces[other].name: bad",
-			Error{Source: "f.yaml", Msg: "namespaces[other].name: bad"}},
-		{"something else", Error{Source: "f.yaml", Msg: "something else"}},
+		{fe("a message that names namespaces[placeholder-0].limits[a]", "namespaces", "[placeholder-0]", "limits", "[a]", "limit"),
+			Error{Source: "f.yaml", Line: 11, Path: "namespaces[orders].limits[a].limit", Msg: "a message that names namespaces[placeholder-0].limits[a]"}},
+		{fe("bad", "namespaces", "[other]", "name"),
+			Error{Source: "f.yaml", Path: "namespaces[other].name", Msg: "bad"}},
+		{errors.New("something else"), Error{Source: "f.yaml", Msg: "something else"}},
 	} {
 		if got := c.fromPolicy(tc.msg); *got != tc.want {
 			t.Errorf("fromPolicy(%q) = %#v, want %#v", tc.msg, *got, tc.want)

@@ -2,7 +2,6 @@ package config
 
 import (
 	"bytes"
-	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/policy"
 )
 
 // This file reads values out of a yaml.Node tree, reporting every problem to
@@ -165,13 +165,13 @@ func (c *checker) integer(n *yaml.Node, path string) (int64, bool) {
 		}
 		v, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 10, 64)
 		if err != nil { // out of int64
-			c.errorf(n.Line, path, "%s", outside(lit(n)))
+			c.errorf(n.Line, path, "%s", limit.OutOfRange(lit(n)))
 			return 0, false
 		}
 		return v, true
 	case "!!float":
 		if digits.MatchString(n.Value) {
-			c.errorf(n.Line, path, "%s", outside(lit(n)))
+			c.errorf(n.Line, path, "%s", limit.OutOfRange(lit(n)))
 			return 0, false
 		}
 	}
@@ -179,34 +179,32 @@ func (c *checker) integer(n *yaml.Node, path string) (int64, bool) {
 	return 0, false
 }
 
-// outside is the message for a limit or burst out of its bounds, worded as
-// limit.Rule.Normalize words it.
-func outside(v string) string {
-	return fmt.Sprintf("%s is outside [1, %d]", v, int64(limit.MaxLimit))
-}
-
-// periodOutside is the message for a period out of its bounds, worded as
-// limit.Rule.Normalize words it.
-func periodOutside(d time.Duration) string {
-	return fmt.Sprintf("%v is outside [%v, %v]", d, limit.MinPeriod, limit.MaxPeriod)
-}
-
-// duration reads a Go duration string ("1m"); "0" is allowed, as Go allows it.
-func (c *checker) duration(n *yaml.Node, path string) (time.Duration, bool) {
+// scalar reads the text of a string or integer scalar (a duration, which
+// "0" may be written as), wanted as want.
+func (c *checker) scalar(n *yaml.Node, path, want string) (string, bool) {
 	if !c.usable(n, path) {
+		return "", false
+	}
+	if t := n.ShortTag(); n.Kind != yaml.ScalarNode || t != "!!str" && t != "!!int" {
+		c.errorf(n.Line, path, "want %s, got %s", want, describe(n))
+		return "", false
+	}
+	return n.Value, true
+}
+
+// duration reads a period (policy.ParsePeriod); "0" is allowed, as Go
+// allows it.
+func (c *checker) duration(n *yaml.Node, path string) (time.Duration, bool) {
+	s, ok := c.scalar(n, path, "a duration such as 500ms, 30s, 1m or 1h")
+	if !ok {
 		return 0, false
 	}
-	if n.Kind != yaml.ScalarNode {
-		c.errorf(n.Line, path, "want a duration such as 500ms, 30s, 1m or 1h, got %s", describe(n))
+	d, err := policy.ParsePeriod(s)
+	if err != nil {
+		c.errorf(n.Line, path, "%v", err)
 		return 0, false
 	}
-	if t := n.ShortTag(); t == "!!str" || t == "!!int" {
-		if d, err := time.ParseDuration(n.Value); err == nil {
-			return d, true
-		}
-	}
-	c.errorf(n.Line, path, "%s is not a duration such as 500ms, 30s, 1m or 1h", lit(n))
-	return 0, false
+	return d, true
 }
 
 // algorithm reads an algorithm name.

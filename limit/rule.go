@@ -129,6 +129,41 @@ var (
 	ErrUnknownAlgorithm = errors.New("unknown algorithm")
 )
 
+// RuleError is a validation error of one field of a Rule ("limit",
+// "period", "burst", "algorithm"): Normalize and Validate return one, so
+// that callers name the field by its place, not by parsing the message. It
+// wraps ErrInvalidRule.
+type RuleError struct {
+	Field string
+	Msg   string
+	// Cause, when set, is a sentinel the error also wraps
+	// (ErrUnknownAlgorithm).
+	Cause error
+}
+
+func (e *RuleError) Error() string { return ErrInvalidRule.Error() + ": " + e.Field + ": " + e.Msg }
+
+func (e *RuleError) Unwrap() []error {
+	if e.Cause != nil {
+		return []error{ErrInvalidRule, e.Cause}
+	}
+	return []error{ErrInvalidRule}
+}
+
+// OutOfRange is the message for a limit or a burst outside [1, MaxLimit]
+// (v as written: an integer, or the digits of one too large for int64).
+func OutOfRange(v any) string { return fmt.Sprintf("%v is outside [1, %d]", v, MaxLimit) }
+
+// PeriodOutOfRange is the message for a period outside [MinPeriod,
+// MaxPeriod].
+func PeriodOutOfRange(d time.Duration) string {
+	return fmt.Sprintf("%v is outside [%v, %v]", d, MinPeriod, MaxPeriod)
+}
+
+func ruleErr(field, format string, args ...any) error {
+	return &RuleError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
 // Rule is one limit: Limit units per Period, with the algorithm that enforces
 // it. A Rule is a value; the zero Rule is invalid. Call Validate (or Normalize)
 // before Step: Step assumes a valid rule and does not check it again.
@@ -149,22 +184,22 @@ type Rule struct {
 }
 
 // Normalize validates r and fills defaults (Burst = Limit for the bucket
-// algorithms, 0 for the window algorithms). It returns an error wrapping
-// ErrInvalidRule that names the offending field.
+// algorithms, 0 for the window algorithms). Its error is a *RuleError
+// naming the offending field (it wraps ErrInvalidRule).
 func (r Rule) Normalize() (Rule, error) {
 	if r.Algorithm == 0 || int(r.Algorithm) >= len(algorithmNames) {
-		return r, fmt.Errorf("%w: algorithm: %v", ErrInvalidRule, r.Algorithm)
+		return r, &RuleError{Field: "algorithm", Msg: fmt.Sprintf("%v: %v", ErrUnknownAlgorithm, r.Algorithm), Cause: ErrUnknownAlgorithm}
 	}
 	if r.Limit < 1 || r.Limit > MaxLimit {
-		return r, fmt.Errorf("%w: limit: %d is outside [1, %d]", ErrInvalidRule, r.Limit, MaxLimit)
+		return r, ruleErr("limit", "%s", OutOfRange(r.Limit))
 	}
 	if r.Period < MinPeriod || r.Period > MaxPeriod {
-		return r, fmt.Errorf("%w: period: %v is outside [%v, %v]", ErrInvalidRule, r.Period, MinPeriod, MaxPeriod)
+		return r, ruleErr("period", "%s", PeriodOutOfRange(r.Period))
 	}
 	if r.Period%time.Millisecond != 0 {
 		// Window starts are computed from Unix milliseconds by the Redis
 		// scripts, whose doubles cannot hold Unix nanoseconds exactly.
-		return r, fmt.Errorf("%w: period: %v is not a whole number of milliseconds", ErrInvalidRule, r.Period)
+		return r, ruleErr("period", "%v is not a whole number of milliseconds", r.Period)
 	}
 	r.iv = 0
 	switch r.Algorithm {
@@ -174,17 +209,17 @@ func (r Rule) Normalize() (Rule, error) {
 			r.Burst = r.Limit
 		}
 		if r.Burst < 1 || r.Burst > MaxLimit {
-			return r, fmt.Errorf("%w: burst: %d is outside [1, %d]", ErrInvalidRule, r.Burst, MaxLimit)
+			return r, ruleErr("burst", "%s", OutOfRange(r.Burst))
 		}
 		if int64(r.Period)/r.Limit < 1 {
-			return r, fmt.Errorf("%w: limit: %d per %v is more than one per nanosecond", ErrInvalidRule, r.Limit, r.Period)
+			return r, ruleErr("limit", "%d per %v is more than one per nanosecond", r.Limit, r.Period)
 		}
 		if r.Burst > int64(MaxPeriod)/r.interval() {
-			return r, fmt.Errorf("%w: burst: %d takes longer than %v to refill at %d per %v", ErrInvalidRule, r.Burst, MaxPeriod, r.Limit, r.Period)
+			return r, ruleErr("burst", "%d takes longer than %v to refill at %d per %v", r.Burst, MaxPeriod, r.Limit, r.Period)
 		}
 	case SlidingWindowLog:
 		if r.Limit > MaxLogLimit {
-			return r, fmt.Errorf("%w: limit: sliding_window_log keeps one entry per request; %d is over its bound %d", ErrInvalidRule, r.Limit, MaxLogLimit)
+			return r, ruleErr("limit", "sliding_window_log keeps one entry per request; %d is over its bound %d", r.Limit, MaxLogLimit)
 		}
 		r.Burst = 0
 	default:
@@ -200,10 +235,10 @@ func (r Rule) Validate() error {
 		return err
 	}
 	if n.Burst != r.Burst {
-		return fmt.Errorf("%w: burst: %d should be %d (call Normalize)", ErrInvalidRule, r.Burst, n.Burst)
+		return ruleErr("burst", "%d should be %d (call Normalize)", r.Burst, n.Burst)
 	}
 	if r.iv != 0 && r.iv != n.iv {
-		return fmt.Errorf("%w: limit or period changed after Normalize (call Normalize again)", ErrInvalidRule)
+		return ruleErr("limit", "limit or period changed after Normalize (call Normalize again)")
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/distributedratelimiter/ratelimiter/policy"
 	"io"
 	"io/fs"
 	"os"
@@ -34,7 +35,7 @@ type FileStore struct {
 	path string // "" keeps overrides in memory only
 
 	mu sync.Mutex
-	m  map[string]map[string]Override // namespace -> subject -> override
+	m  map[string]map[string]policy.Override // namespace -> subject -> override
 }
 
 type fileDoc struct {
@@ -54,7 +55,7 @@ type fileEntry struct {
 // decode is an error wrapping ErrCorrupt: refusing to start is better than
 // starting without the overrides and overwriting them at the next change.
 func OpenFile(path string) (*FileStore, error) {
-	s := &FileStore{path: path, m: map[string]map[string]Override{}}
+	s := &FileStore{path: path, m: map[string]map[string]policy.Override{}}
 	if path == "" {
 		return s, nil
 	}
@@ -98,20 +99,20 @@ func OpenFile(path string) (*FileStore, error) {
 // Path returns the file the store writes, "" when in memory only.
 func (s *FileStore) Path() string { return s.path }
 
-func (s *FileStore) set(o Override) {
+func (s *FileStore) set(o policy.Override) {
 	m := s.m[o.Namespace]
 	if m == nil {
-		m = map[string]Override{}
+		m = map[string]policy.Override{}
 		s.m[o.Namespace] = m
 	}
 	m[o.Subject] = o
 }
 
 // Load implements Store.
-func (s *FileStore) Load(_ context.Context, ns string) ([]Override, error) {
+func (s *FileStore) Load(_ context.Context, ns string) ([]policy.Override, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Override, 0, len(s.m[ns]))
+	out := make([]policy.Override, 0, len(s.m[ns]))
 	for _, o := range s.m[ns] {
 		out = append(out, o)
 	}
@@ -121,7 +122,7 @@ func (s *FileStore) Load(_ context.Context, ns string) ([]Override, error) {
 
 // Put implements Store. The change is in memory only once the file is
 // written.
-func (s *FileStore) Put(_ context.Context, o Override, max int) error {
+func (s *FileStore) Put(_ context.Context, o policy.Override, max int) error {
 	if err := checkKey(o.Namespace, o.Subject); err != nil {
 		return err
 	}
@@ -167,7 +168,7 @@ func (s *FileStore) Delete(_ context.Context, ns, subject string) (bool, error) 
 func (s *FileStore) DeleteExpired(_ context.Context, ns string, subjects []string, now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	removed := map[string]Override{}
+	removed := map[string]policy.Override{}
 	for _, subj := range subjects {
 		if o, ok := s.m[ns][subj]; ok && o.Expired(now) {
 			removed[subj] = o

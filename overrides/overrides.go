@@ -1,7 +1,7 @@
 // Package overrides keeps runtime per-subject overrides (set through the
 // admin API) where they outlive the process and reach every instance.
 //
-// A Store holds Override values by namespace and subject. Two
+// A Store holds policy.Override values by namespace and subject. Two
 // implementations:
 //
 //   - FileStore, for the memory store (one instance): the overrides live in
@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -52,24 +53,16 @@ var (
 	ErrUnavailable = errors.New("override store unavailable")
 )
 
-// Override is one runtime override as stored: the policy's RuntimeOverride
-// and when it was last set.
-type Override struct {
-	policy.RuntimeOverride
-	// UpdatedAt is when the override was last put, by the instance's clock.
-	UpdatedAt time.Time
-}
-
 // Store persists overrides. Implementations are safe for concurrent use.
 type Store interface {
 	// Load returns every override stored for namespace ns, sorted by
 	// subject. Values that do not decode are left out; the error then
 	// wraps ErrCorrupt and the overrides that decoded are still returned.
-	Load(ctx context.Context, ns string) ([]Override, error)
+	Load(ctx context.Context, ns string) ([]policy.Override, error)
 	// Put stores o, replacing the override of the same namespace and
 	// subject. It fails with ErrTooMany when the namespace holds max other
 	// overrides already.
-	Put(ctx context.Context, o Override, max int) error
+	Put(ctx context.Context, o policy.Override, max int) error
 	// Delete removes the override of ns and subject and reports whether
 	// there was one.
 	Delete(ctx context.Context, ns, subject string) (bool, error)
@@ -84,7 +77,7 @@ type Store interface {
 	Watch(ctx context.Context, namespaces func() []string, changed func(ns string))
 }
 
-// stored is the JSON form of an Override in a store (the namespace and
+// stored is the JSON form of a policy.Override in a store (the namespace and
 // subject are the key). Durations and instants are integers so that the
 // Redis scripts can read them.
 type stored struct {
@@ -105,7 +98,7 @@ type storedPatch struct {
 const maxValue = 16 << 10
 
 // encode returns the stored form of o.
-func encode(o Override) ([]byte, error) {
+func encode(o policy.Override) ([]byte, error) {
 	s := stored{Limits: make(map[string]storedPatch, len(o.Limits))}
 	for name, p := range o.Limits {
 		if p.Period%time.Millisecond != 0 {
@@ -129,10 +122,10 @@ func encode(o Override) ([]byte, error) {
 
 // decode reads the stored form of the override of ns and subject. It checks
 // the shape, not the limits (policy does).
-func decode(ns, subject string, data []byte) (Override, error) {
-	o := Override{RuntimeOverride: policy.RuntimeOverride{Namespace: ns, Subject: subject}}
-	fail := func(format string, args ...any) (Override, error) {
-		return Override{}, fmt.Errorf("%w %s/%s: "+format, append([]any{ErrCorrupt, ns, subject}, args...)...)
+func decode(ns, subject string, data []byte) (policy.Override, error) {
+	o := policy.Override{Namespace: ns, Subject: subject}
+	fail := func(format string, args ...any) (policy.Override, error) {
+		return policy.Override{}, fmt.Errorf("%w %s/%s: "+format, append([]any{ErrCorrupt, ns, subject}, args...)...)
 	}
 	if len(data) > maxValue {
 		return fail("%d bytes", len(data))
@@ -143,13 +136,13 @@ func decode(ns, subject string, data []byte) (Override, error) {
 	if err := dec.Decode(&s); err != nil {
 		return fail("%v", err)
 	}
-	if len(s.Limits) == 0 || len(s.Limits) > limit.MaxRules {
-		return fail("%d limits", len(s.Limits))
+	if len(s.Limits) == 0 {
+		return fail("no limits") // how many it may have is policy's to say
 	}
 	o.Limits = make(map[string]policy.Patch, len(s.Limits))
 	for name, sp := range s.Limits {
-		if sp.PeriodMS < 0 || sp.PeriodMS > int64(limit.MaxPeriod/time.Millisecond) {
-			return fail("limits[%s].period_ms: %d out of range", name, sp.PeriodMS)
+		if sp.PeriodMS < 0 || sp.PeriodMS > math.MaxInt64/int64(time.Millisecond) {
+			return fail("limits[%s].period_ms: %d is not a duration", name, sp.PeriodMS)
 		}
 		p := policy.Patch{Limit: sp.Limit, Period: time.Duration(sp.PeriodMS) * time.Millisecond, Burst: sp.Burst}
 		if sp.Algorithm != "" {
@@ -173,7 +166,7 @@ func decode(ns, subject string, data []byte) (Override, error) {
 	return o, nil
 }
 
-func sortBySubject(list []Override) {
+func sortBySubject(list []policy.Override) {
 	sort.Slice(list, func(i, j int) bool { return list[i].Subject < list[j].Subject })
 }
 

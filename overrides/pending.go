@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/distributedratelimiter/ratelimiter/policy"
 	"sync/atomic"
 	"time"
 )
@@ -43,7 +44,7 @@ func (p *Pending) store() Store {
 }
 
 // Load implements Store.
-func (p *Pending) Load(ctx context.Context, ns string) ([]Override, error) {
+func (p *Pending) Load(ctx context.Context, ns string) ([]policy.Override, error) {
 	if st := p.store(); st != nil {
 		return st.Load(ctx, ns)
 	}
@@ -51,7 +52,7 @@ func (p *Pending) Load(ctx context.Context, ns string) ([]Override, error) {
 }
 
 // Put implements Store.
-func (p *Pending) Put(ctx context.Context, o Override, max int) error {
+func (p *Pending) Put(ctx context.Context, o policy.Override, max int) error {
 	if st := p.store(); st != nil {
 		return st.Put(ctx, o, max)
 	}

@@ -12,8 +12,8 @@ import (
 func TestPending(t *testing.T) {
 	p := NewPending()
 	ctx := context.Background()
-	o := Override{RuntimeOverride: policy.RuntimeOverride{Namespace: "orders", Subject: "u",
-		Limits: map[string]policy.Patch{"per-minute": {Limit: 5}}}}
+	o := policy.Override{Namespace: "orders", Subject: "u",
+		Limits: map[string]policy.Patch{"per-minute": {Limit: 5}}}
 	if _, err := p.Load(ctx, "orders"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Load before Set: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/distributedratelimiter/ratelimiter/policy"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -150,7 +151,7 @@ func (s *RedisStore) unavailable(op string, err error) error {
 }
 
 // Load implements Store and records the namespace's revision for Watch.
-func (s *RedisStore) Load(ctx context.Context, ns string) ([]Override, error) {
+func (s *RedisStore) Load(ctx context.Context, ns string) ([]policy.Override, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	vals, err := loadScript.Exec(ctx, s.client, s.keys(ns), nil).ToArray()
@@ -168,7 +169,7 @@ func (s *RedisStore) Load(ctx context.Context, ns string) ([]Override, error) {
 	if err != nil {
 		return nil, s.unavailable("load "+ns, err)
 	}
-	out := make([]Override, 0, len(fields))
+	out := make([]policy.Override, 0, len(fields))
 	var errs []error
 	for subj, v := range fields {
 		o, err := decode(ns, subj, []byte(v))
@@ -186,7 +187,7 @@ func (s *RedisStore) Load(ctx context.Context, ns string) ([]Override, error) {
 }
 
 // Put implements Store.
-func (s *RedisStore) Put(ctx context.Context, o Override, max int) error {
+func (s *RedisStore) Put(ctx context.Context, o policy.Override, max int) error {
 	if err := checkKey(o.Namespace, o.Subject); err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func rulesOf(t *testing.T, s *Snapshot, subject string) []limit.Rule {
 
 func TestWithOverridesLayersOnTheFile(t *testing.T) {
 	base := baseSnapshot(t)
-	ovs := []RuntimeOverride{
+	ovs := []Override{
 		{Namespace: "orders", Subject: "user-42", Limits: map[string]Patch{"per-minute": {Limit: 500}}},
 		// vip-1 has a file override {per-minute: limit 1000, burst 200}: the
 		// runtime limit wins, the file's burst stays.
@@ -80,7 +80,7 @@ func TestWithOverridesLayersOnTheFile(t *testing.T) {
 func TestWithOverridesExpiry(t *testing.T) {
 	base := baseSnapshot(t)
 	p := map[string]Patch{"per-minute": {Limit: 7}}
-	s, errs := base.WithOverrides([]RuntimeOverride{
+	s, errs := base.WithOverrides([]Override{
 		{Namespace: "orders", Subject: "a", Limits: p, ExpiresAt: t0.Add(time.Minute)},
 		{Namespace: "orders", Subject: "b", Limits: p, ExpiresAt: t0.Add(time.Second)},
 		{Namespace: "orders", Subject: "gone", Limits: p, ExpiresAt: t0},
@@ -89,8 +89,8 @@ func TestWithOverridesExpiry(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
-	if !s.NextExpiry().Equal(t0.Add(time.Second)) {
-		t.Errorf("NextExpiry = %v", s.NextExpiry())
+	if got := s.RuntimeOverrides("orders"); len(got) != 3 || got[0].Subject != "a" || got[2].Subject != "c" {
+		t.Errorf("in force: %+v, want a, b and c (gone expired)", got)
 	}
 	if set, _ := s.Resolve("orders", "gone"); set.Overridden {
 		t.Error("an override expiring at now applies")
@@ -100,8 +100,8 @@ func TestWithOverridesExpiry(t *testing.T) {
 			t.Errorf("%s: %+v", subj, r)
 		}
 	}
-	if !base.NextExpiry().IsZero() {
-		t.Error("base has an expiry")
+	if len(base.RuntimeOverrides("orders")) != 0 {
+		t.Error("the base has runtime overrides")
 	}
 }
 
@@ -109,22 +109,24 @@ func TestCheckOverrideRejects(t *testing.T) {
 	base := baseSnapshot(t)
 	cases := []struct {
 		name string
-		o    RuntimeOverride
+		o    Override
 		want error
 	}{
-		{"unknown namespace", RuntimeOverride{Namespace: "payments", Subject: "s", Limits: map[string]Patch{"x": {Limit: 1}}}, ErrUnknownNamespace},
-		{"unknown limit", RuntimeOverride{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-day": {Limit: 1}}}, ErrUnknownLimit},
-		{"no limits", RuntimeOverride{Namespace: "orders", Subject: "s"}, ErrInvalid},
-		{"empty patch", RuntimeOverride{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {}}}, ErrInvalid},
-		{"negative limit", RuntimeOverride{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Limit: -1}}}, ErrInvalid},
-		{"negative burst", RuntimeOverride{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Burst: -1}}}, ErrInvalid},
-		{"burst on a window", RuntimeOverride{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-hour": {Burst: 5}}}, ErrInvalid},
-		{"burst with a switch to a window", RuntimeOverride{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Burst: 5, Algorithm: limit.FixedWindow}}}, ErrInvalid},
-		{"bad algorithm", RuntimeOverride{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Algorithm: 99}}}, limit.ErrUnknownAlgorithm},
-		{"limit out of bounds", RuntimeOverride{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Limit: limit.MaxLimit + 1}}}, limit.ErrInvalidRule},
-		{"period not whole ms", RuntimeOverride{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Period: time.Millisecond + 1}}}, limit.ErrInvalidRule},
-		{"bad subject", RuntimeOverride{Namespace: "orders", Subject: "a\nb", Limits: map[string]Patch{"per-minute": {Limit: 1}}}, ErrInvalid},
-		{"expired", RuntimeOverride{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Limit: 1}}, ExpiresAt: t0}, ErrExpired},
+		{"unknown namespace", Override{Namespace: "payments", Subject: "s", Limits: map[string]Patch{"x": {Limit: 1}}}, ErrUnknownNamespace},
+		{"unknown limit", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-day": {Limit: 1}}}, ErrUnknownLimit},
+		{"no limits", Override{Namespace: "orders", Subject: "s"}, ErrInvalid},
+		{"empty patch", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {}}}, ErrInvalid},
+		{"nine limits", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"a": {Limit: 1}, "b": {Limit: 1}, "c": {Limit: 1},
+			"d": {Limit: 1}, "e": {Limit: 1}, "f": {Limit: 1}, "g": {Limit: 1}, "h": {Limit: 1}, "i": {Limit: 1}}}, ErrInvalid},
+		{"negative limit", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Limit: -1}}}, ErrInvalid},
+		{"negative burst", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Burst: -1}}}, ErrInvalid},
+		{"burst on a window", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-hour": {Burst: 5}}}, ErrInvalid},
+		{"burst with a switch to a window", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Burst: 5, Algorithm: limit.FixedWindow}}}, ErrInvalid},
+		{"bad algorithm", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Algorithm: 99}}}, limit.ErrUnknownAlgorithm},
+		{"limit out of bounds", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Limit: limit.MaxLimit + 1}}}, limit.ErrInvalidRule},
+		{"period not whole ms", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Period: time.Millisecond + 1}}}, limit.ErrInvalidRule},
+		{"bad subject", Override{Namespace: "orders", Subject: "a\nb", Limits: map[string]Patch{"per-minute": {Limit: 1}}}, ErrInvalid},
+		{"expired", Override{Namespace: "orders", Subject: "s", Limits: map[string]Patch{"per-minute": {Limit: 1}}, ExpiresAt: t0}, ErrExpired},
 	}
 	for _, c := range cases {
 		_, err := base.CheckOverride(c.o, t0)
@@ -135,13 +137,13 @@ func TestCheckOverrideRejects(t *testing.T) {
 			continue
 		}
 		// WithOverrides leaves it out and says why.
-		s, errs := base.WithOverrides([]RuntimeOverride{c.o}, t0)
+		s, errs := base.WithOverrides([]Override{c.o}, t0)
 		if len(errs) != 1 || !errors.Is(errs[0], c.want) || len(s.RuntimeOverrides(c.o.Namespace)) != 0 {
 			t.Errorf("%s: WithOverrides errors %v", c.name, errs)
 		}
 	}
 	// A switch to a window algorithm drops the file's burst of vip-1.
-	rules, err := base.CheckOverride(RuntimeOverride{Namespace: "orders", Subject: "vip-1",
+	rules, err := base.CheckOverride(Override{Namespace: "orders", Subject: "vip-1",
 		Limits: map[string]Patch{"per-minute": {Algorithm: limit.FixedWindow}}}, t0)
 	if err != nil || rules[0].Algorithm != limit.FixedWindow || rules[0].Limit != 1000 || rules[0].Burst != 0 {
 		t.Errorf("switch to a window: %+v %v", rules, err)
@@ -158,7 +160,7 @@ func TestWithOverridesAfterReloadDropsWhatNoLongerApplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, errs := reloaded.WithOverrides([]RuntimeOverride{
+	s, errs := reloaded.WithOverrides([]Override{
 		{Namespace: "orders", Subject: "a", Limits: map[string]Patch{"per-hour": {Limit: 5}}},
 		{Namespace: "orders", Subject: "b", Limits: map[string]Patch{"per-minute": {Limit: 5}}},
 	}, t0)

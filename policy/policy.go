@@ -11,6 +11,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"sort"
 	"time"
@@ -33,22 +34,6 @@ const MaxSubjectLen = 256
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
-// Patch changes some parameters of one named rule for an overridden subject.
-// Zero fields keep the namespace's value.
-type Patch struct {
-	Limit     int64
-	Period    time.Duration
-	Burst     int64
-	Algorithm limit.Algorithm
-}
-
-// Override gives listed subjects different parameters for some rules.
-type Override struct {
-	Subjects []string
-	// Limits maps a rule name of the namespace to its patch.
-	Limits map[string]Patch
-}
-
 // Namespace is a named group of limits, such as "orders".
 type Namespace struct {
 	Name string
@@ -61,7 +46,9 @@ type Namespace struct {
 	// its headers say, so a client cannot choose what it is charged.
 	CostHeader string
 	// Rules is the limit set every subject gets unless overridden.
-	Rules     []limit.Rule
+	Rules []limit.Rule
+	// Overrides give listed subjects other parameters for some Rules, one
+	// Override per subject (their Namespace may be left empty).
 	Overrides []Override
 	// OnStoreError answers checks when the store fails (see FailurePolicy);
 	// the zero value is FailLocal.
@@ -103,80 +90,94 @@ type Snapshot struct {
 
 // New validates namespaces and builds a Snapshot. version identifies the
 // configuration (e.g. a content hash) and loadedAt when it was built. Every
-// problem found is reported, each naming its place
-// ("namespaces[orders].limits[per-minute].limit: ..."), joined in one error
+// problem found is reported, each a *FieldError naming its place
+// (namespaces[orders].limits[per-minute].limit: ...), joined in one error
 // wrapping ErrInvalid. New takes ownership of namespaces.
 func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot, error) {
 	s := &Snapshot{version: version, loadedAt: loadedAt, namespaces: make(map[string]*compiled, len(namespaces))}
 	var errs []error
-	fail := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
-	}
+	fail := func(err error, path ...string) { errs = append(errs, fieldErr(err, path...)) }
 	if len(namespaces) == 0 {
-		fail("namespaces: at least one namespace is required")
+		fail(errors.New("at least one namespace is required"), "namespaces")
 	}
 	for i := range namespaces {
 		ns := &namespaces[i]
-		where := fmt.Sprintf("namespaces[%d]", i)
+		where := []string{"namespaces", index(i)}
 		if ns.Name != "" {
-			where = fmt.Sprintf("namespaces[%s]", ns.Name)
+			where = []string{"namespaces", Elem(ns.Name)}
 		}
+		at := func(p ...string) []string { return append(append([]string(nil), where...), p...) }
 		if !nameRE.MatchString(ns.Name) {
-			fail("%s.name: %q must be 1-64 letters, digits, '_', '.' or '-'", where, ns.Name)
+			fail(fmt.Errorf("%q must be 1-64 letters, digits, '_', '.' or '-'", ns.Name), at("name")...)
 		} else if _, dup := s.namespaces[ns.Name]; dup {
-			fail("%s.name: duplicate namespace", where)
+			fail(errors.New("duplicate namespace"), at("name")...)
 		}
 		if len(ns.Rules) == 0 || len(ns.Rules) > limit.MaxRules {
-			fail("%s.limits: %d limits, want 1 to %d", where, len(ns.Rules), limit.MaxRules)
+			fail(fmt.Errorf("%d limits, want 1 to %d", len(ns.Rules), limit.MaxRules), at("limits")...)
 		}
 		if ns.OnStoreError > FailClosed {
-			fail("%s.on_store_error: %v is not a failure policy", where, ns.OnStoreError)
+			fail(fmt.Errorf("%v is not a failure policy", ns.OnStoreError), at("on_store_error")...)
 		}
 		byName := make(map[string]int, len(ns.Rules))
 		// A burst left at 0 defaults to the limit, and keeps following it
 		// when an override changes the limit; an explicit burst stays.
 		defaulted := make([]bool, len(ns.Rules))
+		// invalid holds the limits already reported: an override that
+		// patches one is not checked, its errors would only repeat them.
+		invalid := map[string]bool{}
 		for j := range ns.Rules {
 			defaulted[j] = ns.Rules[j].Burst == 0
 			r := &ns.Rules[j]
-			rwhere := fmt.Sprintf("%s.limits[%d]", where, j)
+			rat := at("limits", index(j))
 			if r.Name != "" {
-				rwhere = fmt.Sprintf("%s.limits[%s]", where, r.Name)
+				rat = at("limits", Elem(r.Name))
 			}
 			if !nameRE.MatchString(r.Name) {
-				fail("%s.name: %q must be 1-64 letters, digits, '_', '.' or '-'", rwhere, r.Name)
+				fail(fmt.Errorf("%q must be 1-64 letters, digits, '_', '.' or '-'", r.Name), append(rat, "name")...)
 			} else if _, dup := byName[r.Name]; dup {
-				fail("%s.name: duplicate limit name", rwhere)
+				fail(errors.New("duplicate limit name"), append(rat, "name")...)
 			}
 			byName[r.Name] = j
+			if err := checkBurst(*r); err != nil {
+				fail(err, rat...)
+				invalid[r.Name] = true
+				r.Burst = 0 // and see what else is wrong with it
+			}
 			n, err := r.Normalize()
 			if err != nil {
-				fail("%s: %v", rwhere, err)
+				fail(err, rat...)
+				invalid[r.Name] = true
 				continue
 			}
 			*r = n
 		}
 		c := &compiled{ns: ns, overrides: map[string][]limit.Rule{}, defaulted: defaulted, byName: byName,
 			files: map[string]map[string]Patch{}}
-		for k, o := range ns.Overrides {
-			owhere := fmt.Sprintf("%s.overrides[%d]", where, k)
-			if len(o.Subjects) == 0 {
-				fail("%s.subjects: at least one subject is required", owhere)
-			}
-			rules, err := applyPatches(ns.Rules, defaulted, byName, o.Limits)
-			if err != nil {
-				fail("%s.limits%v", owhere, err)
+		for _, o := range ns.Overrides {
+			oat := at("overrides", Elem(o.Subject))
+			if err := ValidateSubject(o.Subject); err != nil {
+				fail(err, append(oat, "subject")...)
 				continue
 			}
-			for _, subj := range o.Subjects {
-				if err := ValidateSubject(subj); err != nil {
-					fail("%s.subjects: %v", owhere, err)
-				} else if _, dup := c.overrides[subj]; dup {
-					fail("%s.subjects: %q is overridden twice", owhere, subj)
-				}
-				c.overrides[subj] = rules
-				c.files[subj] = o.Limits
+			if _, dup := c.overrides[o.Subject]; dup {
+				fail(fmt.Errorf("%q is overridden twice", o.Subject), append(oat, "subject")...)
+				continue
 			}
+			if err := checkPatches(o.Limits); err != nil {
+				fail(err, oat...)
+				continue
+			}
+			patches := without(o.Limits, invalid)
+			if len(patches) == 0 {
+				continue
+			}
+			rules, err := applyPatches(ns.Rules, defaulted, byName, patches)
+			if err != nil {
+				fail(err, oat...)
+				continue
+			}
+			c.overrides[o.Subject] = rules
+			c.files[o.Subject] = o.Limits
 		}
 		if nameRE.MatchString(ns.Name) {
 			s.namespaces[ns.Name] = c
@@ -190,52 +191,6 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 	}
 	sort.Strings(s.names)
 	return s, nil
-}
-
-// applyPatches returns a copy of rules with patches applied, normalized.
-// Errors start with the bracketed rule name so callers can prefix a path.
-func applyPatches(rules []limit.Rule, defaulted []bool, byName map[string]int, patches map[string]Patch) ([]limit.Rule, error) {
-	out := append([]limit.Rule(nil), rules...)
-	names := make([]string, 0, len(patches))
-	for name := range patches {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		j, ok := byName[name]
-		if !ok {
-			return nil, fmt.Errorf("[%s]: no limit of that name in the namespace", name)
-		}
-		p := patches[name]
-		r := out[j]
-		if p.Limit != 0 {
-			r.Limit = p.Limit
-			if p.Burst == 0 && defaulted[j] {
-				r.Burst = 0 // the burst followed the limit: keep following it
-			}
-		}
-		if p.Period != 0 {
-			r.Period = p.Period
-		}
-		if p.Burst != 0 {
-			r.Burst = p.Burst
-		}
-		if p.Algorithm != 0 {
-			r.Algorithm = p.Algorithm
-		}
-		if p.Limit < 0 || p.Burst < 0 || p.Period < 0 {
-			return nil, fmt.Errorf("[%s]: limit, period and burst must not be negative", name)
-		}
-		if p.Burst != 0 && !r.Algorithm.Bucket() {
-			return nil, fmt.Errorf("[%s].burst: %s", name, limit.BurstOnWindow(r.Algorithm))
-		}
-		n, err := r.Normalize()
-		if err != nil {
-			return nil, fmt.Errorf("[%s]: %w", name, err)
-		}
-		out[j] = n
-	}
-	return out, nil
 }
 
 // ValidateSubject reports whether s is a usable subject identifier: 1 to
@@ -290,3 +245,18 @@ func (s *Snapshot) LoadedAt() time.Time { return s.loadedAt }
 // Key returns the store key of a subject: "namespace:subject". Namespace
 // names cannot contain ':', so keys of different namespaces never collide.
 func Key(ns, subject string) string { return ns + ":" + subject }
+
+// without returns patches without those of names (patches itself when it
+// has none).
+func without(patches map[string]Patch, names map[string]bool) map[string]Patch {
+	out := patches
+	for name := range patches {
+		if names[name] {
+			if len(out) == len(patches) {
+				out = maps.Clone(patches)
+			}
+			delete(out, name)
+		}
+	}
+	return out
+}

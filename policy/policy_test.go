@@ -18,8 +18,9 @@ func orders() []Namespace {
 			{Name: "per-hour", Algorithm: limit.SlidingWindowCounter, Limit: 1000, Period: time.Hour},
 		},
 		Overrides: []Override{
-			{Subjects: []string{"vip-1", "vip-2"}, Limits: map[string]Patch{"per-minute": {Limit: 1000, Burst: 200}}},
-			{Subjects: []string{"abuser"}, Limits: map[string]Patch{"per-hour": {Limit: 10, Algorithm: limit.SlidingWindowLog}}},
+			{Subject: "vip-1", Limits: map[string]Patch{"per-minute": {Limit: 1000, Burst: 200}}},
+			{Subject: "vip-2", Limits: map[string]Patch{"per-minute": {Limit: 1000, Burst: 200}}},
+			{Subject: "abuser", Limits: map[string]Patch{"per-hour": {Limit: 10, Algorithm: limit.SlidingWindowLog}}},
 		},
 	}}
 }
@@ -55,7 +56,7 @@ func TestResolve(t *testing.T) {
 
 func TestBurstFollowsARaisedLimit(t *testing.T) {
 	ns := []Namespace{{Name: "a", Rules: []limit.Rule{{Name: "r", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Second}},
-		Overrides: []Override{{Subjects: []string{"s"}, Limits: map[string]Patch{"r": {Limit: 50}}}}}}
+		Overrides: []Override{{Subject: "s", Limits: map[string]Patch{"r": {Limit: 50}}}}}}
 	s, err := New(ns, "", time.Time{})
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +66,7 @@ func TestBurstFollowsARaisedLimit(t *testing.T) {
 		t.Fatalf("burst = %d; a burst that defaulted to the limit must follow the override", set.Rules[0].Burst)
 	}
 	explicit := []Namespace{{Name: "a", Rules: []limit.Rule{{Name: "r", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Second, Burst: 10}},
-		Overrides: []Override{{Subjects: []string{"s"}, Limits: map[string]Patch{"r": {Limit: 50}}}}}}
+		Overrides: []Override{{Subject: "s", Limits: map[string]Patch{"r": {Limit: 50}}}}}}
 	s, err = New(explicit, "", time.Time{})
 	if err != nil {
 		t.Fatal(err)
@@ -82,8 +83,9 @@ func TestNewReportsEveryProblemWithItsPlace(t *testing.T) {
 			{Name: "per-minute", Algorithm: limit.TokenBucket, Limit: -5, Period: time.Minute},
 			{Name: "per-minute", Algorithm: limit.FixedWindow, Limit: 5, Period: time.Minute},
 		}, Overrides: []Override{
-			{Subjects: []string{"u"}, Limits: map[string]Patch{"nope": {Limit: 1}}},
-			{Subjects: nil, Limits: map[string]Patch{}},
+			{Subject: "u", Limits: map[string]Patch{"nope": {Limit: 1}}},
+			{Subject: "", Limits: map[string]Patch{"per-minute": {Limit: 1}}},
+			{Subject: "v", Limits: map[string]Patch{}},
 		}},
 		{Name: "orders", Rules: []limit.Rule{{Name: "r", Algorithm: limit.TokenBucket, Limit: 1, Period: time.Second}}},
 		{Name: "empty"},
@@ -94,10 +96,11 @@ func TestNewReportsEveryProblemWithItsPlace(t *testing.T) {
 	}
 	for _, want := range []string{
 		`namespaces[bad name!].name: "bad name!" must be`,
-		`namespaces[orders].limits[per-minute]: invalid rule: limit: -5 is outside`,
+		`namespaces[orders].limits[per-minute].limit: -5 is outside`,
 		`namespaces[orders].limits[per-minute].name: duplicate limit name`,
-		`namespaces[orders].overrides[0].limits[nope]: no limit of that name`,
-		`namespaces[orders].overrides[1].subjects: at least one subject`,
+		`namespaces[orders].overrides[u].limits[nope]: unknown limit: the namespace has per-minute, per-minute`,
+		`namespaces[orders].overrides[].subject: subject must be 1 to 256 bytes, got 0`,
+		`namespaces[orders].overrides[v].limits: 0 limits, want 1 to 8`,
 		`namespaces[orders].name: duplicate namespace`,
 		`namespaces[empty].limits: 0 limits, want 1 to 8`,
 	} {
@@ -135,9 +138,9 @@ func TestResolveDoesNotAllocate(t *testing.T) {
 // a programmatic policy cannot lose it silently.
 func TestNewRefusesBurstOnAWindow(t *testing.T) {
 	nss := orders()
-	nss[0].Overrides = []Override{{Subjects: []string{"vip"}, Limits: map[string]Patch{"per-hour": {Burst: 5}}}}
+	nss[0].Overrides = []Override{{Subject: "vip", Limits: map[string]Patch{"per-hour": {Burst: 5}}}}
 	_, err := New(nss, "v1", time.Time{})
-	if err == nil || !strings.Contains(err.Error(), "per-hour].burst: applies only to token_bucket, gcra and leaky_bucket, not sliding_window_counter") {
+	if err == nil || !strings.Contains(err.Error(), "overrides[vip].limits[per-hour].burst: applies only to token_bucket, gcra and leaky_bucket, not sliding_window_counter") {
 		t.Fatalf("burst on a window in a file override: %v", err)
 	}
 }

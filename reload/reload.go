@@ -59,6 +59,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -143,7 +144,7 @@ type Options struct {
 
 // Status is a runtime override and how it stands in the policy in force.
 type Status struct {
-	overrides.Override
+	policy.Override
 	// Active reports whether the override applies now.
 	Active bool
 	// Problem says why an inactive override does not apply ("expired", or
@@ -178,11 +179,11 @@ type Controller struct {
 	mu      sync.Mutex // guards the fields below and every Swap
 	base    *policy.Snapshot
 	current *policy.Snapshot
-	view    map[string]map[string]overrides.Override // namespace -> subject -> override
-	loaded  map[string]bool                          // namespaces loaded from the store
-	invalid map[string]*policy.OverrideError         // "ns\x00subject" -> why it does not apply
-	dirty   map[string]bool                          // namespaces to load again
-	retryAt time.Time                                // when a failed removal of expired overrides is retried; guarded by mu
+	view    map[string]map[string]policy.Override // namespace -> subject -> override
+	loaded  map[string]bool                       // namespaces loaded from the store
+	invalid map[string]*policy.OverrideError      // "ns\x00subject" -> why it does not apply
+	dirty   map[string]bool                       // namespaces to load again
+	retryAt time.Time                             // when a failed removal of expired overrides is retried; guarded by mu
 
 	wake    chan struct{} // dirty namespaces to load
 	resched chan struct{} // the next expiry changed
@@ -229,7 +230,7 @@ func New(opts Options) (*Controller, error) {
 		store: opts.Store, max: opts.MaxPerNamespace, clock: opts.Clock, after: opts.After,
 		log: opts.Logger, rec: opts.Recorder, loadTO: opts.LoadTimeout,
 		lastKey: base.Version(), base: base, current: snap,
-		view: map[string]map[string]overrides.Override{}, loaded: map[string]bool{},
+		view: map[string]map[string]policy.Override{}, loaded: map[string]bool{},
 		invalid: map[string]*policy.OverrideError{}, dirty: map[string]bool{},
 		wake: make(chan struct{}, 1), resched: make(chan struct{}, 1),
 	}, nil
@@ -368,7 +369,7 @@ func (c *Controller) syncDirty(ctx context.Context) {
 		return
 	}
 	slices.Sort(nss)
-	loaded := map[string][]overrides.Override{}
+	loaded := map[string][]policy.Override{}
 	for _, ns := range nss {
 		list, err := c.store.Load(ctx, ns)
 		if err != nil {
@@ -388,7 +389,7 @@ func (c *Controller) syncDirty(ctx context.Context) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for ns, list := range loaded {
-		m := make(map[string]overrides.Override, len(list))
+		m := make(map[string]policy.Override, len(list))
 		for _, o := range list {
 			m[o.Subject] = o
 		}
@@ -461,10 +462,10 @@ func (c *Controller) Reload(force bool) error {
 
 // rebuildLocked layers the view on the base and swaps the result in.
 func (c *Controller) rebuildLocked(now time.Time) {
-	var ovs []policy.RuntimeOverride
+	var ovs []policy.Override
 	for _, ns := range c.base.Names() {
 		for _, o := range c.view[ns] {
-			ovs = append(ovs, o.RuntimeOverride)
+			ovs = append(ovs, o)
 		}
 	}
 	snap, errs := c.base.WithOverrides(ovs, now)
@@ -564,7 +565,7 @@ const expireRetry = time.Second
 // policy.ErrUnknownNamespace, policy.ErrUnknownLimit or policy.ErrExpired)
 // for a bad override, overrides.ErrTooMany, or the store's error. Put does
 // not retain o.Limits.
-func (c *Controller) Put(ctx context.Context, o policy.RuntimeOverride) (Status, error) {
+func (c *Controller) Put(ctx context.Context, o policy.Override) (Status, error) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	now := c.clock.Now()
@@ -574,11 +575,9 @@ func (c *Controller) Put(ctx context.Context, o policy.RuntimeOverride) (Status,
 	if _, err := base.CheckOverride(o, now); err != nil {
 		return Status{}, err
 	}
-	so := overrides.Override{RuntimeOverride: o, UpdatedAt: now}
-	so.Limits = make(map[string]policy.Patch, len(o.Limits))
-	for k, v := range o.Limits {
-		so.Limits[k] = v
-	}
+	so := o
+	so.UpdatedAt = now
+	so.Limits = maps.Clone(o.Limits)
 	if err := c.store.Put(ctx, so, c.max); err != nil {
 		return Status{}, err
 	}
@@ -586,7 +585,7 @@ func (c *Controller) Put(ctx context.Context, o policy.RuntimeOverride) (Status,
 	defer c.mu.Unlock()
 	m := c.view[o.Namespace]
 	if m == nil {
-		m = map[string]overrides.Override{}
+		m = map[string]policy.Override{}
 		c.view[o.Namespace] = m
 	}
 	m[o.Subject] = so
@@ -662,7 +661,7 @@ func (c *Controller) Get(ns, subject string) (Status, error) {
 	return c.statusLocked(o, c.clock.Now()), nil
 }
 
-func (c *Controller) statusLocked(o overrides.Override, now time.Time) Status {
+func (c *Controller) statusLocked(o policy.Override, now time.Time) Status {
 	st := Status{Override: o}
 	if e, bad := c.invalid[o.Namespace+"\x00"+o.Subject]; bad {
 		st.Problem = e.Err.Error()

@@ -333,7 +333,7 @@ func TestWatchedFileReloads(t *testing.T) {
 
 func put(t *testing.T, c *Controller, subject string, patches map[string]policy.Patch, expires time.Time) Status {
 	t.Helper()
-	st, err := c.Put(context.Background(), policy.RuntimeOverride{Namespace: "orders", Subject: subject, Limits: patches, ExpiresAt: expires})
+	st, err := c.Put(context.Background(), policy.Override{Namespace: "orders", Subject: subject, Limits: patches, ExpiresAt: expires})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +407,7 @@ func TestOverridesApplyAndSurviveReloads(t *testing.T) {
 func TestPutRejects(t *testing.T) {
 	e := newEnv(t, baseYAML, envOpts{})
 	ctx := context.Background()
-	for _, o := range []policy.RuntimeOverride{
+	for _, o := range []policy.Override{
 		{Namespace: "payments", Subject: "u", Limits: map[string]policy.Patch{"per-hour": {Limit: 1}}},
 		{Namespace: "orders", Subject: "u", Limits: map[string]policy.Patch{"per-week": {Limit: 1}}},
 		{Namespace: "orders", Subject: "u", Limits: map[string]policy.Patch{"per-day": {Burst: 1}}},
@@ -422,7 +422,7 @@ func TestPutRejects(t *testing.T) {
 	}
 	c, _ := New(Options{Target: e.svc, MaxPerNamespace: 1})
 	put(t, c, "a", map[string]policy.Patch{"per-hour": {Limit: 1}}, time.Time{})
-	if _, err := c.Put(ctx, policy.RuntimeOverride{Namespace: "orders", Subject: "b", Limits: map[string]policy.Patch{"per-hour": {Limit: 1}}}); !errors.Is(err, overrides.ErrTooMany) {
+	if _, err := c.Put(ctx, policy.Override{Namespace: "orders", Subject: "b", Limits: map[string]policy.Patch{"per-hour": {Limit: 1}}}); !errors.Is(err, overrides.ErrTooMany) {
 		t.Fatalf("over the maximum: %v", err)
 	}
 }
@@ -479,8 +479,8 @@ func TestOverrideExpiredWhileDownIsPurged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stale := overrides.Override{RuntimeOverride: policy.RuntimeOverride{Namespace: "orders", Subject: "gone",
-		Limits: map[string]policy.Patch{"per-hour": {Limit: 7}}, ExpiresAt: t0.Add(-time.Minute)}, UpdatedAt: t0.Add(-time.Hour)}
+	stale := policy.Override{Namespace: "orders", Subject: "gone",
+		Limits: map[string]policy.Patch{"per-hour": {Limit: 7}}, ExpiresAt: t0.Add(-time.Minute), UpdatedAt: t0.Add(-time.Hour)}
 	if err := fs.Put(context.Background(), stale, 100); err != nil {
 		t.Fatal(err)
 	}

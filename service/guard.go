@@ -11,7 +11,6 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/store"
-	"github.com/distributedratelimiter/ratelimiter/store/memstore"
 )
 
 // Defaults of Guard.
@@ -40,8 +39,6 @@ const (
 	// DefaultClosedRetryAfter is the RetryAfter of a denial by the closed
 	// failure policy.
 	DefaultClosedRetryAfter = time.Second
-	// DefaultFallbackMaxKeys bounds the keys of the default local fallback.
-	DefaultFallbackMaxKeys = 1_000_000
 )
 
 // ErrOverloaded is returned by Check for a check the instance shed: more
@@ -125,16 +122,13 @@ type Guard struct {
 	// MaxWaiting bounds the checks waiting for the store at once; one more
 	// is shed at once with ErrOverloaded. Default DefaultMaxWaiting.
 	MaxWaiting int
-	// Fallback is the in-process store of the local failure policy. When
-	// it also implements Seeder (memstore.Store does), every answer of the
-	// store seeds it with the subject's share of what was left, so that a
-	// subject that spent its budget stays limited through an outage.
-	// Default: a memstore bounded to FallbackMaxKeys keys, which
-	// Service.Close closes. A Fallback given here is the caller's to close.
+	// Fallback is the in-process store of the local failure policy
+	// (memstore.Store, bounded): required. When it also implements Seeder
+	// (memstore.Store does), every answer of the store seeds it with the
+	// subject's share of what was left, so that a subject that spent its
+	// budget stays limited through an outage. It is the caller's to close,
+	// after the Service.
 	Fallback store.Store
-	// FallbackMaxKeys bounds the default Fallback. Default
-	// DefaultFallbackMaxKeys.
-	FallbackMaxKeys int
 	// Instances returns how many instances share the store. The local
 	// fallback holds 1/Instances() of each limit (rounded up). It is called
 	// on every store answer of a namespace with the local policy and must
@@ -171,7 +165,6 @@ type guard struct {
 	closedRetry time.Duration
 	fallback    store.Store
 	seeder      Seeder // fallback's, when it seeds
-	ownFallback bool
 	instances   func() int
 	breakers    *breakers // nil: disabled
 	shards      int
@@ -213,6 +206,8 @@ func newGuard(g Guard, st store.Store, obs Observer) (*guard, error) {
 		return nil, fmt.Errorf("service: Guard.Breaker.FailureRatio %v is outside [0, 1]", g.Breaker.FailureRatio)
 	case g.Breaker.Window < 0 || g.Breaker.OpenFor < 0:
 		return nil, errors.New("service: negative Guard.Breaker duration")
+	case g.Fallback == nil:
+		return nil, errors.New("service: Guard.Fallback is required (an in-process store, such as memstore.Store)")
 	}
 	gd := &guard{
 		maxWait:     g.MaxWait,
@@ -230,14 +225,6 @@ func newGuard(g Guard, st store.Store, obs Observer) (*guard, error) {
 	}
 	if gd.closedRetry == 0 {
 		gd.closedRetry = DefaultClosedRetryAfter
-	}
-	if gd.fallback == nil {
-		n := g.FallbackMaxKeys
-		if n <= 0 {
-			n = DefaultFallbackMaxKeys
-		}
-		gd.fallback = memstore.New(memstore.Options{MaxKeys: n})
-		gd.ownFallback = true
 	}
 	gd.seeder, _ = gd.fallback.(Seeder)
 	if g.DenyCacheSize >= 0 {
@@ -482,19 +469,11 @@ func ShareRule(r limit.Rule, n int) limit.Rule {
 
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
-// Close releases what the Service owns: the breakers' prober and the default
-// local fallback store. The store given to New is the caller's to close.
-// Check after Close may still be answered by the store, but no longer by the
-// local fallback.
+// Close stops what the Service runs: the breakers' prober. The stores given
+// to New and Guard.Fallback are the caller's to close, after it.
 func (s *Service) Close() error {
-	if s.guard == nil {
-		return nil
-	}
-	if s.guard.breakers != nil {
+	if s.guard != nil && s.guard.breakers != nil {
 		s.guard.breakers.close()
-	}
-	if s.guard.ownFallback {
-		return s.guard.fallback.Close()
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store"
+	"github.com/distributedratelimiter/ratelimiter/store/memstore"
 )
 
 // Every test of the package ends with no goroutine left behind: deadlines,
@@ -118,6 +119,9 @@ func policySnapshot(t testing.TB, version string, r limit.Rule) *policy.Snapshot
 
 func newGuarded(t testing.TB, st store.Store, snap *policy.Snapshot, clk *clocktest.Fake, g service.Guard) *service.Service {
 	t.Helper()
+	if g.Fallback == nil {
+		g.Fallback = newFallback(t)
+	}
 	opts := service.Options{Guard: &g}
 	if clk != nil {
 		opts.Clock = clk
@@ -128,6 +132,14 @@ func newGuarded(t testing.TB, st store.Store, snap *policy.Snapshot, clk *clockt
 	}
 	t.Cleanup(func() { svc.Close() })
 	return svc
+}
+
+// newFallback is the local failure policy's store, on the system clock, as
+// serve makes it.
+func newFallback(t testing.TB) *memstore.Store {
+	fb := memstore.New(memstore.Options{SweepInterval: -1})
+	t.Cleanup(func() { fb.Close() })
+	return fb
 }
 
 func check(t testing.TB, svc *service.Service, ns, subject string, cost int64) service.Result {
@@ -239,7 +251,7 @@ func TestShareRule(t *testing.T) {
 func TestBreaker(t *testing.T) {
 	f := &flaky{st: newMemstore(t, clocktest.New(epoch))}
 	rec := &breakerRecorder{}
-	g := service.Guard{Breaker: service.Breaker{MinCalls: 10, OpenFor: 30 * time.Millisecond, Probes: 2}}
+	g := service.Guard{Fallback: newFallback(t), Breaker: service.Breaker{MinCalls: 10, OpenFor: 30 * time.Millisecond, Probes: 2}}
 	svc, err := service.New(f, policySnapshot(t, "v1", tokenBucket("per-hour", 1000, time.Hour)),
 		service.Options{Guard: &g, Observer: service.Observers(nopObserver{}, rec)})
 	if err != nil {
@@ -560,12 +572,14 @@ func TestGuardConcurrent(t *testing.T) {
 func TestGuardRejectsBadOptions(t *testing.T) {
 	snap := policySnapshot(t, "v1", tokenBucket("per-hour", 10, time.Hour))
 	st := newMemstore(t, clocktest.New(epoch))
+	fb := newFallback(t)
 	for _, g := range []service.Guard{
-		{MaxWait: -1},
-		{MaxWaiting: -1},
-		{ClosedRetryAfter: -1},
-		{Breaker: service.Breaker{FailureRatio: 1.5}},
-		{Breaker: service.Breaker{OpenFor: -1}},
+		{}, // no Fallback
+		{Fallback: fb, MaxWait: -1},
+		{Fallback: fb, MaxWaiting: -1},
+		{Fallback: fb, ClosedRetryAfter: -1},
+		{Fallback: fb, Breaker: service.Breaker{FailureRatio: 1.5}},
+		{Fallback: fb, Breaker: service.Breaker{OpenFor: -1}},
 	} {
 		if svc, err := service.New(st, snap, service.Options{Guard: &g}); err == nil {
 			svc.Close()

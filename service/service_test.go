@@ -28,8 +28,8 @@ func snapshot(t testing.TB, version string, rules ...limit.Rule) *policy.Snapsho
 		SubjectHeader: "X-User-ID",
 		Rules:         rules,
 		Overrides: []policy.Override{{
-			Subjects: []string{"vip"},
-			Limits:   map[string]policy.Patch{rules[0].Name: {Limit: rules[0].Limit * 10}},
+			Subject: "vip",
+			Limits:  map[string]policy.Patch{rules[0].Name: {Limit: rules[0].Limit * 10}},
 		}},
 	}}, version, epoch)
 	if err != nil {

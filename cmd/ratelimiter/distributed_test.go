@@ -210,8 +210,8 @@ func TestStartsWhenRedisComesBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := elsewhere.Put(context.Background(), overrides.Override{RuntimeOverride: policy.RuntimeOverride{
-		Namespace: "orders", Subject: "elsewhere", Limits: map[string]policy.Patch{"per-minute": {Limit: 9, Burst: 9}}}}, 100); err != nil {
+	if err := elsewhere.Put(context.Background(), policy.Override{
+		Namespace: "orders", Subject: "elsewhere", Limits: map[string]policy.Patch{"per-minute": {Limit: 9, Burst: 9}}}, 100); err != nil {
 		t.Fatal(err)
 	}
 	s.waitLog(t, "redis connected; checks are the store's again", 30*time.Second)

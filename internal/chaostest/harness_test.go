@@ -14,6 +14,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store/memstore"
 	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 )
 
@@ -43,13 +44,15 @@ func startInstances(t *testing.T, n int, opts redisstore.Options, snap *policy.S
 			t.Fatal(err)
 		}
 		m := st.StartMembers(redisstore.MembersOptions{ID: fmt.Sprint("instance-", i), Interval: 200 * time.Millisecond, Fallback: n})
+		fb := memstore.New(memstore.Options{})
 		svc, err := service.New(st, snap, service.Options{Guard: &service.Guard{
-			MaxWait: maxWait, Instances: m.Count, Shards: redisstore.ShardGroups, ShardOf: st.Shard}})
+			MaxWait: maxWait, Fallback: fb, Instances: m.Count, Shards: redisstore.ShardGroups, ShardOf: st.Shard}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
 			svc.Close()
+			fb.Close()
 			m.Close()
 			st.Close()
 		})

@@ -12,12 +12,10 @@ import (
 	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/clock"
-	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/overrides"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/reload"
 	"github.com/distributedratelimiter/ratelimiter/topk"
-	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
 
 // The admin API manages runtime per-subject overrides. Every route needs
@@ -59,7 +57,7 @@ var ErrWeakToken = fmt.Errorf("admin token shorter than %d bytes", MinAdminToken
 
 // Overrides is what the admin API manages: *reload.Controller.
 type Overrides interface {
-	Put(ctx context.Context, o policy.RuntimeOverride) (reload.Status, error)
+	Put(ctx context.Context, o policy.Override) (reload.Status, error)
 	Get(ns, subject string) (reload.Status, error)
 	Delete(ctx context.Context, ns, subject string) error
 	List(ns string) ([]reload.Status, error)
@@ -147,26 +145,23 @@ func NewAdmin(ov Overrides, opts AdminOptions) (http.Handler, error) {
 }
 
 // putBody is the body of PUT. Pointers tell an absent field from a zero.
+// putBody is the body of PUT, as written; policy judges what it says.
 type putBody struct {
-	Limits    map[string]*patchBody `json:"limits"`
-	ExpiresAt *string               `json:"expires_at"`
-	TTL       *string               `json:"ttl"`
+	Limits    map[string]*policy.PatchFields `json:"limits"`
+	ExpiresAt *string                        `json:"expires_at"`
+	TTL       *string                        `json:"ttl"`
 }
 
-type patchBody struct {
-	Limit     *int64  `json:"limit"`
-	Period    *string `json:"period"`
-	Burst     *int64  `json:"burst"`
-	Algorithm *string `json:"algorithm"`
-}
-
-// decodePut turns a PUT body into an override of ns and subject. Like the
-// configuration file, it rejects unknown fields, written zeros (leave a
-// field out to keep the file's value) and patches that set nothing; like
-// POST /v1/check, duplicate members and field names not written exactly
-// (checkStrict).
-func decodePut(body []byte, ns, subject string, now time.Time) (policy.RuntimeOverride, error) {
-	o := policy.RuntimeOverride{Namespace: ns, Subject: subject}
+// decodePut turns a PUT body into an override of ns and subject. It checks
+// the body's shape: JSON with no unknown field, no member twice and every
+// name written exactly (checkStrict, as POST /v1/check), each patch a
+// mapping of the documented fields, one of expires_at (RFC 3339) or ttl (a
+// positive duration). What the patches say is judged by policy: each by
+// policy.NewPatch here (written zeros, at least one field), the override
+// by the controller's Put (policy.Snapshot.CheckOverride: the limits, their
+// count, the patched limits, the expiry).
+func decodePut(body []byte, ns, subject string, now time.Time) (policy.Override, error) {
+	o := policy.Override{Namespace: ns, Subject: subject}
 	if err := checkStrict(body, putShape); err != nil {
 		return o, err
 	}
@@ -179,47 +174,18 @@ func decodePut(body []byte, ns, subject string, now time.Time) (policy.RuntimeOv
 	if dec.More() {
 		return o, errors.New("request body: more than one JSON value")
 	}
-	if len(b.Limits) == 0 {
-		return o, errors.New("limits: at least one limit is required")
-	}
-	if len(b.Limits) > limit.MaxRules {
-		return o, fmt.Errorf("limits: %d limits, a namespace has at most %d", len(b.Limits), limit.MaxRules)
-	}
 	o.Limits = make(map[string]policy.Patch, len(b.Limits))
-	for name, pb := range b.Limits {
-		where := "limits[" + name + "]"
-		if pb == nil || (pb.Limit == nil && pb.Period == nil && pb.Burst == nil && pb.Algorithm == nil) {
-			return o, fmt.Errorf("%s: want at least one of limit, period, burst, algorithm", where)
+	for name, pf := range b.Limits {
+		if pf == nil {
+			pf = &policy.PatchFields{}
 		}
-		var p policy.Patch
-		if pb.Limit != nil {
-			if *pb.Limit < 1 || *pb.Limit > limit.MaxLimit {
-				return o, fmt.Errorf("%s.limit: %d is outside [1, %d]", where, *pb.Limit, limit.MaxLimit)
+		p, err := policy.NewPatch(*pf)
+		if err != nil {
+			var fe *policy.FieldError
+			if errors.As(err, &fe) {
+				fe.Path = append([]string{"limits", policy.Elem(name)}, fe.Path...)
 			}
-			p.Limit = *pb.Limit
-		}
-		if pb.Burst != nil {
-			if *pb.Burst < 1 || *pb.Burst > limit.MaxLimit {
-				return o, fmt.Errorf("%s.burst: %d is outside [1, %d]", where, *pb.Burst, limit.MaxLimit)
-			}
-			p.Burst = *pb.Burst
-		}
-		if pb.Period != nil {
-			d, err := time.ParseDuration(*pb.Period)
-			if err != nil {
-				return o, fmt.Errorf("%s.period: %q is not a duration such as 500ms, 30s, 1m or 1h", where, *pb.Period)
-			}
-			if d < limit.MinPeriod || d > limit.MaxPeriod {
-				return o, fmt.Errorf("%s.period: %v is outside [%v, %v]", where, d, limit.MinPeriod, limit.MaxPeriod)
-			}
-			p.Period = d
-		}
-		if pb.Algorithm != nil {
-			alg, err := limit.ParseAlgorithm(*pb.Algorithm)
-			if err != nil {
-				return o, fmt.Errorf("%s.algorithm: %w", where, err)
-			}
-			p.Algorithm = alg
+			return o, err
 		}
 		o.Limits[name] = p
 	}
@@ -280,8 +246,8 @@ func (a *admin) delete(w http.ResponseWriter, r *http.Request) {
 }
 
 type listView struct {
-	Namespace string              `json:"namespace"`
-	Overrides []adminOverrideView `json:"overrides"`
+	Namespace string         `json:"namespace"`
+	Overrides []overrideView `json:"overrides"`
 }
 
 func (a *admin) list(w http.ResponseWriter, r *http.Request) {
@@ -291,7 +257,7 @@ func (a *admin) list(w http.ResponseWriter, r *http.Request) {
 		a.writeAdminError(w, err)
 		return
 	}
-	v := listView{Namespace: ns, Overrides: make([]adminOverrideView, len(sts))}
+	v := listView{Namespace: ns, Overrides: make([]overrideView, len(sts))}
 	for i, st := range sts {
 		v.Overrides[i] = statusView(st)
 	}
@@ -355,49 +321,14 @@ func (a *admin) writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(append(body, '\n'))
 }
 
-// adminOverrideView is an override in admin responses. Its namespace,
-// limits and expiry read back as a PUT body.
-type adminOverrideView struct {
-	Namespace string                    `json:"namespace"`
-	Subject   string                    `json:"subject"`
-	Limits    map[string]adminPatchView `json:"limits"`
-	ExpiresAt *time.Time                `json:"expires_at,omitempty"`
-	UpdatedAt time.Time                 `json:"updated_at"`
-	// Active reports whether the override applies now; Problem says why
-	// not.
-	Active  bool   `json:"active"`
-	Problem string `json:"problem,omitempty"`
-	// Effective is the subject's limit set while the override is active.
-	Effective []ruleView `json:"effective,omitempty"`
-}
-
-type adminPatchView struct {
-	Limit     int64  `json:"limit,omitempty"`
-	Period    string `json:"period,omitempty"`
-	Burst     int64  `json:"burst,omitempty"`
-	Algorithm string `json:"algorithm,omitempty"`
-}
-
-func statusView(st reload.Status) adminOverrideView {
-	v := adminOverrideView{Namespace: st.Namespace, Subject: st.Subject, UpdatedAt: st.UpdatedAt.UTC(),
-		Active: st.Active, Problem: st.Problem, Limits: make(map[string]adminPatchView, len(st.Limits))}
-	if !st.ExpiresAt.IsZero() {
-		t := st.ExpiresAt.UTC()
-		v.ExpiresAt = &t
-	}
-	for name, p := range st.Limits {
-		pv := adminPatchView{Limit: p.Limit, Burst: p.Burst}
-		if p.Period != 0 {
-			pv.Period = p.Period.String()
-		}
-		if p.Algorithm != 0 {
-			pv.Algorithm = p.Algorithm.String()
-		}
-		v.Limits[name] = pv
-	}
+// statusView is a runtime override in admin answers: with its expiry, when
+// it was set, whether it applies and the limit set it gives.
+func statusView(st reload.Status) overrideView {
+	v := viewOfOverride(st.Override)
+	updated := st.UpdatedAt.UTC()
+	v.UpdatedAt, v.Active, v.Problem = &updated, &st.Active, st.Problem
 	for _, r := range st.Rules {
-		v.Effective = append(v.Effective, ruleView{Name: r.Name, Algorithm: r.Algorithm.String(), Limit: r.Limit,
-			PeriodMS: headers.CeilMillis(r.Period), Burst: r.Burst})
+		v.Effective = append(v.Effective, viewOfRule(r))
 	}
 	return v
 }

@@ -7,9 +7,10 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/limit"
 )
 
-// FuzzDecodePut: no body panics the decoder, and what it accepts is an
-// override policy can judge: known-shaped patches with no zero-meaning
-// field written as zero, and bounded counts.
+// FuzzDecodePut: no body panics the decoder, what it accepts has patches
+// with no zero-meaning field written as zero (policy.NewPatch), and policy
+// judges the override without panicking: what it admits has 1 to
+// limit.MaxRules limits.
 func FuzzDecodePut(f *testing.F) {
 	for _, s := range []string{
 		`{"limits":{"per-minute":{"limit":1000,"burst":200,"period":"1m","algorithm":"gcra"}},"ttl":"24h"}`,
@@ -20,13 +21,14 @@ func FuzzDecodePut(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	snap := ordersPolicy(f, "v1")
 	f.Fuzz(func(t *testing.T, body []byte) {
 		o, err := decodePut(body, "orders", "u", now)
 		if err != nil {
 			return
 		}
-		if len(o.Limits) == 0 || len(o.Limits) > limit.MaxRules {
-			t.Fatalf("accepted %d limits", len(o.Limits))
+		if _, err := snap.CheckOverride(o, now); err == nil && (len(o.Limits) == 0 || len(o.Limits) > limit.MaxRules) {
+			t.Fatalf("policy admitted %d limits", len(o.Limits))
 		}
 		for name, p := range o.Limits {
 			if p.Limit < 0 || p.Burst < 0 || p.Period < 0 || (p.Limit == 0 && p.Burst == 0 && p.Period == 0 && p.Algorithm == 0) {

@@ -106,11 +106,11 @@ func TestAdminOverrideLifecycle(t *testing.T) {
 	if w.Code != 200 {
 		t.Fatalf("PUT: %d %s", w.Code, w.Body)
 	}
-	var v adminOverrideView
+	var v overrideView
 	if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil {
 		t.Fatal(err)
 	}
-	if !v.Active || v.ExpiresAt == nil || !v.ExpiresAt.Equal(epoch.Add(3600e9)) || v.Limits["per-minute"].Period != "2m0s" ||
+	if v.Active == nil || !*v.Active || v.ExpiresAt == nil || !v.ExpiresAt.Equal(epoch.Add(3600e9)) || *v.Limits["per-minute"].Period != "2m0s" ||
 		len(v.Effective) != 2 || v.Effective[0].Limit != 1000 || v.Effective[0].Burst != 300 || v.Effective[0].PeriodMS != 120000 {
 		t.Fatalf("PUT answer: %s", w.Body)
 	}
@@ -169,8 +169,8 @@ func TestAdminBadInput(t *testing.T) {
 		{`{"limits":{"per-minute":{"limit":5}}} {}`, 400, "more than one JSON value"},
 		{`{"limits":{"per-minute":{"limit":5}},"extra":1}`, 400, `unknown field \"extra\"`},
 		{`{"limits":{"per-minute":{"limits":5}}}`, 400, `unknown field \"limits\"`},
-		{`{}`, 400, "at least one limit is required"},
-		{`{"limits":{}}`, 400, "at least one limit is required"},
+		{`{}`, 400, "limits: 0 limits, want 1 to 8"},
+		{`{"limits":{}}`, 400, "limits: 0 limits, want 1 to 8"},
 		{`{"limits":{"per-minute":{}}}`, 400, "limits[per-minute]: want at least one of"},
 		{`{"limits":{"per-minute":null}}`, 400, "limits[per-minute]: want at least one of"},
 		{`{"limits":{"per-minute":{"limit":0}}}`, 400, "limits[per-minute].limit: 0 is outside [1, 1000000000]"},
@@ -190,7 +190,7 @@ func TestAdminBadInput(t *testing.T) {
 		{`{"limits":{"per-minute":{"limit":5}},"ttl":"forever"}`, 400, "ttl"},
 		{`{"limits":{"per-minute":{"limit":5}},"expires_at":"tomorrow"}`, 400, "expires_at"},
 		{`{"limits":{"per-minute":{"limit":5}},"expires_at":"2020-01-01T00:00:00Z"}`, 400, "not in the future"},
-		{`{"limits":{"a":{"limit":1},"b":{"limit":1},"c":{"limit":1},"d":{"limit":1},"e":{"limit":1},"f":{"limit":1},"g":{"limit":1},"h":{"limit":1},"i":{"limit":1}}}`, 400, "at most 8"},
+		{`{"limits":{"a":{"limit":1},"b":{"limit":1},"c":{"limit":1},"d":{"limit":1},"e":{"limit":1},"f":{"limit":1},"g":{"limit":1},"h":{"limit":1},"i":{"limit":1}}}`, 400, "limits: 9 limits, want 1 to 8"},
 		{`{"limits":{"per-minute":{"limit":5}}}` + strings.Repeat(" ", DefaultAdminMaxBodyBytes), 413, "larger than"},
 		// One strictness with POST /v1/check: no member twice, names as written.
 		{`{"limits":{"per-minute":{"limit":5}},"ttl":"1h","ttl":"2h"}`, 400, `duplicate field \"ttl\"`},

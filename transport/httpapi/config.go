@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
@@ -37,16 +38,37 @@ type ruleView struct {
 	Burst     int64  `json:"burst,omitempty"`
 }
 
+// overrideView is an override in JSON answers: the file's in GET
+// /v1/config, the runtime ones in the admin API's (statusView). Its limits
+// read back as a PUT body.
 type overrideView struct {
-	Subjects []string             `json:"subjects"`
-	Limits   map[string]patchView `json:"limits"`
+	Namespace string                        `json:"namespace,omitempty"`
+	Subject   string                        `json:"subject"`
+	Limits    map[string]policy.PatchFields `json:"limits"`
+	ExpiresAt *time.Time                    `json:"expires_at,omitempty"`
+	UpdatedAt *time.Time                    `json:"updated_at,omitempty"`
+	// Active reports whether a runtime override applies now; Problem says
+	// why not.
+	Active  *bool  `json:"active,omitempty"`
+	Problem string `json:"problem,omitempty"`
+	// Effective is the subject's limit set while the override is active.
+	Effective []ruleView `json:"effective,omitempty"`
 }
 
-type patchView struct {
-	Algorithm string `json:"algorithm,omitempty"`
-	Limit     int64  `json:"limit,omitempty"`
-	PeriodMS  int64  `json:"period_ms,omitempty"`
-	Burst     int64  `json:"burst,omitempty"`
+func viewOfOverride(o policy.Override) overrideView {
+	v := overrideView{Namespace: o.Namespace, Subject: o.Subject, Limits: make(map[string]policy.PatchFields, len(o.Limits))}
+	for name, p := range o.Limits {
+		v.Limits[name] = p.Fields()
+	}
+	if !o.ExpiresAt.IsZero() {
+		t := o.ExpiresAt.UTC()
+		v.ExpiresAt = &t
+	}
+	return v
+}
+
+func viewOfRule(r limit.Rule) ruleView {
+	return ruleView{Name: r.Name, Algorithm: r.Algorithm.String(), Limit: r.Limit, PeriodMS: headers.CeilMillis(r.Period), Burst: r.Burst}
 }
 
 func viewOf(snap *policy.Snapshot) configView {
@@ -58,21 +80,13 @@ func viewOf(snap *policy.Snapshot) configView {
 		}
 		nv := namespaceView{Name: ns.Name, SubjectHeader: ns.SubjectHeader, CostHeader: ns.CostHeader, OnStoreError: ns.OnStoreError.String(), Limits: make([]ruleView, len(ns.Rules))}
 		for i, r := range ns.Rules {
-			nv.Limits[i] = ruleView{Name: r.Name, Algorithm: r.Algorithm.String(), Limit: r.Limit, PeriodMS: headers.CeilMillis(r.Period), Burst: r.Burst}
+			nv.Limits[i] = viewOfRule(r)
 		}
 		nv.RuntimeOverrides = len(snap.RuntimeOverrides(name))
 		for _, o := range ns.Overrides {
-			ov := overrideView{Subjects: append([]string(nil), o.Subjects...), Limits: make(map[string]patchView, len(o.Limits))}
-			sort.Strings(ov.Subjects)
-			for rule, p := range o.Limits {
-				pv := patchView{Limit: p.Limit, PeriodMS: headers.CeilMillis(p.Period), Burst: p.Burst}
-				if p.Algorithm != 0 {
-					pv.Algorithm = p.Algorithm.String()
-				}
-				ov.Limits[rule] = pv
-			}
-			nv.Overrides = append(nv.Overrides, ov)
+			nv.Overrides = append(nv.Overrides, viewOfOverride(o))
 		}
+		sort.Slice(nv.Overrides, func(i, j int) bool { return nv.Overrides[i].Subject < nv.Overrides[j].Subject })
 		cv.Namespaces = append(cv.Namespaces, nv)
 	}
 	return cv

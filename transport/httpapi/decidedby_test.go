@@ -30,7 +30,9 @@ func TestDecidedByHeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The store: a Redis store not connected yet, i.e. down.
-	svc, err := service.New(pending.New(), snap, service.Options{Guard: &service.Guard{Breaker: service.Breaker{Disabled: true}}})
+	fb := memstore.New(memstore.Options{SweepInterval: -1})
+	defer fb.Close()
+	svc, err := service.New(pending.New(), snap, service.Options{Guard: &service.Guard{Fallback: fb, Breaker: service.Breaker{Disabled: true}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +95,9 @@ func TestShedIs503(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := blockingStore{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	svc, err := service.New(st, snap, service.Options{Guard: &service.Guard{MaxWaiting: 1}})
+	fb := memstore.New(memstore.Options{SweepInterval: -1})
+	defer fb.Close()
+	svc, err := service.New(st, snap, service.Options{Guard: &service.Guard{Fallback: fb, MaxWaiting: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}

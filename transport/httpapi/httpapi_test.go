@@ -42,8 +42,8 @@ func ordersPolicy(t testing.TB, version string) *policy.Snapshot {
 			{Name: "per-hour", Algorithm: limit.SlidingWindowCounter, Limit: 1000, Period: time.Hour},
 		},
 		Overrides: []policy.Override{{
-			Subjects: []string{"vip-1"},
-			Limits:   map[string]policy.Patch{"per-minute": {Limit: 1000, Burst: 200}},
+			Subject: "vip-1",
+			Limits:  map[string]policy.Patch{"per-minute": {Limit: 1000, Burst: 200}},
 		}},
 	}, {
 		Name:          "tiny",
@@ -520,7 +520,11 @@ func TestMetricsAndConfigRoutes(t *testing.T) {
 				Burst     int64  `json:"burst"`
 			} `json:"limits"`
 			Overrides []struct {
-				Subjects []string `json:"subjects"`
+				Subject string `json:"subject"`
+				Limits  map[string]struct {
+					Limit int64 `json:"limit"`
+					Burst int64 `json:"burst"`
+				} `json:"limits"`
 			} `json:"overrides"`
 		} `json:"namespaces"`
 	}
@@ -534,7 +538,8 @@ func TestMetricsAndConfigRoutes(t *testing.T) {
 	if o.Name != "orders" || o.SubjectHeader != "X-User-ID" || len(o.Limits) != 2 ||
 		o.Limits[0].Name != "per-minute" || o.Limits[0].Algorithm != "token_bucket" || o.Limits[0].Limit != 100 ||
 		o.Limits[0].PeriodMS != 60000 || o.Limits[0].Burst != 20 || o.Limits[1].Algorithm != "sliding_window_counter" ||
-		len(o.Overrides) != 1 || o.Overrides[0].Subjects[0] != "vip-1" {
+		len(o.Overrides) != 1 || o.Overrides[0].Subject != "vip-1" || o.Overrides[0].Limits["per-minute"].Limit != 1000 ||
+		o.Overrides[0].Limits["per-minute"].Burst != 200 {
 		t.Fatalf("orders view %+v", o)
 	}
 	// Swapping the policy shows at once.
