@@ -43,7 +43,7 @@ func RegisterMemory(reg prometheus.Registerer, store string, stats func() Memory
 	return reg.Register(&memoryCollector{
 		stats:     stats,
 		keys:      prometheus.NewDesc("ratelimiter_memstore_keys", "Subjects the in-process memory store holds.", nil, labels),
-		evictions: prometheus.NewDesc("ratelimiter_memstore_evictions_total", "Entries the memory store evicted to make room, by whether they carried spent budget (spent: their subjects got it back; raise --max-keys) or nothing.", []string{"carried"}, labels),
+		evictions: prometheus.NewDesc("ratelimiter_memstore_evictions_total", "Entries the memory store evicted to make room, by whether they carried spent budget (spent: their subjects got it back; the store is too small) or nothing.", []string{"carried"}, labels),
 		expired:   prometheus.NewDesc("ratelimiter_memstore_expired_total", "Entries the memory store dropped once they were fresh again.", nil, labels),
 		unstored:  prometheus.NewDesc("ratelimiter_memstore_unstored_total", "New subjects the memory store could not hold (full, and nothing to evict in their shard).", nil, labels),
 	})

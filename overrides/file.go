@@ -84,10 +84,10 @@ func OpenFile(path string) (*FileStore, error) {
 		return nil, fmt.Errorf("overrides: %s: %w: version %d, want 1", path, ErrCorrupt, doc.Version)
 	}
 	for i, e := range doc.Overrides {
-		if err := checkKey(e.Namespace, e.Subject); err != nil {
+		if err := CheckKey(e.Namespace, e.Subject); err != nil {
 			return nil, fmt.Errorf("overrides: %s: %w: overrides[%d]: %v", path, ErrCorrupt, i, err)
 		}
-		o, err := decode(e.Namespace, e.Subject, e.Override)
+		o, err := Unmarshal(e.Namespace, e.Subject, e.Override)
 		if err != nil {
 			return nil, fmt.Errorf("overrides: %s: overrides[%d]: %w", path, i, err)
 		}
@@ -116,17 +116,17 @@ func (s *FileStore) Load(_ context.Context, ns string) ([]policy.Override, error
 	for _, o := range s.m[ns] {
 		out = append(out, o)
 	}
-	sortBySubject(out)
+	SortBySubject(out)
 	return out, nil
 }
 
 // Put implements Store. The change is in memory only once the file is
 // written.
 func (s *FileStore) Put(_ context.Context, o policy.Override, max int) error {
-	if err := checkKey(o.Namespace, o.Subject); err != nil {
+	if err := CheckKey(o.Namespace, o.Subject); err != nil {
 		return err
 	}
-	if _, err := encode(o); err != nil {
+	if _, err := Marshal(o); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -188,7 +188,7 @@ func (s *FileStore) DeleteExpired(_ context.Context, ns string, subjects []strin
 }
 
 // Watch implements Store: a FileStore has no other writers.
-func (s *FileStore) Watch(ctx context.Context, _ func() []string, _ func(string)) { noWatch(ctx) }
+func (s *FileStore) Watch(ctx context.Context, _ func() []string, _ func(string)) { NoWatch(ctx) }
 
 // writeLocked rewrites the file from s.m: a temporary file in the same
 // directory, synced, renamed over the path, and the directory synced so
@@ -210,7 +210,7 @@ func (s *FileStore) writeLocked() error {
 		}
 		sort.Strings(subjects)
 		for _, subj := range subjects {
-			data, err := encode(s.m[ns][subj])
+			data, err := Marshal(s.m[ns][subj])
 			if err != nil {
 				return err
 			}

@@ -97,8 +97,8 @@ type storedPatch struct {
 // is a few hundred bytes.
 const maxValue = 16 << 10
 
-// encode returns the stored form of o.
-func encode(o policy.Override) ([]byte, error) {
+// Marshal returns the stored form of o, which every Store keeps.
+func Marshal(o policy.Override) ([]byte, error) {
 	s := stored{Limits: make(map[string]storedPatch, len(o.Limits))}
 	for name, p := range o.Limits {
 		if p.Period%time.Millisecond != 0 {
@@ -120,9 +120,9 @@ func encode(o policy.Override) ([]byte, error) {
 	return json.Marshal(s)
 }
 
-// decode reads the stored form of the override of ns and subject. It checks
-// the shape, not the limits (policy does).
-func decode(ns, subject string, data []byte) (policy.Override, error) {
+// Unmarshal reads the stored form of the override of ns and subject (errors
+// wrap ErrCorrupt). It checks the shape, not the limits (policy does).
+func Unmarshal(ns, subject string, data []byte) (policy.Override, error) {
 	o := policy.Override{Namespace: ns, Subject: subject}
 	fail := func(format string, args ...any) (policy.Override, error) {
 		return policy.Override{}, fmt.Errorf("%w %s/%s: "+format, append([]any{ErrCorrupt, ns, subject}, args...)...)
@@ -166,18 +166,20 @@ func decode(ns, subject string, data []byte) (policy.Override, error) {
 	return o, nil
 }
 
-func sortBySubject(list []policy.Override) {
+// SortBySubject sorts overrides by subject, as Store.Load returns them.
+func SortBySubject(list []policy.Override) {
 	sort.Slice(list, func(i, j int) bool { return list[i].Subject < list[j].Subject })
 }
 
-// checkKey rejects an empty namespace or subject: they would make keys and
+// CheckKey rejects an empty namespace or subject: they would make keys and
 // file entries that no check can reach.
-func checkKey(ns, subject string) error {
+func CheckKey(ns, subject string) error {
 	if ns == "" || subject == "" {
 		return fmt.Errorf("overrides: empty namespace or subject (%q, %q)", ns, subject)
 	}
 	return nil
 }
 
-// noWatch is Watch for stores without other writers.
-func noWatch(ctx context.Context) { <-ctx.Done() }
+// NoWatch is Store.Watch for stores without other writers: it returns when
+// ctx is done.
+func NoWatch(ctx context.Context) { <-ctx.Done() }

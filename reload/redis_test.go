@@ -10,16 +10,17 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/internal/redistest"
 	"github.com/distributedratelimiter/ratelimiter/overrides"
 	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 )
 
-func redisOverrides(t *testing.T, addr string, opts overrides.RedisOptions) overrides.Store {
+func redisOverrides(t *testing.T, addr string, opts redisstore.OverridesOptions) overrides.Store {
 	t.Helper()
 	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true, ForceSingleClient: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	s, err := overrides.NewRedis(c, opts)
+	s, err := redisstore.NewOverrides(c, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,10 +32,10 @@ func redisOverrides(t *testing.T, addr string, opts overrides.RedisOptions) over
 // overrides in force.
 func TestRedisOverridesPropagate(t *testing.T) {
 	srv := redistest.Standalone(t)
-	a := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), overrides.RedisOptions{}), after: time.After})
-	b := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), overrides.RedisOptions{Resync: 50 * time.Millisecond}), after: time.After})
+	a := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), redisstore.OverridesOptions{}), after: time.After})
+	b := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), redisstore.OverridesOptions{Resync: 50 * time.Millisecond}), after: time.After})
 	// n resyncs once an hour: within the test only a notice can reach it.
-	n := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), overrides.RedisOptions{Resync: time.Hour}), after: time.After})
+	n := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), redisstore.OverridesOptions{Resync: time.Hour}), after: time.After})
 
 	put(t, a.ctrl, "vip", map[string]policy.Patch{"per-hour": {Limit: 7}}, time.Time{})
 	n.rec.until(t, "put seen on n, by notice", func() bool { return n.limitOf("vip") == 7 })
@@ -46,12 +47,12 @@ func TestRedisOverridesPropagate(t *testing.T) {
 	b.rec.until(t, "delete seen on b", func() bool { return b.limitOf("vip") == 2 })
 
 	// A writer whose notices go to another channel: b heals by resync.
-	silent := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), overrides.RedisOptions{Channel: "nowhere"}), after: time.After})
+	silent := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), redisstore.OverridesOptions{Channel: "nowhere"}), after: time.After})
 	put(t, silent.ctrl, "quiet", map[string]policy.Patch{"per-hour": {Limit: 9}}, time.Time{})
 	b.rec.until(t, "missed notice healed on b", func() bool { return b.limitOf("quiet") == 9 })
 
 	// A restarted instance loads them before it serves.
-	c := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), overrides.RedisOptions{}), after: time.After})
+	c := newEnv(t, baseYAML, envOpts{store: redisOverrides(t, srv.Addr(), redisstore.OverridesOptions{}), after: time.After})
 	if c.limitOf("quiet") != 9 {
 		t.Fatal("a new instance started without the stored override")
 	}

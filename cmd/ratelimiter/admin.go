@@ -50,7 +50,7 @@ func (l *liveFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&l.adminTokenFile, "admin-token-file", "", "`file` holding the admin API bearer token (or set "+adminTokenEnv+"); without a token the admin API is off")
 	fs.StringVar(&l.adminListen, "admin-listen", "", "serve the admin API on this `address` only (default: on --listen when a token is set)")
 	fs.StringVar(&l.overridesFile, "overrides-file", "", "memory store: `file` that keeps runtime overrides across restarts (default: memory only)")
-	fs.DurationVar(&l.resync, "overrides-resync", overrides.DefaultResync, "redis store: how often to compare override revisions, healing a missed notice")
+	fs.DurationVar(&l.resync, "overrides-resync", redisstore.DefaultOverridesResync, "redis store: how often to compare override revisions, healing a missed notice")
 	fs.IntVar(&l.maxOverrides, "max-overrides", overrides.DefaultMaxPerNamespace, "most runtime overrides one namespace may hold")
 }
 
@@ -102,8 +102,8 @@ type live struct {
 }
 
 // redisOverrides is the Redis override store over rs's client.
-func redisOverrides(f serveFlags, rs *redisstore.Store, log *slog.Logger) (*overrides.RedisStore, error) {
-	return overrides.NewRedis(rs.Client(), overrides.RedisOptions{Resync: f.live.resync, Logger: log})
+func redisOverrides(f serveFlags, rs *redisstore.Store, log *slog.Logger) (*redisstore.Overrides, error) {
+	return redisstore.NewOverrides(rs.Client(), redisstore.OverridesOptions{Resync: f.live.resync, Logger: log})
 }
 
 func newOverrideStore(f serveFlags, st store.Store, log *slog.Logger) (overrides.Store, error) {

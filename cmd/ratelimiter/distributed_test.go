@@ -19,8 +19,8 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/distributedratelimiter/ratelimiter/internal/redistest"
-	"github.com/distributedratelimiter/ratelimiter/overrides"
 	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 )
 
 // Distributed counting, end to end: three `ratelimiter serve` processes share
@@ -206,7 +206,7 @@ func TestStartsWhenRedisComesBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	elsewhere, err := overrides.NewRedis(rc, overrides.RedisOptions{})
+	elsewhere, err := redisstore.NewOverrides(rc, redisstore.OverridesOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

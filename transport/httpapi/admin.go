@@ -272,7 +272,7 @@ type topView struct {
 
 func (a *admin) topSubjects(w http.ResponseWriter, r *http.Request) {
 	if a.top == nil {
-		writeError(w, http.StatusNotFound, "top-K tracking is off (--top-k 0)")
+		writeError(w, http.StatusNotFound, "top-K tracking is off")
 		return
 	}
 	ns := r.PathValue("namespace")

@@ -50,19 +50,19 @@ func BrowserSafe(next http.Handler, o BrowserOptions) (http.Handler, error) {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !hostAllowed(r.Host, o) {
-			writeError(w, http.StatusForbidden, "host "+truncate(r.Host, 64)+" is not served here (--allowed-hosts)")
+			writeError(w, http.StatusForbidden, "host "+truncate(r.Host, 64)+" is not served here")
 			return
 		}
 		switch r.Header.Get("Sec-Fetch-Site") {
 		case "", "same-origin", "none":
 		default:
 			if !trusted[r.Header.Get("Origin")] {
-				writeError(w, http.StatusForbidden, "cross-site browser requests are refused (--allowed-origins)")
+				writeError(w, http.StatusForbidden, "cross-site browser requests are refused")
 				return
 			}
 		}
 		if err := cop.Check(r); err != nil {
-			writeError(w, http.StatusForbidden, "cross-origin browser requests are refused (--allowed-origins)")
+			writeError(w, http.StatusForbidden, "cross-origin browser requests are refused")
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -123,8 +123,8 @@ func New(svc *service.Service, opts Options) http.Handler {
 	if opts.Admin != nil {
 		mux.Handle("/v1/admin/", opts.Admin)
 	} else {
-		mux.HandleFunc("/v1/admin/", adminDisabled("the admin API is not served here: it is off without an admin token "+
-			"(--admin-token-file or RATELIMITER_ADMIN_TOKEN), and on the --admin-listen address when that is set"))
+		mux.HandleFunc("/v1/admin/", adminDisabled("the admin API is not served here: it is off without an admin token, "+
+			"and on its own listener when it has one"))
 	}
 	if opts.Gatherer != nil {
 		route(http.MethodGet, "/metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{

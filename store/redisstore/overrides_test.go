@@ -1,7 +1,8 @@
-package overrides
+package redisstore
 
 import (
 	"context"
+	"github.com/distributedratelimiter/ratelimiter/overrides/overridestest"
 	"sync"
 	"testing"
 	"time"
@@ -21,9 +22,9 @@ func redisClient(t *testing.T, addrs []string, cluster bool) rueidis.Client {
 	return c
 }
 
-func newRedis(t *testing.T, c rueidis.Client, opts RedisOptions) *RedisStore {
+func newOverrides(t *testing.T, c rueidis.Client, opts OverridesOptions) *Overrides {
 	t.Helper()
-	s, err := NewRedis(c, opts)
+	s, err := NewOverrides(c, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,8 +33,8 @@ func newRedis(t *testing.T, c rueidis.Client, opts RedisOptions) *RedisStore {
 
 func TestRedisStoreStandalone(t *testing.T) {
 	srv := redistest.Standalone(t)
-	s := newRedis(t, redisClient(t, []string{srv.Addr()}, false), RedisOptions{})
-	conformance(t, s)
+	s := newOverrides(t, redisClient(t, []string{srv.Addr()}, false), OverridesOptions{})
+	overridestest.Conformance(t, s)
 	// The layout the docs describe.
 	if got := srv.MustDo("HEXISTS", "rl:overrides:{orders}", "user-42"); got != "1" {
 		t.Fatalf("HEXISTS = %s", got)
@@ -45,23 +46,23 @@ func TestRedisStoreStandalone(t *testing.T) {
 
 func TestRedisStoreCluster(t *testing.T) {
 	c := redistest.Cluster(t, 3, 0)
-	s := newRedis(t, redisClient(t, c.Addrs(), true), RedisOptions{})
-	conformance(t, s)
+	s := newOverrides(t, redisClient(t, c.Addrs(), true), OverridesOptions{})
+	overridestest.Conformance(t, s)
 }
 
 // A stored value that does not decode is skipped and reported; the rest
 // still loads.
 func TestRedisStoreCorruptValue(t *testing.T) {
 	srv := redistest.Standalone(t)
-	s := newRedis(t, redisClient(t, []string{srv.Addr()}, false), RedisOptions{})
+	s := newOverrides(t, redisClient(t, []string{srv.Addr()}, false), OverridesOptions{})
 	ctx := context.Background()
-	if err := s.Put(ctx, ov("orders", "good", 5, time.Time{}), 10); err != nil {
+	if err := s.Put(ctx, overridestest.Override("orders", "good", 5, time.Time{}), 10); err != nil {
 		t.Fatal(err)
 	}
 	srv.MustDo("HSET", "rl:overrides:{orders}", "bad", "{oops")
 	got, err := s.Load(ctx, "orders")
 	if len(got) != 1 || got[0].Subject != "good" || err == nil {
-		t.Fatalf("load: %v %v", subjects(got), err)
+		t.Fatalf("load: %v %v", overridestest.Subjects(got), err)
 	}
 }
 
@@ -120,9 +121,9 @@ func TestRedisWatchCluster(t *testing.T) {
 }
 
 func testWatch(t *testing.T, addrs []string, cluster bool) {
-	writer := newRedis(t, redisClient(t, addrs[:1], cluster), RedisOptions{})
+	writer := newOverrides(t, redisClient(t, addrs[:1], cluster), OverridesOptions{})
 	// A resync interval far beyond the test: only notices can be seen.
-	reader := newRedis(t, redisClient(t, addrs[len(addrs)-1:], cluster), RedisOptions{Resync: time.Hour})
+	reader := newOverrides(t, redisClient(t, addrs[len(addrs)-1:], cluster), OverridesOptions{Resync: time.Hour})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	n := newNotices()
@@ -139,7 +140,7 @@ func testWatch(t *testing.T, addrs []string, cluster bool) {
 		}
 	}
 	n.drain()
-	if err := writer.Put(ctx, ov("payments", "u", 1, time.Time{}), 10); err != nil {
+	if err := writer.Put(ctx, overridestest.Override("payments", "u", 1, time.Time{}), 10); err != nil {
 		t.Fatal(err)
 	}
 	n.wait(t, "payments")
@@ -155,8 +156,8 @@ func TestRedisResyncHealsAMissedNotice(t *testing.T) {
 	srv := redistest.Standalone(t)
 	addrs := []string{srv.Addr()}
 	// The writer announces on another channel: the reader never hears it.
-	writer := newRedis(t, redisClient(t, addrs, false), RedisOptions{Channel: "elsewhere"})
-	reader := newRedis(t, redisClient(t, addrs, false), RedisOptions{Resync: 20 * time.Millisecond})
+	writer := newOverrides(t, redisClient(t, addrs, false), OverridesOptions{Channel: "elsewhere"})
+	reader := newOverrides(t, redisClient(t, addrs, false), OverridesOptions{Resync: 20 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if _, err := reader.Load(ctx, "orders"); err != nil {
@@ -165,7 +166,7 @@ func TestRedisResyncHealsAMissedNotice(t *testing.T) {
 	n := newNotices()
 	done := make(chan struct{})
 	go func() { reader.Watch(ctx, func() []string { return []string{"orders"} }, n.changed); close(done) }()
-	if err := writer.Put(ctx, ov("orders", "u", 1, time.Time{}), 10); err != nil {
+	if err := writer.Put(ctx, overridestest.Override("orders", "u", 1, time.Time{}), 10); err != nil {
 		t.Fatal(err)
 	}
 	n.wait(t, "orders")
@@ -181,7 +182,7 @@ func TestRedisResyncHealsAMissedNotice(t *testing.T) {
 	}
 	// And a later change missed again is healed again.
 	n.drain()
-	if err := writer.Put(ctx, ov("orders", "v", 1, time.Time{}), 10); err != nil {
+	if err := writer.Put(ctx, overridestest.Override("orders", "v", 1, time.Time{}), 10); err != nil {
 		t.Fatal(err)
 	}
 	n.wait(t, "orders")
@@ -193,12 +194,12 @@ func TestRedisResyncHealsAMissedNotice(t *testing.T) {
 // revision even though the counter starts again.
 func TestRedisRevisionSurvivesDataLoss(t *testing.T) {
 	srv := redistest.Standalone(t)
-	s := newRedis(t, redisClient(t, []string{srv.Addr()}, false), RedisOptions{})
+	s := newOverrides(t, redisClient(t, []string{srv.Addr()}, false), OverridesOptions{})
 	ctx := context.Background()
-	s.Put(ctx, ov("orders", "u", 1, time.Time{}), 10)
+	s.Put(ctx, overridestest.Override("orders", "u", 1, time.Time{}), 10)
 	before := srv.MustDo("GET", "rl:overrides:{orders}:rev")
 	srv.MustDo("FLUSHALL")
-	s.Put(ctx, ov("orders", "u", 1, time.Time{}), 10)
+	s.Put(ctx, overridestest.Override("orders", "u", 1, time.Time{}), 10)
 	after := srv.MustDo("GET", "rl:overrides:{orders}:rev")
 	if before == after || after[:2] != "1@" {
 		t.Fatalf("revisions %q then %q", before, after)

@@ -1,9 +1,10 @@
-package overrides
+package redisstore
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/distributedratelimiter/ratelimiter/overrides"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"log/slog"
 	"strconv"
@@ -13,18 +14,18 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// DefaultResync is how often a RedisStore's Watch compares revisions.
-const DefaultResync = 5 * time.Second
+// DefaultOverridesResync is how often a Overrides's Watch compares revisions.
+const DefaultOverridesResync = 5 * time.Second
 
-// RedisOptions configure a RedisStore. The zero value is usable.
-type RedisOptions struct {
+// OverridesOptions configure a Overrides. The zero value is usable.
+type OverridesOptions struct {
 	// Prefix starts every key and the channel. Default "rl:".
 	Prefix string
 	// Channel is the pub/sub channel of change notices. Default
 	// Prefix+"overrides".
 	Channel string
 	// Resync is how often Watch compares each namespace's revision with
-	// the one last loaded, to heal a missed notice. Default DefaultResync.
+	// the one last loaded, to heal a missed notice. Default DefaultOverridesResync.
 	Resync time.Duration
 	// Timeout bounds each Redis call. Default 2s.
 	Timeout time.Duration
@@ -32,7 +33,7 @@ type RedisOptions struct {
 	Logger *slog.Logger
 }
 
-// RedisStore keeps overrides in Redis, shared by every instance:
+// Overrides keeps overrides in Redis, shared by every instance:
 //
 //	<prefix>overrides:{<namespace>}      hash: subject -> stored override (JSON)
 //	<prefix>overrides:{<namespace>}:rev  string: the namespace's revision, "<n>@<redis time>"
@@ -47,7 +48,7 @@ type RedisOptions struct {
 // an instance has not seen.
 //
 // It is safe for concurrent use. It does not own the client.
-type RedisStore struct {
+type Overrides struct {
 	client  rueidis.Client
 	prefix  string
 	channel string
@@ -59,13 +60,13 @@ type RedisStore struct {
 	revs map[string]string // namespace -> revision of the last Load
 }
 
-// NewRedis returns a RedisStore on client (the one the Redis limiter store
+// NewRedis returns a Overrides on client (the one the Redis limiter store
 // uses: redisstore.Store.Client).
-func NewRedis(client rueidis.Client, opts RedisOptions) (*RedisStore, error) {
+func NewOverrides(client rueidis.Client, opts OverridesOptions) (*Overrides, error) {
 	if client == nil {
-		return nil, errors.New("overrides: nil Redis client")
+		return nil, errors.New("redisstore: overrides: nil Redis client")
 	}
-	s := &RedisStore{client: client, prefix: opts.Prefix, channel: opts.Channel, resync: opts.Resync,
+	s := &Overrides{client: client, prefix: opts.Prefix, channel: opts.Channel, resync: opts.Resync,
 		timeout: opts.Timeout, log: opts.Logger, revs: map[string]string{}}
 	if s.prefix == "" {
 		s.prefix = "rl:"
@@ -74,7 +75,7 @@ func NewRedis(client rueidis.Client, opts RedisOptions) (*RedisStore, error) {
 		s.channel = s.prefix + "overrides"
 	}
 	if s.resync <= 0 {
-		s.resync = DefaultResync
+		s.resync = DefaultOverridesResync
 	}
 	if s.timeout <= 0 {
 		s.timeout = 2 * time.Second
@@ -86,7 +87,7 @@ func NewRedis(client rueidis.Client, opts RedisOptions) (*RedisStore, error) {
 }
 
 // keys returns the hash and revision keys of namespace ns.
-func (s *RedisStore) keys(ns string) []string {
+func (s *Overrides) keys(ns string) []string {
 	h := s.prefix + "overrides:{" + ns + "}"
 	return []string{h, h + ":rev"}
 }
@@ -146,12 +147,12 @@ if n > 0 then bump() end
 return n
 `)
 
-func (s *RedisStore) unavailable(op string, err error) error {
-	return fmt.Errorf("overrides: redis %s: %w: %w", op, ErrUnavailable, err)
+func (s *Overrides) unavailable(op string, err error) error {
+	return fmt.Errorf("redisstore: overrides: redis %s: %w: %w", op, overrides.ErrUnavailable, err)
 }
 
 // Load implements Store and records the namespace's revision for Watch.
-func (s *RedisStore) Load(ctx context.Context, ns string) ([]policy.Override, error) {
+func (s *Overrides) Load(ctx context.Context, ns string) ([]policy.Override, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	vals, err := loadScript.Exec(ctx, s.client, s.keys(ns), nil).ToArray()
@@ -172,14 +173,14 @@ func (s *RedisStore) Load(ctx context.Context, ns string) ([]policy.Override, er
 	out := make([]policy.Override, 0, len(fields))
 	var errs []error
 	for subj, v := range fields {
-		o, err := decode(ns, subj, []byte(v))
+		o, err := overrides.Unmarshal(ns, subj, []byte(v))
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		out = append(out, o)
 	}
-	sortBySubject(out)
+	overrides.SortBySubject(out)
 	s.mu.Lock()
 	s.revs[ns] = rev
 	s.mu.Unlock()
@@ -187,11 +188,11 @@ func (s *RedisStore) Load(ctx context.Context, ns string) ([]policy.Override, er
 }
 
 // Put implements Store.
-func (s *RedisStore) Put(ctx context.Context, o policy.Override, max int) error {
-	if err := checkKey(o.Namespace, o.Subject); err != nil {
+func (s *Overrides) Put(ctx context.Context, o policy.Override, max int) error {
+	if err := overrides.CheckKey(o.Namespace, o.Subject); err != nil {
 		return err
 	}
-	data, err := encode(o)
+	data, err := overrides.Marshal(o)
 	if err != nil {
 		return err
 	}
@@ -203,13 +204,13 @@ func (s *RedisStore) Put(ctx context.Context, o policy.Override, max int) error 
 		return s.unavailable("put", err)
 	}
 	if n < 0 {
-		return fmt.Errorf("overrides: %w: namespace %s holds %d (the maximum)", ErrTooMany, o.Namespace, max)
+		return fmt.Errorf("redisstore: overrides: %w: namespace %s holds %d (the maximum)", overrides.ErrTooMany, o.Namespace, max)
 	}
 	return nil
 }
 
 // Delete implements Store.
-func (s *RedisStore) Delete(ctx context.Context, ns, subject string) (bool, error) {
+func (s *Overrides) Delete(ctx context.Context, ns, subject string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	n, err := deleteScript.Exec(ctx, s.client, s.keys(ns), []string{s.channel, ns, subject}).AsInt64()
@@ -221,7 +222,7 @@ func (s *RedisStore) Delete(ctx context.Context, ns, subject string) (bool, erro
 
 // DeleteExpired implements Store. It compares the expiry Redis holds, so
 // an override put again with a later expiry stays.
-func (s *RedisStore) DeleteExpired(ctx context.Context, ns string, subjects []string, now time.Time) error {
+func (s *Overrides) DeleteExpired(ctx context.Context, ns string, subjects []string, now time.Time) error {
 	if len(subjects) == 0 {
 		return nil
 	}
@@ -244,7 +245,7 @@ const maxNamespaceLen = 64
 // it reads the revision of each namespace and calls changed for those whose
 // revision differs from the one Load last saw: a notice lost while the
 // subscription was down, or dropped, is healed within Resync.
-func (s *RedisStore) Watch(ctx context.Context, namespaces func() []string, changed func(ns string)) {
+func (s *Overrides) Watch(ctx context.Context, namespaces func() []string, changed func(ns string)) {
 	resyncNow := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -266,16 +267,16 @@ func (s *RedisStore) Watch(ctx context.Context, namespaces func() []string, chan
 		err := s.compareRevisions(ctx, namespaces(), changed)
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
-			s.log.Warn("overrides: resync failed; will retry", "err", err)
+			s.log.Warn("redisstore: overrides: resync failed; will retry", "err", err)
 			failing = true
 		case err == nil && failing:
-			s.log.Info("overrides: resync works again")
+			s.log.Info("redisstore: overrides: resync works again")
 			failing = false
 		}
 	}
 }
 
-func (s *RedisStore) subscribe(ctx context.Context, changed func(string), resyncNow chan<- struct{}) {
+func (s *Overrides) subscribe(ctx context.Context, changed func(string), resyncNow chan<- struct{}) {
 	backoff := 100 * time.Millisecond
 	hook := func(sub rueidis.PubSubSubscription) {
 		if sub.Kind != "subscribe" {
@@ -300,7 +301,7 @@ func (s *RedisStore) subscribe(ctx context.Context, changed func(string), resync
 		if time.Since(subscribed) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}
-		s.log.Warn("overrides: subscription lost; resubscribing", "channel", s.channel, "err", err, "backoff", backoff.String())
+		s.log.Warn("redisstore: overrides: subscription lost; resubscribing", "channel", s.channel, "err", err, "backoff", backoff.String())
 		select {
 		case <-ctx.Done():
 			return
@@ -312,7 +313,7 @@ func (s *RedisStore) subscribe(ctx context.Context, changed func(string), resync
 
 // compareRevisions calls changed for each namespace whose revision in Redis
 // is not the one Load last saw.
-func (s *RedisStore) compareRevisions(ctx context.Context, nss []string, changed func(string)) error {
+func (s *Overrides) compareRevisions(ctx context.Context, nss []string, changed func(string)) error {
 	if len(nss) == 0 {
 		return nil
 	}
@@ -345,4 +346,4 @@ func (s *RedisStore) compareRevisions(ctx context.Context, nss []string, changed
 	return nil
 }
 
-var _ Store = (*RedisStore)(nil)
+var _ overrides.Store = (*Overrides)(nil)
