@@ -3,17 +3,9 @@ package main
 import (
 	"flag"
 	"fmt"
-	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/distributedratelimiter/ratelimiter/metrics"
 	"github.com/distributedratelimiter/ratelimiter/service"
-	"github.com/distributedratelimiter/ratelimiter/store/memstore"
-	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 )
 
 // faultFlags are the settings of `serve` for a shared store that may fail:
@@ -85,136 +77,6 @@ func (f *faultFlags) validate() error {
 		return fmt.Errorf("--redis-topology-refresh: %v, want more than 0", f.topologyRefreshes)
 	}
 	return nil
-}
-
-// guarding is the fault handling of one serve: the service's Guard and the
-// heartbeat that counts the instances, which starts once Redis is connected
-// (at start, or later when serve started while it was unreachable).
-type guarding struct {
-	guard    *service.Guard
-	fallback *memstore.Store // the local failure policy's store, closed by stop
-	ff       faultFlags
-	log      *slog.Logger
-	members  atomic.Pointer[redisstore.Members]
-
-	mu      sync.Mutex // serializes attach and stop
-	stopped bool
-}
-
-// startGuarding returns the Guard of a Redis deployment (nil for the memory
-// store) and registers ratelimiter_instances on reg. rs is the connected
-// store, or nil while Redis is unreachable: attach starts the heartbeat
-// once it is there, and until then the local share assumes --instances.
-func startGuarding(f serveFlags, rs *redisstore.Store, reg prometheus.Registerer, log *slog.Logger) (*guarding, error) {
-	if f.store != "redis" {
-		return &guarding{}, nil
-	}
-	ff := f.fault
-	if err := ff.validate(); err != nil {
-		return nil, err
-	}
-	g := &guarding{ff: ff, log: log}
-	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "ratelimiter_instances",
-		Help: "Live instances sharing the store, as last counted by the heartbeat (sizes the local share when the store fails).",
-	}, func() float64 { return float64(g.instances()) })); err != nil {
-		return nil, err
-	}
-	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "ratelimiter_store_connected",
-		Help: "1 once this instance has connected to Redis; 0 while it serves by the failure policies because Redis has not been reachable since it started.",
-	}, func() float64 {
-		if g.members.Load() != nil {
-			return 1
-		}
-		return 0
-	})); err != nil {
-		return nil, err
-	}
-	g.fallback = memstore.New(memstore.Options{MaxKeys: f.maxKeys})
-	if err := metrics.RegisterMemory(reg, "fallback", memoryStats(g.fallback)); err != nil {
-		g.fallback.Close()
-		return nil, err
-	}
-	g.guard = &service.Guard{
-		MaxWait:          ff.maxWait,
-		MaxWaiting:       ff.storeQueue,
-		Fallback:         g.fallback,
-		Instances:        g.instances,
-		DenyCacheSize:    ff.denyCacheSize,
-		Shards:           redisstore.ShardGroups,
-		ShardOf:          redisstore.ShardFunc(redisOptions(f)),
-		ClosedRetryAfter: ff.closedRetryAfter,
-		Breaker: service.Breaker{
-			Disabled:     ff.disableBreaker,
-			OpenFor:      ff.breakerOpenFor,
-			MinCalls:     uint32(ff.breakerMinCalls),
-			FailureRatio: ff.breakerRatio,
-		},
-	}
-	if ff.denyCacheSize == 0 {
-		g.guard.DenyCacheSize = -1
-	}
-	log.Info("store failure handling", "store_max_wait", ff.maxWait.String(), "store_queue", ff.storeQueue, "instances", ff.instances,
-		"deny_cache_size", ff.denyCacheSize, "breaker", !ff.disableBreaker)
-	if rs != nil {
-		g.attach(rs)
-	}
-	return g, nil
-}
-
-// instances is the instance count the local share divides by: the
-// heartbeat's, or --instances before the heartbeat runs.
-func (g *guarding) instances() int {
-	if m := g.members.Load(); m != nil {
-		return m.Count()
-	}
-	return g.ff.instances
-}
-
-// attach starts the heartbeat on the connected store, unless stop came
-// first.
-func (g *guarding) attach(rs *redisstore.Store) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.stopped || g.guard == nil {
-		return
-	}
-	var lastErr time.Time
-	m := rs.StartMembers(redisstore.MembersOptions{
-		Interval: g.ff.heartbeat,
-		Fallback: g.ff.instances,
-		OnError: func(err error) { // runs on the heartbeat goroutine only
-			if time.Since(lastErr) > time.Minute {
-				lastErr = time.Now()
-				g.log.Warn("instance heartbeat failed; keeping the last instance count", "err", err)
-			}
-		},
-	})
-	g.members.Store(m)
-	g.log.Info("instance heartbeat started", "instance_id", m.ID(), "instances", m.Count())
-}
-
-// stop leaves the instance set and closes the local fallback; call it
-// after closing the service and before closing the store.
-func (g *guarding) stop() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.stopped = true
-	if m := g.members.Load(); m != nil {
-		m.Close()
-	}
-	if g.fallback != nil {
-		g.fallback.Close()
-	}
-}
-
-// memoryStats adapts a memory store's counters to its metrics.
-func memoryStats(ms *memstore.Store) func() metrics.MemoryStats {
-	return func() metrics.MemoryStats {
-		s := ms.Stats()
-		return metrics.MemoryStats{Keys: s.Keys, Evictions: s.Evictions, FreshEvictions: s.FreshEvictions, Expired: s.Expired, Unstored: s.Unstored}
-	}
 }
 
 // legacyDuration is a deprecated duration flag: it remembers its value and

@@ -33,14 +33,27 @@ func (h *httpFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&h.allowedOrigins, "allowed-origins", "", "API and admin listeners: comma-separated browser origins (https://dash.example.com) allowed to call cross-site; every other cross-site browser request is refused")
 }
 
-// browserSafe wraps h, served on ln, in httpapi.BrowserSafe with the
-// flags' hosts and origins.
-func browserSafe(h http.Handler, ln net.Listener, f httpFlags) (http.Handler, error) {
-	return httpapi.BrowserSafe(h, httpapi.BrowserOptions{
-		AllowedHosts:   splitList(f.allowedHosts),
-		LoopbackOnly:   httpapi.IsLoopbackListener(ln.Addr()),
-		TrustedOrigins: splitList(f.allowedOrigins),
-	})
+// browserServer serves h behind httpapi.BrowserSafe with the flags' hosts
+// and origins (the API and the admin API, which browsers may be tricked
+// into calling).
+func (f httpFlags) browserServer(h http.Handler, log *slog.Logger) build {
+	return func(ln net.Listener) (netServer, error) {
+		safe, err := httpapi.BrowserSafe(h, httpapi.BrowserOptions{
+			AllowedHosts:   splitList(f.allowedHosts),
+			LoopbackOnly:   httpapi.IsLoopbackListener(ln.Addr()),
+			TrustedOrigins: splitList(f.allowedOrigins),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return newHTTPServer(safe, f, log), nil
+	}
+}
+
+// server serves h as it is (the reverse proxy, whose Host is the
+// protected service's).
+func (f httpFlags) server(h http.Handler, log *slog.Logger) build {
+	return func(net.Listener) (netServer, error) { return newHTTPServer(h, f, log), nil }
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.
@@ -63,7 +76,7 @@ func (h *httpFlags) validate() error {
 			return fmt.Errorf("%s: %v, want more than 0", d.name, d.v)
 		}
 	}
-	// Checked here, before anything starts: browserSafe cannot fail later.
+	// Checked here, before anything starts: browserServer cannot fail later.
 	if _, err := httpapi.BrowserSafe(http.NotFoundHandler(), httpapi.BrowserOptions{
 		AllowedHosts: splitList(h.allowedHosts), TrustedOrigins: splitList(h.allowedOrigins)}); err != nil {
 		return fmt.Errorf("--allowed-hosts, --allowed-origins: %w", err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,15 +32,8 @@ func (p *proxyFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.subject, "proxy-subject", "header", "reverse-proxy mode: what a request is limited as: header (the namespace's subject_header, which a trusted hop in front must set, dropping the client's own) or remote-addr (the client's IP address)")
 }
 
-// proxy is the running reverse proxy; nil fields when the mode is off.
-type proxy struct {
-	srv    *http.Server
-	ln     net.Listener
-	served chan error
-}
-
-// startProxy opens the proxy listener and serves on it, when the mode is
-// on: each request is checked by the middleware (subject from the
+// newProxy is the reverse proxy's handler, nil when the mode is off, and
+// the attributes of its "proxy listening" line. Each request is checked by the middleware (subject from the
 // namespace's subject_header or the client address, cost 1 unless the
 // namespace names a trusted cost_header) and, when allowed, forwarded to the
 // upstream with X-Forwarded-For/-Host/-Proto and X-Real-IP set from the
@@ -51,16 +43,16 @@ type proxy struct {
 // upstream; an upstream that does not answer is 502. The rate limit headers
 // of the answer are the proxy's: the upstream's own are dropped, so that a
 // client never sees two policies.
-func startProxy(f proxyFlags, hf httpFlags, svc *service.Service, log *slog.Logger) (*proxy, error) {
+func newProxy(f proxyFlags, svc *service.Service, log *slog.Logger) (http.Handler, []any, error) {
 	if f.listen == "" && f.upstream == "" && f.namespace == "" {
-		return &proxy{}, nil
+		return nil, nil, nil
 	}
 	if f.listen == "" || f.upstream == "" || f.namespace == "" {
-		return nil, errors.New("reverse-proxy mode needs --proxy-listen, --proxy-upstream and --proxy-namespace together")
+		return nil, nil, errors.New("reverse-proxy mode needs --proxy-listen, --proxy-upstream and --proxy-namespace together")
 	}
 	up, err := url.Parse(f.upstream)
 	if err != nil || (up.Scheme != "http" && up.Scheme != "https") || up.Host == "" {
-		return nil, fmt.Errorf("--proxy-upstream: %q is not an http(s) URL with a host", f.upstream)
+		return nil, nil, fmt.Errorf("--proxy-upstream: %q is not an http(s) URL with a host", f.upstream)
 	}
 	mo := middleware.Options{Namespace: f.namespace, Logger: log}
 	switch f.subject {
@@ -68,11 +60,11 @@ func startProxy(f proxyFlags, hf httpFlags, svc *service.Service, log *slog.Logg
 	case "remote-addr":
 		mo.Subject = middleware.RemoteAddr
 	default:
-		return nil, fmt.Errorf("--proxy-subject: %q, want header or remote-addr", f.subject)
+		return nil, nil, fmt.Errorf("--proxy-subject: %q, want header or remote-addr", f.subject)
 	}
 	limit, err := middleware.New(svc, mo)
 	if err != nil {
-		return nil, fmt.Errorf("--proxy-namespace: %w", err)
+		return nil, nil, fmt.Errorf("--proxy-namespace: %w", err)
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -101,14 +93,7 @@ func startProxy(f proxyFlags, hf httpFlags, svc *service.Service, log *slog.Logg
 		},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return nil, fmt.Errorf("--proxy-listen: %w", err)
-	}
-	p := &proxy{ln: ln, served: make(chan error, 1), srv: newHTTPServer(limit(rp), hf, log)}
-	go func() { p.served <- p.srv.Serve(ln) }()
-	log.Info("proxy listening", "addr", ln.Addr().String(), "upstream", up.Redacted(), "namespace", f.namespace, "subject", f.subject)
-	return p, nil
+	return limit(rp), []any{"upstream", up.Redacted(), "namespace", f.namespace, "subject", f.subject}, nil
 }
 
 // clientAddressHeaders are the request headers that claim a client's
@@ -118,27 +103,4 @@ var clientAddressHeaders = []string{
 	"X-Real-Ip", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip",
 	"Fastly-Client-Ip", "X-Originating-Ip", "Client-Ip", "X-Forwarded", "Forwarded-For",
 	"X-Forwarded-Server", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Original-Forwarded-For",
-}
-
-// proxyServed receives the proxy server's exit; nil without one.
-func (p *proxy) proxyServed() <-chan error { return p.served }
-
-// close stops the proxy at once (an error return of serve).
-func (p *proxy) close() {
-	if p.srv != nil {
-		p.srv.Close()
-	}
-}
-
-// shutdown stops the proxy listener and lets requests in flight finish
-// within ctx.
-func (p *proxy) shutdown(ctx context.Context) error {
-	if p.srv == nil {
-		return nil
-	}
-	err := p.srv.Shutdown(ctx)
-	if serr := <-p.served; !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
-	}
-	return err
 }

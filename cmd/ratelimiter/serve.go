@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,22 +10,16 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/distributedratelimiter/ratelimiter/clock"
 	"github.com/distributedratelimiter/ratelimiter/config"
 	"github.com/distributedratelimiter/ratelimiter/metrics"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
-	"github.com/distributedratelimiter/ratelimiter/store"
-	"github.com/distributedratelimiter/ratelimiter/store/memstore"
-	"github.com/distributedratelimiter/ratelimiter/store/pending"
-	"github.com/distributedratelimiter/ratelimiter/store/redisstore"
 	"github.com/distributedratelimiter/ratelimiter/topk"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 )
@@ -146,132 +139,8 @@ func loadPolicy(path string) (*policy.Snapshot, string, error) {
 	return snap, path, err
 }
 
-// redisOptions are the Redis store's options from the flags (addresses
-// checked by newStore).
-func redisOptions(f serveFlags) redisstore.Options {
-	var addrs []string
-	for _, a := range strings.Split(f.redisAddrs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, a)
-		}
-	}
-	return redisstore.Options{
-		Addrs:      addrs,
-		Mode:       redisstore.Mode(f.redisMode),
-		MasterName: f.redisMasterName,
-		Username:   f.redisUsername,
-		Password:   f.redisPassword,
-		Timeout:    f.redisTimeout,
-
-		TopologyRefresh: f.fault.topologyRefreshes,
-	}
-}
-
-func newStore(f serveFlags) (store.Store, error) {
-	switch f.store {
-	case "memory":
-		if f.maxKeys < 1 {
-			return nil, fmt.Errorf("--max-keys: %d, want at least 1", f.maxKeys)
-		}
-		return memstore.New(memstore.Options{Clock: clock.System, MaxKeys: f.maxKeys}), nil
-	case "redis":
-		opts := redisOptions(f)
-		if len(opts.Addrs) == 0 {
-			return nil, errors.New("--redis-addrs: no address")
-		}
-		return redisstore.New(opts)
-	}
-	return nil, fmt.Errorf("--store: unknown store %q (want memory or redis)", f.store)
-}
-
-// connectStore builds the store. When Redis does not answer (a deploy
-// racing Redis, an outage), it returns a pending.Store instead of waiting
-// or exiting: the instance starts and answers by the namespaces' failure
-// policies (readiness says degraded), while dialRedis keeps trying in the
-// background; no crash loop, and no instance missing from the load
-// balancer because Redis was away when it started.
-func connectStore(f serveFlags, log *slog.Logger) (store.Store, error) {
-	st, err := newStore(f)
-	if err == nil || !errors.Is(err, store.ErrUnavailable) {
-		return st, err
-	}
-	log.Warn("redis unreachable; serving by the failure policies, retrying in the background", "err", err)
-	return pending.New(), nil
-}
-
-// dialRedis connects to Redis, retrying with a backoff capped at
-// maxConnectBackoff, until it answers or ctx is done.
-func dialRedis(ctx context.Context, f serveFlags, log *slog.Logger) (*redisstore.Store, error) {
-	backoff := 100 * time.Millisecond
-	for {
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
-		}
-		st, err := redisstore.New(redisOptions(f))
-		if err == nil {
-			return st, nil
-		}
-		if !errors.Is(err, store.ErrUnavailable) {
-			return nil, err
-		}
-		backoff = min(2*backoff, maxConnectBackoff)
-		log.Warn("redis unreachable; retrying", "in", backoff.String(), "err", err)
-	}
-}
-
-// connectLater dials Redis until it answers (or ctx ends), then starts the
-// heartbeat, connects the runtime overrides and hands the store to p, from
-// which moment checks are the store's again. It closes done when it returns.
-func connectLater(ctx context.Context, f serveFlags, p *pending.Store, gd *guarding, lv *live, log *slog.Logger, done chan<- struct{}) {
-	defer close(done)
-	rs, err := dialRedis(ctx, f, log)
-	if err != nil {
-		if ctx.Err() == nil {
-			log.Error("redis refuses this instance; serving by the failure policies until restarted", "err", err)
-		}
-		return
-	}
-	if ctx.Err() != nil { // the dial outlived the shutdown
-		rs.Close()
-		return
-	}
-	warnEviction(rs, log)
-	gd.attach(rs)
-	if lv.ovPending != nil {
-		ovs, err := redisOverrides(f, rs, log)
-		if err != nil {
-			log.Error("runtime overrides: cannot use redis", "err", err)
-		} else {
-			lv.ovPending.Set(ovs)
-			lv.ctrl.Resync(ctx) // overrides written elsewhere meanwhile apply from the first store check
-		}
-	}
-	if err := p.Set(rs); err != nil {
-		return // shutting down: Set closed rs
-	}
-	log.Info("redis connected; checks are the store's again", "store", rs.String())
-}
-
-// warnEviction logs, once per node, a Redis that may evict the limiter's
-// keys (each eviction gives a subject back what it had spent).
-func warnEviction(rs *redisstore.Store, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	for _, risk := range rs.EvictionRisk(ctx) {
-		log.Warn("redis may evict the limiter's keys, giving subjects back what they spent: set maxmemory-policy noeviction", "node", risk)
-	}
-}
-
 // maxTopK bounds --top-k: counters per stripe and namespace.
 const maxTopK = 10_000
-
-// maxConnectBackoff caps the wait between connection attempts while
-// Redis is unreachable.
-const maxConnectBackoff = 5 * time.Second
 
 func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	// Catch SIGHUP from the start: its default action ends the process, and
@@ -291,97 +160,84 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
 	}
-	st, err := connectStore(f, log)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	connected, _ := st.(*redisstore.Store) // nil for memory, and while Redis is unreachable
-	if connected != nil {
-		warnEviction(connected, log)
-	}
 
+	// What starts is stopped by the defers below in reverse: the
+	// listeners, the background connect, the controller, the service, then
+	// the store.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	obs, err := metrics.New(reg)
 	if err != nil {
 		return err
 	}
-	if ms, ok := st.(*memstore.Store); ok {
-		if err := metrics.RegisterMemory(reg, "memory", memoryStats(ms)); err != nil {
-			return err
-		}
-	}
-	gd, err := startGuarding(f, connected, reg, log)
+	b, err := newBackend(f, reg, log)
 	if err != nil {
 		return err
 	}
-	defer gd.stop() // after svc.Close, before st.Close
+	defer b.close()
 	var top *topk.Tracker
 	var observer service.Observer = obs
 	if f.topK > 0 {
 		top = topk.New(topk.Options{Capacity: f.topK, Window: f.topWindow})
 		observer = service.Observers(obs, top)
 	}
-	svc, err := service.New(st, snap, service.Options{Observer: observer, Guard: gd.guard})
+	svc, err := service.New(b.store, snap, service.Options{Observer: observer, Guard: b.guard})
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
-	// Runtime overrides are in force before the listener opens.
+	// Runtime overrides are in force before any listener opens.
 	liveCtx, stopLive := context.WithCancel(ctx)
-	lv, err := startLive(liveCtx, f, svc, st, top, reg, log)
+	lv, err := startLive(liveCtx, f, svc, b.overrides, top, reg, log)
 	if err != nil {
 		stopLive()
 		return err
 	}
-	defer func() { stopLive(); lv.ctrl.Wait() }() // before st.Close
-	defer lv.close()                              // on an error return; after a graceful shutdown, a no-op
-	if p, ok := st.(*pending.Store); ok {
+	defer func() { stopLive(); lv.ctrl.Wait() }()
+	if b.connect != nil {
 		connCtx, stopConnecting := context.WithCancel(ctx)
-		dialed := make(chan struct{})
-		go connectLater(connCtx, f, p, gd, lv, log, dialed)
-		defer func() { stopConnecting(); <-dialed }() // before gd.stop and st.Close
+		done := make(chan struct{})
+		go func() { defer close(done); b.connect(connCtx, lv.ctrl.Resync) }()
+		defer func() { stopConnecting(); <-done }()
 	}
 
-	px, err := startProxy(f.proxy, f.http, svc, log)
-	if err != nil {
-		return err
+	srvs := &servers{log: log}
+	defer srvs.close() // on an error return; after a graceful shutdown, a no-op
+	if lv.admin != nil && f.live.adminListen != "" {
+		if err := srvs.add("admin", f.live.adminListen, f.http.browserServer(lv.admin, log)); err != nil {
+			return fmt.Errorf("--admin-listen: %w", err)
+		}
 	}
-	defer px.close() // on an error return; after a graceful shutdown, a no-op
-	rs, err := startRLS(f.rlsListen, svc, log)
-	if err != nil {
+	if px, attrs, err := newProxy(f.proxy, svc, log); err != nil {
 		return err
+	} else if px != nil {
+		if err := srvs.add("proxy", f.proxy.listen, f.http.server(px, log), attrs...); err != nil {
+			return fmt.Errorf("--proxy-listen: %w", err)
+		}
 	}
-	defer rs.close()
-
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return err
+	if f.rlsListen != "" {
+		if err := srvs.add("rls", f.rlsListen, func(net.Listener) (netServer, error) { return newRLS(svc), nil }); err != nil {
+			return fmt.Errorf("--rls-listen: %w", err)
+		}
 	}
-	api, err := browserSafe(httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: lv.mainAdmin, Auth: lv.auth}), ln, f.http)
-	if err != nil {
-		ln.Close()
-		return err
+	// The API comes last: its "listening" line tells a caller that every
+	// listener is up.
+	var mainAdmin http.Handler
+	if f.live.adminListen == "" {
+		mainAdmin = lv.admin
 	}
-	srv := newHTTPServer(api, f.http, log)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	defer srv.Close() // when another server failed; after a graceful shutdown, a no-op
-	log.Info("listening", "addr", ln.Addr().String(), "config", source, "version", snap.Version(),
-		"namespaces", strings.Join(snap.Names(), ","), "store", f.store)
+	api := httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: mainAdmin, Auth: lv.auth})
+	if err := srvs.add("", f.listen, f.http.browserServer(api, log),
+		"config", source, "version", snap.Version(), "namespaces", strings.Join(snap.Names(), ","), "store", f.store); err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	srvs.start()
 
 wait:
 	for {
 		select {
-		case err := <-served:
-			return fmt.Errorf("http server: %w", err)
-		case err := <-lv.adminServed():
-			return fmt.Errorf("admin server: %w", err)
-		case err := <-px.proxyServed():
-			return fmt.Errorf("proxy server: %w", err)
-		case err := <-rs.rlsServed():
-			return fmt.Errorf("rls server: %w", err)
+		case e := <-srvs.failed():
+			return fmt.Errorf("%s: %w", describe(e.name), e.err)
 		case <-hup:
 			lv.reload()
 		case <-ctx.Done():
@@ -392,27 +248,10 @@ wait:
 	log.Info("shutting down", "timeout", f.shutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
-	// The API, the proxy and the RLS stop accepting together and drain
-	// their requests in flight within the one deadline.
-	var apiErr, proxyErr error
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { defer wg.Done(); apiErr = srv.Shutdown(sctx) }()
-	go func() { defer wg.Done(); proxyErr = px.shutdown(sctx) }()
-	go func() { defer wg.Done(); rs.shutdown(sctx) }()
-	wg.Wait()
-	if apiErr != nil {
-		return fmt.Errorf("graceful shutdown: %w", apiErr)
-	}
-	if proxyErr != nil {
-		return fmt.Errorf("graceful shutdown of the proxy: %w", proxyErr)
-	}
-	stopLive()
-	if err := lv.shutdown(sctx); err != nil {
-		return fmt.Errorf("graceful shutdown of the admin API: %w", err)
-	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("http server: %w", err)
+	// Every listener stops accepting at once and drains its requests in
+	// flight within the one deadline.
+	if err := srvs.shutdown(sctx); err != nil {
+		return err
 	}
 	log.Info("stopped")
 	return nil
