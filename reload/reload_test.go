@@ -495,3 +495,95 @@ func TestOverrideExpiredWhileDownIsPurged(t *testing.T) {
 		return len(got) == 0
 	})
 }
+
+const twoNamespacesYAML = baseYAML + `  - name: search
+    limits:
+      - name: per-second
+        algorithm: token_bucket
+        limit: 10
+        period: 1s
+`
+
+// A namespace a reload drops is forgotten with its overrides; when a later
+// file brings it back, its overrides are loaded from the store again, with
+// what other instances wrote meanwhile, not what this one knew before.
+func TestNamespaceBackLoadsItsOverridesAgain(t *testing.T) {
+	e := newEnv(t, twoNamespacesYAML, envOpts{})
+	ctx := context.Background()
+	if _, err := e.ctrl.Put(ctx, policy.Override{Namespace: "search", Subject: "bot",
+		Limits: map[string]policy.Patch{"per-second": {Limit: 3}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.write(baseYAML)
+	if err := e.ctrl.Reload(false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ctrl.List("search"); !errors.Is(err, policy.ErrUnknownNamespace) {
+		t.Fatalf("list of a dropped namespace: %v", err)
+	}
+	// Another instance, still on the old file, changes the override.
+	if err := e.store.Put(ctx, policy.Override{Namespace: "search", Subject: "bot",
+		Limits: map[string]policy.Patch{"per-second": {Limit: 4}}, UpdatedAt: t0}, 100); err != nil {
+		t.Fatal(err)
+	}
+	e.write(twoNamespacesYAML)
+	if err := e.ctrl.Reload(false); err != nil {
+		t.Fatal(err)
+	}
+	e.rec.until(t, "the returning namespace's overrides loaded", func() bool {
+		st, err := e.ctrl.Get("search", "bot")
+		return err == nil && st.Active && st.Rules[0].Limit == 4
+	})
+}
+
+// blockingStore is an override store whose Put waits until released.
+type blockingStore struct {
+	overrides.Store
+	entered, release chan struct{}
+}
+
+func (b *blockingStore) Put(ctx context.Context, o policy.Override, max int) error {
+	b.entered <- struct{}{}
+	<-b.release
+	return b.Store.Put(ctx, o, max)
+}
+
+// Readers never wait for a writer: while a Put waits for the store, the
+// policy in force, List and Get answer, with the state before the Put.
+func TestReadersDoNotWaitForAWriter(t *testing.T) {
+	mem, _ := overrides.OpenFile("")
+	bs := &blockingStore{Store: mem, entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, baseYAML, envOpts{store: bs})
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.ctrl.Put(context.Background(), policy.Override{Namespace: "orders", Subject: "vip",
+			Limits: map[string]policy.Patch{"per-hour": {Limit: 5}}})
+		done <- err
+	}()
+	<-bs.entered
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		if e.ctrl.Snapshot() == nil || e.limitOf("vip") != 2 {
+			t.Error("the policy in force changed before the store answered")
+		}
+		if list, err := e.ctrl.List("orders"); err != nil || len(list) != 0 {
+			t.Errorf("list while a Put waits: %v, %v", list, err)
+		}
+		if _, err := e.ctrl.Get("orders", "vip"); !errors.Is(err, overrides.ErrNotFound) {
+			t.Errorf("get while a Put waits: %v", err)
+		}
+	}()
+	select {
+	case <-read:
+	case <-time.After(deadline):
+		t.Fatal("readers waited for the writer")
+	}
+	close(bs.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if e.limitOf("vip") != 5 {
+		t.Fatal("the Put did not apply")
+	}
+}
