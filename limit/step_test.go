@@ -1,7 +1,12 @@
 package limit
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -11,16 +16,94 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 
 const never = RetryNever
 
-// row is one request of a timeline: at t0+at, cost units, and the exact
+// timelines are the exact decisions of single requests against one rule,
+// in testdata/timelines.json, which the JavaScript port's tests read too
+// (clients/js/test/go-tables.test.js): one table for both.
+type timelines struct {
+	About     string
+	Timelines []struct {
+		Name  string
+		About string
+		Rule  struct {
+			Name      string
+			Algorithm string
+			Limit     int64
+			Period    span
+			Burst     int64
+		}
+		Rows []row
+	}
+}
+
+// row is one request of a timeline: at t0+At, Cost units, and the exact
 // decision expected.
 type row struct {
-	at        time.Duration
-	cost      int64
-	allowed   bool
-	remaining int64
-	retry     time.Duration
-	reset     time.Duration
-	delay     time.Duration
+	At        span
+	Cost      int64
+	Allowed   bool
+	Remaining int64
+	Retry     span
+	Reset     span
+	Delay     span
+	Note      string
+}
+
+// span is a duration written as Go duration terms joined by + or -
+// ("2h - 1ns"), or "never" (RetryNever).
+type span time.Duration
+
+func (d *span) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	if s == "never" {
+		*d = span(RetryNever)
+		return nil
+	}
+	var total time.Duration
+	sign := time.Duration(1)
+	for _, f := range strings.Fields(s) {
+		switch f {
+		case "+":
+			sign = 1
+		case "-":
+			sign = -1
+		default:
+			v, err := time.ParseDuration(f)
+			if err != nil {
+				return fmt.Errorf("span %q: %w", s, err)
+			}
+			total += sign * v
+		}
+	}
+	*d = span(total)
+	return nil
+}
+
+func TestTimelines(t *testing.T) {
+	data, err := os.ReadFile("testdata/timelines.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tl timelines
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields() // a misspelt field fails, not defaults to 0
+	if err := dec.Decode(&tl); err != nil {
+		t.Fatal(err)
+	}
+	if len(tl.Timelines) != 6 {
+		t.Fatalf("%d timelines, want 6", len(tl.Timelines))
+	}
+	for _, c := range tl.Timelines {
+		t.Run(c.Name, func(t *testing.T) {
+			alg, err := ParseAlgorithm(c.Rule.Algorithm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, Rule{Name: c.Rule.Name, Algorithm: alg, Limit: c.Rule.Limit, Period: time.Duration(c.Rule.Period), Burst: c.Rule.Burst}, c.Rows)
+		})
+	}
 }
 
 func run(t *testing.T, r Rule, rows []row) {
@@ -31,12 +114,13 @@ func run(t *testing.T, r Rule, rows []row) {
 	}
 	var s State
 	for i, w := range rows {
-		next, d := r.Step(s, t0+int64(w.at), w.cost)
-		want := Decision{Allowed: w.allowed, Limit: r.Limit, Remaining: w.remaining, RetryAfter: w.retry, ResetAfter: w.reset, Delay: w.delay}
+		next, d := r.Step(s, t0+int64(w.At), w.Cost)
+		want := Decision{Allowed: w.Allowed, Limit: r.Limit, Remaining: w.Remaining, RetryAfter: time.Duration(w.Retry),
+			ResetAfter: time.Duration(w.Reset), Delay: time.Duration(w.Delay)}
 		if d != want {
-			t.Fatalf("row %d (at %v cost %d):\n got %+v\nwant %+v", i, w.at, w.cost, d, want)
+			t.Fatalf("row %d (at %v cost %d):\n got %+v\nwant %+v", i, time.Duration(w.At), w.Cost, d, want)
 		}
-		if !d.Allowed || w.cost == 0 {
+		if !d.Allowed || w.Cost == 0 {
 			if !next.Equal(s) {
 				t.Fatalf("row %d: a denied request or a peek changed the state: %+v -> %+v", i, s, next)
 			}
@@ -51,103 +135,6 @@ const (
 	m  = time.Minute
 	h  = time.Hour
 )
-
-func TestTokenBucketTimeline(t *testing.T) {
-	// 5 per 10h: one token every 2h, bucket of 5.
-	run(t, Rule{Name: "tb", Algorithm: TokenBucket, Limit: 5, Period: 10 * h}, []row{
-		{at: 0, cost: 1, allowed: true, remaining: 4, reset: 2 * h},
-		{at: 0, cost: 1, allowed: true, remaining: 3, reset: 4 * h},
-		{at: 0, cost: 1, allowed: true, remaining: 2, reset: 6 * h},
-		{at: 0, cost: 1, allowed: true, remaining: 1, reset: 8 * h},
-		{at: 0, cost: 1, allowed: true, remaining: 0, reset: 10 * h},
-		{at: 0, cost: 1, allowed: false, remaining: 0, retry: 2 * h, reset: 10 * h},
-		{at: 0, cost: 0, allowed: false, remaining: 0, retry: 2 * h, reset: 10 * h}, // peek
-		{at: 0, cost: 6, allowed: false, remaining: 0, retry: never, reset: 10 * h}, // over capacity
-		{at: 2*h - 1, cost: 1, allowed: false, remaining: 0, retry: 1, reset: 10*h - 2*h + 1},
-		{at: 2 * h, cost: 1, allowed: true, remaining: 0, reset: 10 * h}, // refilled one token
-		{at: 2 * h, cost: 2, allowed: false, remaining: 0, retry: 4 * h, reset: 10 * h},
-		{at: 1 * h, cost: 1, allowed: false, remaining: 0, retry: 3 * h, reset: 11 * h}, // clock went back: nothing granted
-		{at: 8 * h, cost: 0, allowed: true, remaining: 3, reset: 4 * h},                 // peek consumes nothing
-		{at: 8 * h, cost: 3, allowed: true, remaining: 0, reset: 10 * h},
-		{at: 40 * h, cost: 5, allowed: true, remaining: 0, reset: 10 * h}, // full after a long idle
-	})
-}
-
-func TestTokenBucketBurst(t *testing.T) {
-	// 10 per second with a bucket of 20: a fresh subject holds 20 tokens.
-	run(t, Rule{Name: "tb", Algorithm: TokenBucket, Limit: 10, Period: s, Burst: 20}, []row{
-		{at: 0, cost: 20, allowed: true, remaining: 0, reset: 2 * s},
-		{at: 0, cost: 1, allowed: false, remaining: 0, retry: 100 * ms, reset: 2 * s},
-		{at: 100 * ms, cost: 1, allowed: true, remaining: 0, reset: 2 * s},
-		{at: 1100 * ms, cost: 10, allowed: true, remaining: 0, reset: 2 * s},
-		{at: 1100 * ms, cost: 21, allowed: false, remaining: 0, retry: never, reset: 2 * s},
-	})
-}
-
-func TestLeakyBucketShaping(t *testing.T) {
-	// 10 per second, queue of 3: requests leave every 100ms.
-	run(t, Rule{Name: "lb", Algorithm: LeakyBucket, Limit: 10, Period: s, Burst: 3}, []row{
-		{at: 0, cost: 1, allowed: true, remaining: 2, reset: 100 * ms, delay: 0},
-		{at: 0, cost: 1, allowed: true, remaining: 1, reset: 200 * ms, delay: 100 * ms},
-		{at: 0, cost: 1, allowed: true, remaining: 0, reset: 300 * ms, delay: 200 * ms},
-		{at: 0, cost: 1, allowed: false, remaining: 0, retry: 100 * ms, reset: 300 * ms},
-		{at: 100 * ms, cost: 1, allowed: true, remaining: 0, reset: 300 * ms, delay: 200 * ms},
-		{at: 150 * ms, cost: 0, allowed: false, remaining: 0, retry: 50 * ms, reset: 250 * ms},
-		{at: 400 * ms, cost: 2, allowed: true, remaining: 1, reset: 200 * ms, delay: 0},
-		{at: 400 * ms, cost: 4, allowed: false, remaining: 1, retry: never, reset: 200 * ms},
-	})
-}
-
-func TestFixedWindowTimeline(t *testing.T) {
-	// 3 per minute, windows on the minute.
-	run(t, Rule{Name: "fw", Algorithm: FixedWindow, Limit: 3, Period: m}, []row{
-		{at: 10 * s, cost: 1, allowed: true, remaining: 2, reset: 50 * s},
-		{at: 10 * s, cost: 2, allowed: true, remaining: 0, reset: 50 * s},
-		{at: 59 * s, cost: 1, allowed: false, remaining: 0, retry: 1 * s, reset: 1 * s},
-		{at: 59 * s, cost: 4, allowed: false, remaining: 0, retry: never, reset: 1 * s},
-		{at: 60 * s, cost: 0, allowed: true, remaining: 3, reset: 0}, // a new window
-		{at: 60 * s, cost: 1, allowed: true, remaining: 2, reset: 60 * s},
-		{at: 59 * s, cost: 2, allowed: true, remaining: 0, reset: 61 * s}, // clock went back: the later window still counts
-		{at: 61 * s, cost: 1, allowed: false, remaining: 0, retry: 59 * s, reset: 59 * s},
-		{at: 180 * s, cost: 3, allowed: true, remaining: 0, reset: 60 * s},
-	})
-}
-
-func TestSlidingWindowCounterTimeline(t *testing.T) {
-	// 10 per minute. The estimate is floor(prev*(60s-elapsed)/60s) + curr.
-	run(t, Rule{Name: "swc", Algorithm: SlidingWindowCounter, Limit: 10, Period: m}, []row{
-		{at: 10 * s, cost: 6, allowed: true, remaining: 4, reset: 110 * s},
-		{at: 30 * s, cost: 4, allowed: true, remaining: 0, reset: 90 * s},
-		// curr+1 > limit: passes only in the next window, once the weight of
-		// 10 drops below 10, i.e. 1ns into it.
-		{at: 40 * s, cost: 1, allowed: false, remaining: 0, retry: 20*s + 1, reset: 80 * s},
-		{at: 40 * s, cost: 11, allowed: false, remaining: 0, retry: never, reset: 80 * s},
-		// 15s into the next window: floor(10*45/60) = floor(7.5) = 7 used.
-		{at: 75 * s, cost: 3, allowed: true, remaining: 0, reset: 105 * s},
-		// 2 more need floor(10*(60s-e)/60s) <= 5, i.e. e > 24s.
-		{at: 75 * s, cost: 2, allowed: false, remaining: 0, retry: 9*s + 1, reset: 105 * s},
-		{at: 84*s + 1, cost: 2, allowed: true, remaining: 0, reset: 96*s - 1},
-		{at: 80 * s, cost: 0, allowed: false, remaining: 0, retry: 10*s + 1, reset: 100 * s}, // clock back: nothing granted; curr is 5, so the weight must fall to 4
-		{at: 300 * s, cost: 10, allowed: true, remaining: 0, reset: 120 * s},
-	})
-}
-
-func TestSlidingWindowLogTimeline(t *testing.T) {
-	// 3 per 10s, exact.
-	run(t, Rule{Name: "swl", Algorithm: SlidingWindowLog, Limit: 3, Period: 10 * s}, []row{
-		{at: 0, cost: 1, allowed: true, remaining: 2, reset: 10 * s},
-		{at: 2 * s, cost: 1, allowed: true, remaining: 1, reset: 10 * s},
-		{at: 4 * s, cost: 1, allowed: true, remaining: 0, reset: 10 * s},
-		{at: 5 * s, cost: 1, allowed: false, remaining: 0, retry: 5 * s, reset: 9 * s},
-		{at: 5 * s, cost: 4, allowed: false, remaining: 0, retry: never, reset: 9 * s},
-		{at: 10 * s, cost: 1, allowed: true, remaining: 0, reset: 10 * s}, // the t0 entry left
-		{at: 12 * s, cost: 2, allowed: false, remaining: 1, retry: 2 * s, reset: 8 * s},
-		{at: 14 * s, cost: 2, allowed: true, remaining: 0, reset: 10 * s},
-		{at: 13 * s, cost: 1, allowed: false, remaining: 0, retry: 7 * s, reset: 11 * s}, // clock back
-		{at: 13 * s, cost: 0, allowed: false, remaining: 0, retry: 7 * s, reset: 11 * s},
-		{at: 24 * s, cost: 3, allowed: true, remaining: 0, reset: 10 * s},
-	})
-}
 
 func TestNormalize(t *testing.T) {
 	r, err := Rule{Name: "a", Algorithm: TokenBucket, Limit: 100, Period: m}.Normalize()

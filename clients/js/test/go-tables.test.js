@@ -1,9 +1,13 @@
-// The timelines of the Go package's own tests (limit/step_test.go and
-// limit/property_test.go), row for row: the JavaScript port must produce the
-// exact same decisions. Durations are written as in Go (2*h, 100*ms, 20*s+1).
+// The Go package's own tests, for the JavaScript port: the timeline tables
+// come from the file Go's TestTimelines reads (limit/testdata/timelines.json),
+// so both run the same rows; the other cases mirror limit/step_test.go and
+// limit/property_test.go. The port must produce the exact same decisions.
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { NS, RETRY_NEVER, MAX_DEBT, MAX_PERIOD, normalizeRule, step, apply, binding, expiresAt, capacity, InvalidRuleError } from '../src/limit.js';
 
 const { ms, s, m, h } = NS;
@@ -13,6 +17,28 @@ const never = RETRY_NEVER;
 const t0 = BigInt(Date.UTC(2026, 0, 1)) * ms;
 
 /**
+ * A span of testdata/timelines.json in nanoseconds: Go duration terms joined
+ * by + or - ("2h - 1ns"), or "never".
+ */
+function span(text) {
+  if (text === undefined) return 0n;
+  if (text === 'never') return never;
+  const units = { ns: 1n, us: 1000n, ms, s, m, h };
+  let total = 0n;
+  let sign = 1n;
+  for (const f of text.split(/\s+/)) {
+    if (f === '+' || f === '-') {
+      sign = f === '+' ? 1n : -1n;
+      continue;
+    }
+    const match = /^(\d+)(ns|us|ms|s|m|h)?$/.exec(f);
+    assert.ok(match && (match[2] || match[1] === '0'), `span ${JSON.stringify(text)}: bad term ${f}`);
+    total += sign * BigInt(match[1]) * (match[2] ? units[match[2]] : 1n);
+  }
+  return total;
+}
+
+/**
  * One request per row: at t0 + at, `cost` units, and the exact decision
  * expected. A denied request or a peek must leave the state as it was.
  */
@@ -20,14 +46,14 @@ function timeline(spec, rows) {
   const rule = normalizeRule(spec);
   let state = null;
   rows.forEach((w, i) => {
-    const r = step(rule, state, t0 + w.at, w.cost);
+    const r = step(rule, state, t0 + span(w.at), w.cost);
     const want = {
       allowed: w.allowed,
       limit: rule.limit,
-      remaining: w.remaining,
-      resetAfter: w.reset ?? 0n,
-      retryAfter: w.retry ?? 0n,
-      delay: w.delay ?? 0n,
+      remaining: BigInt(w.remaining),
+      resetAfter: span(w.reset),
+      retryAfter: span(w.retry),
+      delay: span(w.delay),
     };
     assert.deepEqual(r.decision, want, `row ${i} (at ${w.at} cost ${w.cost})`);
     if (!r.decision.allowed || w.cost === 0) {
@@ -38,100 +64,22 @@ function timeline(spec, rows) {
   });
 }
 
-test('Go TestTokenBucketTimeline: 5 per 10h', () => {
-  // One token every 2h, bucket of 5.
-  timeline({ name: 'tb', algorithm: 'token_bucket', limit: 5, period: 10n * h }, [
-    { at: 0n, cost: 1, allowed: true, remaining: 4n, reset: 2n * h },
-    { at: 0n, cost: 1, allowed: true, remaining: 3n, reset: 4n * h },
-    { at: 0n, cost: 1, allowed: true, remaining: 2n, reset: 6n * h },
-    { at: 0n, cost: 1, allowed: true, remaining: 1n, reset: 8n * h },
-    { at: 0n, cost: 1, allowed: true, remaining: 0n, reset: 10n * h },
-    { at: 0n, cost: 1, allowed: false, remaining: 0n, retry: 2n * h, reset: 10n * h }, // 7200 s
-    { at: 0n, cost: 0, allowed: false, remaining: 0n, retry: 2n * h, reset: 10n * h }, // peek
-    { at: 0n, cost: 6, allowed: false, remaining: 0n, retry: never, reset: 10n * h }, // over capacity
-    { at: 2n * h - 1n, cost: 1, allowed: false, remaining: 0n, retry: 1n, reset: 10n * h - 2n * h + 1n },
-    { at: 2n * h, cost: 1, allowed: true, remaining: 0n, reset: 10n * h }, // refilled one token
-    { at: 2n * h, cost: 2, allowed: false, remaining: 0n, retry: 4n * h, reset: 10n * h },
-    { at: 1n * h, cost: 1, allowed: false, remaining: 0n, retry: 3n * h, reset: 11n * h }, // clock went back: nothing granted
-    { at: 8n * h, cost: 0, allowed: true, remaining: 3n, reset: 4n * h }, // peek consumes nothing
-    { at: 8n * h, cost: 3, allowed: true, remaining: 0n, reset: 10n * h },
-    { at: 40n * h, cost: 5, allowed: true, remaining: 0n, reset: 10n * h }, // full after a long idle
-  ]);
+// The Go tests' timeline tables, read from the one file both run.
+const tables = JSON.parse(
+  readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../limit/testdata/timelines.json'), 'utf8'),
+);
+
+test('the Go timeline tables are all here', () => {
+  assert.equal(tables.timelines.length, 6);
+  assert.equal(tables.timelines.reduce((n, tl) => n + tl.rows.length, 0), 57);
 });
 
-test('Go TestTokenBucketBurst: 10 per second, bucket of 20', () => {
-  timeline({ name: 'tb', algorithm: 'token_bucket', limit: 10, period: s, burst: 20 }, [
-    { at: 0n, cost: 20, allowed: true, remaining: 0n, reset: 2n * s },
-    { at: 0n, cost: 1, allowed: false, remaining: 0n, retry: 100n * ms, reset: 2n * s },
-    { at: 100n * ms, cost: 1, allowed: true, remaining: 0n, reset: 2n * s },
-    { at: 1100n * ms, cost: 10, allowed: true, remaining: 0n, reset: 2n * s },
-    { at: 1100n * ms, cost: 21, allowed: false, remaining: 0n, retry: never, reset: 2n * s },
-  ]);
-});
-
-test('Go TestLeakyBucketShaping: 10 per second, queue of 3', () => {
-  // Requests leave every 100ms.
-  timeline({ name: 'lb', algorithm: 'leaky_bucket', limit: 10, period: s, burst: 3 }, [
-    { at: 0n, cost: 1, allowed: true, remaining: 2n, reset: 100n * ms, delay: 0n },
-    { at: 0n, cost: 1, allowed: true, remaining: 1n, reset: 200n * ms, delay: 100n * ms },
-    { at: 0n, cost: 1, allowed: true, remaining: 0n, reset: 300n * ms, delay: 200n * ms },
-    { at: 0n, cost: 1, allowed: false, remaining: 0n, retry: 100n * ms, reset: 300n * ms },
-    { at: 100n * ms, cost: 1, allowed: true, remaining: 0n, reset: 300n * ms, delay: 200n * ms },
-    { at: 150n * ms, cost: 0, allowed: false, remaining: 0n, retry: 50n * ms, reset: 250n * ms },
-    { at: 400n * ms, cost: 2, allowed: true, remaining: 1n, reset: 200n * ms, delay: 0n },
-    { at: 400n * ms, cost: 4, allowed: false, remaining: 1n, retry: never, reset: 200n * ms },
-  ]);
-});
-
-test('Go TestFixedWindowTimeline: 3 per minute, windows on the minute', () => {
-  timeline({ name: 'fw', algorithm: 'fixed_window', limit: 3, period: m }, [
-    { at: 10n * s, cost: 1, allowed: true, remaining: 2n, reset: 50n * s },
-    { at: 10n * s, cost: 2, allowed: true, remaining: 0n, reset: 50n * s },
-    { at: 59n * s, cost: 1, allowed: false, remaining: 0n, retry: 1n * s, reset: 1n * s },
-    { at: 59n * s, cost: 4, allowed: false, remaining: 0n, retry: never, reset: 1n * s },
-    { at: 60n * s, cost: 0, allowed: true, remaining: 3n, reset: 0n }, // a new window
-    { at: 60n * s, cost: 1, allowed: true, remaining: 2n, reset: 60n * s },
-    { at: 59n * s, cost: 2, allowed: true, remaining: 0n, reset: 61n * s }, // clock went back: the later window still counts
-    { at: 61n * s, cost: 1, allowed: false, remaining: 0n, retry: 59n * s, reset: 59n * s },
-    { at: 180n * s, cost: 3, allowed: true, remaining: 0n, reset: 60n * s },
-  ]);
-});
-
-test('Go TestSlidingWindowCounterTimeline: 10 per minute', () => {
-  // The estimate is floor(prev*(60s-elapsed)/60s) + curr.
-  timeline({ name: 'swc', algorithm: 'sliding_window_counter', limit: 10, period: m }, [
-    { at: 10n * s, cost: 6, allowed: true, remaining: 4n, reset: 110n * s },
-    { at: 30n * s, cost: 4, allowed: true, remaining: 0n, reset: 90n * s },
-    // curr+1 > limit: passes only in the next window, once the weight of 10
-    // drops below 10, i.e. 1ns into it.
-    { at: 40n * s, cost: 1, allowed: false, remaining: 0n, retry: 20n * s + 1n, reset: 80n * s },
-    { at: 40n * s, cost: 11, allowed: false, remaining: 0n, retry: never, reset: 80n * s },
-    // 15s into the next window: floor(10*45/60) = floor(7.5) = 7 used.
-    { at: 75n * s, cost: 3, allowed: true, remaining: 0n, reset: 105n * s },
-    // 2 more need floor(10*(60s-e)/60s) <= 5, i.e. e > 24s.
-    { at: 75n * s, cost: 2, allowed: false, remaining: 0n, retry: 9n * s + 1n, reset: 105n * s },
-    { at: 84n * s + 1n, cost: 2, allowed: true, remaining: 0n, reset: 96n * s - 1n },
-    // clock back: nothing granted; curr is 5, so the weight must fall to 4
-    { at: 80n * s, cost: 0, allowed: false, remaining: 0n, retry: 10n * s + 1n, reset: 100n * s },
-    { at: 300n * s, cost: 10, allowed: true, remaining: 0n, reset: 120n * s },
-  ]);
-});
-
-test('Go TestSlidingWindowLogTimeline: 3 per 10s, exact', () => {
-  timeline({ name: 'swl', algorithm: 'sliding_window_log', limit: 3, period: 10n * s }, [
-    { at: 0n, cost: 1, allowed: true, remaining: 2n, reset: 10n * s },
-    { at: 2n * s, cost: 1, allowed: true, remaining: 1n, reset: 10n * s },
-    { at: 4n * s, cost: 1, allowed: true, remaining: 0n, reset: 10n * s },
-    { at: 5n * s, cost: 1, allowed: false, remaining: 0n, retry: 5n * s, reset: 9n * s },
-    { at: 5n * s, cost: 4, allowed: false, remaining: 0n, retry: never, reset: 9n * s },
-    { at: 10n * s, cost: 1, allowed: true, remaining: 0n, reset: 10n * s }, // the t0 entry left
-    { at: 12n * s, cost: 2, allowed: false, remaining: 1n, retry: 2n * s, reset: 8n * s },
-    { at: 14n * s, cost: 2, allowed: true, remaining: 0n, reset: 10n * s },
-    { at: 13n * s, cost: 1, allowed: false, remaining: 0n, retry: 7n * s, reset: 11n * s }, // clock back
-    { at: 13n * s, cost: 0, allowed: false, remaining: 0n, retry: 7n * s, reset: 11n * s },
-    { at: 24n * s, cost: 3, allowed: true, remaining: 0n, reset: 10n * s },
-  ]);
-});
+for (const tl of tables.timelines) {
+  test(`Go TestTimelines/${tl.name}: ${tl.about}`, () => {
+    const { name, algorithm, limit, period, burst } = tl.rule;
+    timeline({ name, algorithm, limit, period: span(period), ...(burst ? { burst } : {}) }, tl.rows);
+  });
+}
 
 test('Go TestNormalize', () => {
   const tb = normalizeRule({ name: 'a', algorithm: 'token_bucket', limit: 100, period: m });
