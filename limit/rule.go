@@ -21,6 +21,41 @@
 //     denied with RetryAfter == RetryNever.
 //   - A clock that goes backwards never grants extra capacity: state written
 //     at a later instant is kept, and counted, until time catches up.
+//
+// # Changing a rule
+//
+// This is the one statement of what a changed rule (a reload, an override)
+// does to a subject that already consumed; the docs and the JavaScript port
+// link here. State is kept per subject and rule Name, and the rule travels
+// with every Step, so a change applies on each subject's next check, with
+// no migration:
+//
+//   - TokenBucket, LeakyBucket: a changed Limit, Period or Burst is in force
+//     at once, and the units already consumed carry over. The state records
+//     the emission interval it was written under; when the rule's differs,
+//     Step rescales the outstanding debt (TAT minus the later of now and
+//     the state's last write, P) from the old interval to the new one, in
+//     float64 in the order the Redis script repeats bit for bit, capped at
+//     MaxDebt. A subject that used 2 of 2 per hour and is raised to 4 has 2
+//     left at once; one that used 5 of 10 per hour and is lowered to 5 per
+//     hour is empty and refills one unit per 12 minutes (the time before
+//     its next check refilled at the old rate); one that used 10 of 10 per
+//     second and is cut to 1 per second waits 10s. Because the debt is
+//     measured from P, a clock that stepped back cannot shrink it. The
+//     rescaled state is saved whatever the decision (a denial, a peek), so
+//     the subject refills at the new rate from then on. A raised Burst is
+//     capacity at once: the debt, not a token count, is what is kept.
+//   - FixedWindow, SlidingWindowCounter: the counts of the current (and
+//     previous) window carry over and are compared with the new Limit. A
+//     changed Period re-aligns the windows to multiples of the new one: the
+//     count carries over when the new current window holds the old one's
+//     start, and starts from zero otherwise.
+//   - SlidingWindowLog: the log of admitted requests carries over and is
+//     compared with the new Limit over the new Period.
+//   - A changed Algorithm starts fresh state for that rule (a state records
+//     the algorithm that wrote it); a renamed or added rule is a new name
+//     with fresh state, and a removed name's state is no longer read and
+//     expires.
 package limit
 
 import (

@@ -122,16 +122,9 @@ func (r *Rule) stepInPlace(s *State, now, cost int64, d *Decision) bool {
 // The bucket holds (tau - (TAT-now)) / I whole tokens. LeakyBucket admits the
 // same requests and reports as Delay the time its queue takes to drain to it.
 //
-// When the rule's rate changed since the state was written (a reload or an
-// override), the outstanding debt TAT-now is rescaled from the old interval to
-// the new one, so the units already consumed carry over: a user who used 10 of
-// 10 and is raised to 20 has 10 left at once; one lowered from 10 to 1 per
-// second waits for 10 units at the new rate. The rescale is taken in float64
-// in this exact order, which the Redis script repeats bit for bit, and capped
-// at MaxDebt. The debt is measured from the latest instant the state has seen
-// (P), not from now, so a clock that stepped back cannot shrink the span it
-// went back by. The rescaled state is written back whatever the decision
-// (rescaled reports it), so the subject refills at the new rate from then on.
+// When the rule's interval differs from the state's (N), the debt is
+// rescaled first, as "Changing a rule" in the package doc states; rescaled
+// reports it, so that the state is written back whatever the decision.
 func (r *Rule) gcra(s *State, now, cost int64, d *Decision) bool {
 	iv := r.interval()
 	tau := r.Burst * iv

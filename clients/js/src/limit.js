@@ -391,21 +391,12 @@ const MAX_DEBT_FLOAT = Number(MAX_DEBT);
  * `delay` the time its queue takes to drain down to the new request, so
  * callers that wait `delay` leave at a steady rate of one unit per I.
  *
- * When the rate changed since the state was written (a reload or an
- * override), the outstanding debt TAT - base is rescaled from the old
- * interval to the new one, so consumed units carry over: a user who used 10 of 10 and
- * is raised to 20 has 10 left at once; one lowered from 10 to 1 per second
- * waits for 10 units at the new rate. The rescale is computed in float64 in
- * this exact order, as in Go and the Redis script, and capped at MAX_DEBT, so
- * that no rate cut, however drastic, means a wait longer than 62 days. The
- * debt is measured from base = max(now, s.p), where s.p is the latest
- * instant the state was written at, not from now: a clock that stepped back
- * cannot shrink the span it went back by (used 10 at 1/s, TAT 10s ahead; asked again 5s earlier at
- * 10/s, the debt is 10s * 0.1 from the write, not 15s * 0.1 from the earlier
- * now, which would already have refilled the bucket by the time of the
- * write). The rescaled state is written back whatever the decision
- * (`rescaled` reports it), so the subject refills at the new rate from then
- * on; a consuming write records max(s.p, now) as its latest instant.
+ * When the rule's interval differs from the state's (`s.n`), the debt is
+ * rescaled first, exactly as "Changing a rule" in the Go package doc
+ * (limit/rule.go) states: from base = max(now, s.p), in float64 in the same
+ * order, capped at MAX_DEBT. `rescaled` reports it so that the state is
+ * saved whatever the decision; a consuming write records max(s.p, now) as
+ * its latest instant.
  *
  * @returns {{decision: Decision, rescaled: boolean}}
  */
