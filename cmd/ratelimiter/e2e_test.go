@@ -76,6 +76,9 @@ func TestMain(m *testing.M) {
 
 func buildBinary(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary: the quick lane (go test -short) leaves it to the full lane, ./scripts/test.sh")
+	}
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("building the binary needs the go command on PATH: %v", err)
@@ -237,9 +240,6 @@ func (s *server) log() string {
 }
 
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "tight.yaml")
@@ -354,9 +354,6 @@ func TestEndToEnd(t *testing.T) {
 // TestServeDefaultsToExample starts serve without --config: the embedded
 // example's orders namespace answers.
 func TestServeDefaultsToExample(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
 	bin := buildBinary(t)
 	srv := startServer(t, bin)
 	r := runBin(t, bin, "check", "--server", "http://"+srv.addr, "--namespace", "orders", "--subject", "user-42")

@@ -29,9 +29,6 @@ import (
 // reaches the upstream; a request without the subject header is 400; an
 // upstream that is gone is 502; SIGTERM stops it all gracefully.
 func TestReverseProxy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
 	var hits atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -118,9 +115,6 @@ func TestTransportAndTrackerFlags(t *testing.T) {
 // then OVER_LIMIT with retry-after; the gRPC health service says SERVING;
 // SIGTERM stops it gracefully.
 func TestRateLimitServiceGRPC(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
 	srv := startTight(t, "--rls-listen", "127.0.0.1:0")
 	addr, _ := srv.waitLog(t, "rls listening", 20*time.Second)["addr"].(string)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -167,9 +161,6 @@ func TestRateLimitServiceGRPC(t *testing.T) {
 // The most denied subjects, from the binary: denials through the API are
 // counted and listed by GET /v1/admin/top/{namespace}, behind the token.
 func TestTopDeniedSubjects(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
 	srv := startTight(t, "--admin-token-file", writeToken(t))
 	client := &http.Client{Timeout: 10 * time.Second}
 	for subject, n := range map[string]int{"abuser": 5, "other": 3, "quiet": 1} { // 2 per hour each

@@ -43,7 +43,10 @@
 //     the test log during cleanup.
 //   - Missing binaries fail, never skip: when redis-server (or, for
 //     clusters, redis-cli) is not on PATH, the test fails with a message
-//     telling to run scripts/install-redis.sh.
+//     telling to run scripts/install-redis.sh. The one exception is the
+//     quick lane, go test -short, which skips every test that starts Redis
+//     (saying so, ShortSkip) and leaves them to the full lane,
+//     scripts/test.sh, which never passes -short.
 //
 // The [Server.Do] helper speaks just enough RESP2 to set up and inspect
 // servers (CONFIG SET, INFO, SET/GET, CLUSTER INFO, SENTINEL ...) without a

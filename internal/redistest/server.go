@@ -36,7 +36,8 @@ const (
 
 // Binary returns the path of the redis-server executable on PATH. When there
 // is none it fails the test (t.Fatalf, never t.Skip) and tells how to
-// install it.
+// install it. Under -short (the quick lane) it skips the test instead,
+// whether or not Redis is installed: see ShortSkip.
 func Binary(t testing.TB) string {
 	t.Helper()
 	return lookBinary(t, "redis-server")
@@ -49,8 +50,15 @@ func CLIBinary(t testing.TB) string {
 	return lookBinary(t, "redis-cli")
 }
 
+// ShortSkip is why a test that starts Redis skips under -short: the quick
+// lane of a contributor leaves real processes to the full lane.
+const ShortSkip = "starts redis-server: the quick lane (go test -short) leaves it to the full lane, ./scripts/test.sh"
+
 func lookBinary(t testing.TB, name string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip(ShortSkip)
+	}
 	path, err := exec.LookPath(name)
 	if err != nil {
 		t.Fatalf("redistest: %s not found on PATH (%v); tests need a real Redis: %s", name, err, InstallHint)
