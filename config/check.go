@@ -485,11 +485,14 @@ func (c *checker) patch(e field, path string) (policy.Patch, bool) {
 	p, err := policy.NewPatch(pf)
 	if err != nil {
 		var fe *policy.FieldError
-		line, epath := e.key.Line, path
-		if errors.As(err, &fe) && len(fe.Path) == 1 {
-			line, epath = f[fe.Path[0]].val.Line, join(path, fe.Path[0])
+		line, epath, msg := e.key.Line, path, err
+		if errors.As(err, &fe) {
+			msg = fe.Err
+			if len(fe.Path) == 1 && f[fe.Path[0]].val != nil {
+				line, epath = f[fe.Path[0]].val.Line, join(path, fe.Path[0])
+			}
 		}
-		c.errorf(line, epath, "%s", fe.Err)
+		c.errorf(line, epath, "%s", msg)
 		return policy.Patch{}, false
 	}
 	return p, true
