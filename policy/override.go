@@ -64,11 +64,8 @@ func NewPatch(f PatchFields) (Patch, error) {
 		}
 		p.Algorithm = a
 	}
-	if f.Limit != nil {
-		if *f.Limit < 1 {
-			return p, fieldErr(errors.New(limit.OutOfRange(*f.Limit)), "limit")
-		}
-		p.Limit = *f.Limit
+	if err := count(f.Limit, "limit", &p.Limit); err != nil {
+		return p, err
 	}
 	if f.Period != nil {
 		d, err := ParsePeriod(*f.Period)
@@ -80,13 +77,23 @@ func NewPatch(f PatchFields) (Patch, error) {
 		}
 		p.Period = d
 	}
-	if f.Burst != nil {
-		if *f.Burst < 1 {
-			return p, fieldErr(errors.New(limit.OutOfRange(*f.Burst)), "burst")
-		}
-		p.Burst = *f.Burst
+	if err := count(f.Burst, "burst", &p.Burst); err != nil {
+		return p, err
 	}
 	return p, nil
+}
+
+// count sets *dst to a limit or a burst as written, if given: above 0, as
+// 0 would mean "keep".
+func count(v *int64, field string, dst *int64) error {
+	if v == nil {
+		return nil
+	}
+	if *v < 1 {
+		return fieldErr(errors.New(limit.OutOfRange(*v)), field)
+	}
+	*dst = *v
+	return nil
 }
 
 // Fields returns p as written: its zero fields absent.

@@ -113,11 +113,10 @@ func checkFreshBy(addr, ns, subject string) (int, string, error) {
 	return resp.StatusCode, resp.Header.Get("RateLimit-Decided-By"), nil
 }
 
-// decidedBy sums ratelimiter_decided_by_total over the instances, by
-// decided_by label.
-func decidedBy(t *testing.T, addrs []string) map[string]float64 {
+// scrape calls each for every sample of the metric family name on every
+// instance: the value of the label named, and the sample's value.
+func scrape(t *testing.T, addrs []string, name, label string, each func(addr, value string, v float64)) {
 	t.Helper()
-	out := map[string]float64{}
 	for _, a := range addrs {
 		resp, err := http.Get("http://" + a + "/metrics")
 		if err != nil {
@@ -126,19 +125,27 @@ func decidedBy(t *testing.T, addrs []string) map[string]float64 {
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {
 			line := sc.Text()
-			if !strings.HasPrefix(line, "ratelimiter_decided_by_total{") {
+			if !strings.HasPrefix(line, name+"{") {
 				continue
 			}
-			_, rest, _ := strings.Cut(line, `decided_by="`)
-			by, _, _ := strings.Cut(rest, `"`)
+			_, rest, _ := strings.Cut(line, label+`="`)
+			lv, _, _ := strings.Cut(rest, `"`)
 			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
 			if err != nil {
 				t.Fatalf("metric line %q: %v", line, err)
 			}
-			out[by] += v
+			each(a, lv, v)
 		}
 		resp.Body.Close()
 	}
+}
+
+// decidedBy sums ratelimiter_decided_by_total over the instances, by
+// decided_by label.
+func decidedBy(t *testing.T, addrs []string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	scrape(t, addrs, "ratelimiter_decided_by_total", "decided_by", func(_, by string, v float64) { out[by] += v })
 	return out
 }
 
@@ -150,27 +157,12 @@ func checkDurations(t *testing.T, addrs []string) (p99, max string) {
 	t.Helper()
 	counts := map[string]float64{}
 	var les []string
-	for _, a := range addrs {
-		resp, err := http.Get("http://" + a + "/metrics")
-		if err != nil {
-			t.Fatal(err)
+	scrape(t, addrs, "ratelimiter_check_duration_seconds_bucket", "le", func(a, le string, v float64) {
+		if _, ok := counts[le]; !ok && a == addrs[0] {
+			les = append(les, le)
 		}
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			line := sc.Text()
-			if !strings.HasPrefix(line, "ratelimiter_check_duration_seconds_bucket{") {
-				continue
-			}
-			_, rest, _ := strings.Cut(line, `le="`)
-			le, _, _ := strings.Cut(rest, `"`)
-			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			if _, ok := counts[le]; !ok && a == addrs[0] {
-				les = append(les, le)
-			}
-			counts[le] += v
-		}
-		resp.Body.Close()
-	}
+		counts[le] += v
+	})
 	total := counts["+Inf"]
 	for _, le := range les {
 		if p99 == "" && counts[le] >= 0.99*total {
