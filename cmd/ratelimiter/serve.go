@@ -203,33 +203,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 
 	srvs := &servers{log: log}
 	defer srvs.close() // on an error return; after a graceful shutdown, a no-op
-	if lv.admin != nil && f.live.adminListen != "" {
-		if err := srvs.add("admin", f.live.adminListen, f.http.browserServer(lv.admin, log)); err != nil {
-			return fmt.Errorf("--admin-listen: %w", err)
-		}
-	}
-	if px, attrs, err := newProxy(f.proxy, svc, log); err != nil {
-		return err
-	} else if px != nil {
-		if err := srvs.add("proxy", f.proxy.listen, f.http.server(px, log), attrs...); err != nil {
-			return fmt.Errorf("--proxy-listen: %w", err)
-		}
-	}
-	if f.rlsListen != "" {
-		if err := srvs.add("rls", f.rlsListen, func(net.Listener) (netServer, error) { return newRLS(svc), nil }); err != nil {
-			return fmt.Errorf("--rls-listen: %w", err)
-		}
-	}
-	// The API comes last: its "listening" line tells a caller that every
-	// listener is up.
-	var mainAdmin http.Handler
-	if f.live.adminListen == "" {
-		mainAdmin = lv.admin
-	}
-	api := httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: mainAdmin, Auth: lv.auth})
-	if err := srvs.add("", f.listen, f.http.browserServer(api, log),
+	if err := addListeners(srvs, f, svc, lv, reg, log,
 		"config", source, "version", snap.Version(), "namespaces", strings.Join(snap.Names(), ","), "store", f.store); err != nil {
-		return fmt.Errorf("--listen: %w", err)
+		return err
 	}
 	srvs.start()
 
@@ -254,5 +230,38 @@ wait:
 		return err
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// addListeners binds every listener of serve on srvs: the admin API on its
+// own address, the reverse proxy, Envoy's RLS, and the API, last, whose
+// "listening" line (with apiAttrs) tells a caller that every listener is
+// up. The caller closes srvs on an error.
+func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, reg *prometheus.Registry, log *slog.Logger, apiAttrs ...any) error {
+	if lv.admin != nil && f.live.adminListen != "" {
+		if err := srvs.add("admin", f.live.adminListen, f.http.browserServer(lv.admin, log)); err != nil {
+			return fmt.Errorf("--admin-listen: %w", err)
+		}
+	}
+	if px, attrs, err := newProxy(f.proxy, svc, log); err != nil {
+		return err
+	} else if px != nil {
+		if err := srvs.add("proxy", f.proxy.listen, f.http.server(px, log), attrs...); err != nil {
+			return fmt.Errorf("--proxy-listen: %w", err)
+		}
+	}
+	if f.rlsListen != "" {
+		if err := srvs.add("rls", f.rlsListen, func(net.Listener) (netServer, error) { return newRLS(svc), nil }); err != nil {
+			return fmt.Errorf("--rls-listen: %w", err)
+		}
+	}
+	var mainAdmin http.Handler
+	if f.live.adminListen == "" {
+		mainAdmin = lv.admin
+	}
+	api := httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: mainAdmin, Auth: lv.auth})
+	if err := srvs.add("", f.listen, f.http.browserServer(api, log), apiAttrs...); err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
 	return nil
 }
