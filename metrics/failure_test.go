@@ -23,6 +23,9 @@ type down struct{}
 func (down) Apply(context.Context, store.Request) (limit.Verdict, error) {
 	return limit.Verdict{}, store.ErrUnavailable
 }
+func (down) ApplyAll(context.Context, []store.Request, []limit.Verdict) (bool, error) {
+	return false, store.ErrUnavailable
+}
 func (down) Close() error { return nil }
 
 // The deciding path is counted per namespace and outcome, and the breaker's

@@ -25,15 +25,30 @@ type gated struct {
 }
 
 func (g *gated) Apply(ctx context.Context, req store.Request) (limit.Verdict, error) {
-	if g.block(req.Key) {
-		g.entered <- req.Key
+	if err := g.wait(ctx, req.Key); err != nil {
+		return limit.Verdict{}, err
+	}
+	return g.st.Apply(ctx, req)
+}
+
+func (g *gated) ApplyAll(ctx context.Context, reqs []store.Request, out []limit.Verdict) (bool, error) {
+	if err := g.wait(ctx, reqs[0].Key); err != nil {
+		return false, err
+	}
+	return g.st.ApplyAll(ctx, reqs, out)
+}
+
+// wait blocks a call of key until released, if key is gated.
+func (g *gated) wait(ctx context.Context, key string) error {
+	if g.block(key) {
+		g.entered <- key
 		select {
 		case <-g.release:
 		case <-ctx.Done():
-			return limit.Verdict{}, fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
+			return fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
 		}
 	}
-	return g.st.Apply(ctx, req)
+	return nil
 }
 
 func (g *gated) Close() error { return nil }

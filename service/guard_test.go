@@ -46,9 +46,24 @@ const (
 )
 
 func (f *flaky) Apply(ctx context.Context, req store.Request) (limit.Verdict, error) {
+	if err := f.call(ctx, req.Key); err != nil {
+		return limit.Verdict{}, err
+	}
+	return f.st.Apply(ctx, req)
+}
+
+func (f *flaky) ApplyAll(ctx context.Context, reqs []store.Request, out []limit.Verdict) (bool, error) {
+	if err := f.call(ctx, reqs[0].Key); err != nil {
+		return false, err
+	}
+	return f.st.ApplyAll(ctx, reqs, out)
+}
+
+// call records a call of key and fails it as the mode says.
+func (f *flaky) call(ctx context.Context, key string) error {
 	f.calls.Add(1)
 	f.mu.Lock()
-	f.seen = append(f.seen, req.Key)
+	f.seen = append(f.seen, key)
 	f.mu.Unlock()
 	if f.entered != nil {
 		select {
@@ -63,12 +78,12 @@ func (f *flaky) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 	}
 	switch f.mode.Load() {
 	case modeFail:
-		return limit.Verdict{}, fmt.Errorf("%w: connection refused", store.ErrUnavailable)
+		return fmt.Errorf("%w: connection refused", store.ErrUnavailable)
 	case modeHang:
 		<-ctx.Done()
-		return limit.Verdict{}, fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, ctx.Err())
 	}
-	return f.st.Apply(ctx, req)
+	return nil
 }
 
 func (f *flaky) Close() error { return nil }
@@ -384,6 +399,17 @@ type storeFunc func(context.Context, store.Request) (limit.Verdict, error)
 
 func (f storeFunc) Apply(ctx context.Context, req store.Request) (limit.Verdict, error) {
 	return f(ctx, req)
+}
+func (f storeFunc) ApplyAll(ctx context.Context, reqs []store.Request, out []limit.Verdict) (bool, error) {
+	allowed := true
+	for i := range reqs { // not atomic: these tests send one part
+		v, err := f(ctx, reqs[i])
+		if err != nil {
+			return false, err
+		}
+		out[i], allowed = v, allowed && v.Allowed
+	}
+	return allowed, nil
 }
 func (storeFunc) Close() error { return nil }
 

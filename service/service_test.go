@@ -161,6 +161,9 @@ type failing struct{}
 func (failing) Apply(context.Context, store.Request) (limit.Verdict, error) {
 	return limit.Verdict{}, fmt.Errorf("%w: dial tcp 127.0.0.1:6379: connection refused", store.ErrUnavailable)
 }
+func (failing) ApplyAll(context.Context, []store.Request, []limit.Verdict) (bool, error) {
+	return false, fmt.Errorf("%w: dial tcp 127.0.0.1:6379: connection refused", store.ErrUnavailable)
+}
 func (failing) Close() error { return nil }
 
 func TestCheckStoreErrors(t *testing.T) {

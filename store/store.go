@@ -56,12 +56,62 @@ func (r *Request) Validate() error {
 	return nil
 }
 
+// MaxParts bounds the requests of one ApplyAll: the descriptors of one
+// check.
+const MaxParts = 64
+
+// ValidateAll checks the preconditions of ApplyAll: 1 to MaxParts valid
+// requests with distinct keys, and an out of the same length.
+func ValidateAll(reqs []Request, out []limit.Verdict) error {
+	if len(reqs) == 0 || len(reqs) > MaxParts {
+		return fmt.Errorf("%w: %d parts, want 1 to %d", ErrInvalidRequest, len(reqs), MaxParts)
+	}
+	if len(out) != len(reqs) {
+		return fmt.Errorf("%w: %d verdicts for %d parts", ErrInvalidRequest, len(out), len(reqs))
+	}
+	for i := range reqs {
+		if err := reqs[i].Validate(); err != nil {
+			return fmt.Errorf("part %d: %w", i, err)
+		}
+		for j := range i {
+			if reqs[j].Key == reqs[i].Key {
+				return fmt.Errorf("%w: key %q in parts %d and %d (one part, the costs summed)", ErrInvalidRequest, reqs[i].Key, j, i)
+			}
+		}
+	}
+	return nil
+}
+
 // Store keeps limiter state. Implementations are safe for concurrent use.
 type Store interface {
 	// Apply checks req against req.Rules for req.Key and, when every rule
 	// admits it, consumes req.Cost from all of them, as one atomic step.
 	// Errors wrap ErrInvalidRequest, ErrUnavailable or ErrClosed.
 	Apply(ctx context.Context, req Request) (limit.Verdict, error)
+	// ApplyAll decides the parts of one check together (the descriptors of
+	// a request: per user, per IP, endpoint-wide), all-or-nothing across
+	// them with the semantics of limit.ApplyParts: the check is allowed only
+	// if every rule of every part admits its part's Cost, and only then is
+	// anything consumed. out[i] receives reqs[i]'s verdict (for a denied
+	// check, an admitting part reports a peek). reqs holds distinct keys
+	// (ValidateAll). A store that can apply every part in one atomic step
+	// does; one that cannot (parts in different Redis Cluster slots) says
+	// in its documentation how it gets all-or-nothing and what it costs.
+	// Errors as Apply's.
+	ApplyAll(ctx context.Context, reqs []Request, out []limit.Verdict) (allowed bool, err error)
 	// Close releases the store's resources. Apply after Close returns ErrClosed.
 	Close() error
+}
+
+// Partitioner is implemented by a store that cannot decide every ApplyAll
+// in one atomic step: a Redis Cluster, where one script touches one hash
+// slot. Partition returns the indices of keys grouped by what the store
+// decides atomically together, groups in order of first appearance. Parts
+// of one group are decided atomically; a request over several groups is
+// decided by reserve-then-refund: each group consumes if its parts admit,
+// and if one denies, the others' consumption is refunded
+// (limit.Rule.Refund). A store that does not implement Partitioner decides
+// every ApplyAll atomically.
+type Partitioner interface {
+	Partition(keys []string) [][]int
 }

@@ -57,6 +57,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -243,6 +244,107 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 		}
 	}
 	return s.applySlow(sh, h, tag, req, now), nil
+}
+
+// ApplyAll implements store.Store: every part in one atomic step. It takes
+// the mutexes of the parts' shards in shard order (so that two ApplyAll
+// calls never wait for each other in a cycle), then the slot lock of each
+// part the store holds (whose other holders are single checks, which wait
+// for nothing while they hold one), decides with limit.ApplyParts and
+// writes back. It releases the slots before it inserts the parts that were
+// absent and consumed, and the mutexes after: a check of an absent part
+// needs its shard's mutex, so nobody sees the check half done.
+func (s *Store) ApplyAll(ctx context.Context, reqs []store.Request, out []limit.Verdict) (bool, error) {
+	if s.closed.Load() {
+		return false, store.ErrClosed
+	}
+	if err := store.ValidateAll(reqs, out); err != nil {
+		return false, err
+	}
+	if len(reqs) == 1 {
+		v, err := s.Apply(ctx, reqs[0])
+		out[0] = v
+		return v.Allowed, err
+	}
+	type held struct {
+		h      uint64
+		tag    uint32
+		sh     int
+		t      *table
+		i      int // slot, -1 when the key is absent
+		e      *entry
+		other  bool // slot i holds another key of the same first hash
+		buf    [1]limit.State
+		states []limit.State
+	}
+	hs := make([]held, len(reqs))
+	var order []int
+	for k := range reqs {
+		h, tag, _ := s.locate(reqs[k].Key)
+		si := int((h >> 32) & s.mask)
+		hs[k] = held{h: h, tag: tag, sh: si, i: -1}
+		if !slices.Contains(order, si) {
+			order = append(order, si)
+		}
+	}
+	slices.Sort(order)
+	for _, si := range order {
+		s.shards[si].mu.Lock()
+	}
+	defer func() {
+		for _, si := range slices.Backward(order) {
+			s.shards[si].mu.Unlock()
+		}
+	}()
+	now := s.clock.Now().UnixNano()
+	parts := make([]limit.Part, len(reqs))
+	for k := range reqs {
+		p, req := &hs[k], &reqs[k]
+		dup := false // the first hash of an earlier part (2^-63): its slot is ours already
+		for j := range k {
+			dup = dup || hs[j].h == p.h
+		}
+		if t := s.shards[p.sh].cur.Load(); t != nil && !dup {
+			if i := t.lookup(p.h); i >= 0 && t.acquire(i, p.h) {
+				p.t, p.i, p.e = t, i, &t.slots[i].entry
+			}
+		}
+		switch {
+		case p.i >= 0 && p.e.tag == p.tag:
+			if p.e.first != &req.Rules[0] || int(p.e.n) != len(req.Rules) {
+				*p.e = realign(*p.e, req.Rules)
+			}
+			p.states = p.e.load(&p.buf)
+		default: // absent, or a collision of the first hash: fresh
+			p.other = p.i >= 0
+			p.states = make([]limit.State, len(req.Rules))
+		}
+		parts[k] = limit.Part{Rules: req.Rules, States: p.states, Cost: req.Cost}
+	}
+	changed := make([]bool, len(reqs))
+	allowed := limit.ApplyParts(parts, now, out, changed)
+	for k := range hs {
+		p, req := &hs[k], &reqs[k]
+		if p.i < 0 {
+			continue
+		}
+		if changed[k] {
+			if p.other {
+				*p.e = newEntry(p.tag, req.Rules, p.states)
+			} else {
+				p.e.save(p.states)
+				p.e.expires = limit.ExpiresAt(req.Rules, p.states)
+			}
+		}
+		p.t.release(p.i, p.h)
+	}
+	for k := range hs {
+		if p := &hs[k]; p.i < 0 && changed[k] && !slices.ContainsFunc(hs[:k], func(o held) bool { return o.h == p.h }) {
+			fresh := newEntry(p.tag, reqs[k].Rules, p.states)
+			s.insert(&s.shards[p.sh], p.h, &fresh, now)
+		}
+	}
+	return allowed, nil
 }
 
 // locate returns key's slot word, its tag and its shard.

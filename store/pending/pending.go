@@ -52,6 +52,20 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 	return limit.Verdict{}, ErrNotConnected
 }
 
+// ApplyAll implements store.Store, as Apply.
+func (s *Store) ApplyAll(ctx context.Context, reqs []store.Request, out []limit.Verdict) (bool, error) {
+	if b := s.inner.Load(); b != nil {
+		return b.st.ApplyAll(ctx, reqs, out)
+	}
+	if s.closed.Load() {
+		return false, store.ErrClosed
+	}
+	if err := store.ValidateAll(reqs, out); err != nil {
+		return false, err
+	}
+	return false, ErrNotConnected
+}
+
 // Set hands over the real store; every later call goes to it. After Close
 // it closes st and returns store.ErrClosed; a second Set is an error.
 func (s *Store) Set(st store.Store) error {

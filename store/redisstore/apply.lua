@@ -10,16 +10,21 @@
 -- ARGV[4]:          "1" when a key may appear in more than one check, else "0".
 -- ARGV[5]:          T, the number of distinct rules; then T times:
 --                     algorithm, limit, period_ns, burst, interval_ns
--- Then, per check:    cost, R (number of rules), and R indices (1-based) into
---                     that rule table.
+-- Then, per check:    R (number of rules), and R pairs: an index (1-based)
+--                     into that rule table, and the cost charged to it.
 -- KEYS:             one key per rule, in order, for all checks.
 --
 -- Checks are processed in order, so repeated checks of one key (a hot subject
 -- coalesced by the caller) see each other's consumption exactly as if they had
--- arrived one by one. Each check is all-or-nothing over its rules.
+-- arrived one by one. Each check is all-or-nothing over its rules, which may
+-- belong to several subjects (the descriptors of one request, each its own
+-- key, each rule with its own cost: limit.ApplyParts).
 --
--- Returns a flat array, per check per rule: allowed (0/1), remaining,
--- reset_after_ns, retry_after_ns (-1: never), delay_ns.
+-- Returns a flat array: the instant used, as Unix seconds and nanoseconds;
+-- then per check per rule: allowed (0/1), remaining, reset_after_ns,
+-- retry_after_ns (-1: never), delay_ns, and mark_ns: where a consumption
+-- landed (limit.Rule.Mark), relative to the instant, for refund.lua (0
+-- when the rule consumed nothing).
 --
 -- Time: Lua numbers are doubles, exact only below 2^53 (~104 days in ns), so
 -- instants are stored as "seconds nanoseconds" and all arithmetic is done on
@@ -146,7 +151,7 @@ local function gcra(v, alg, burst, iv, cost)
   if tat < 0 then tat = 0 end
   local c = math.max(cost, 1)
   local new_tat = tat + c * iv
-  local d = {0, 0, 0, 0, 0}
+  local d = {0, 0, 0, 0, 0, 0}
   if c > burst then
     d[4] = -1
   elseif new_tat > tau then
@@ -158,6 +163,7 @@ local function gcra(v, alg, burst, iv, cost)
       tat = new_tat
       val = gcra_value(alg, tat, iv, math.max(seen, 0))
       ttl = ttl_ms(tat)
+      d[6] = tat
     end
   end
   d[2] = math.max(0, idiv(tau - tat, iv))
@@ -172,7 +178,7 @@ local function fixed_window(f, lim, p, cost)
     local s = rel(f[2], f[3])
     if s >= ws then ws, count = s, f[4] end
   end
-  local d = {0, 0, 0, 0, 0}
+  local d = {0, 0, 0, 0, 0, 0}
   local val, ttl
   local c = math.max(cost, 1)
   if c > lim then
@@ -185,6 +191,7 @@ local function fixed_window(f, lim, p, cost)
       count = count + cost
       val = string.format('%d %s %d', FW, stamp(ws), count)
       ttl = ttl_ms(ws + p)
+      d[6] = ws
     end
   end
   d[2] = math.max(0, lim - count)
@@ -211,7 +218,7 @@ local function sliding_counter(f, lim, p, cost)
   end
   local elapsed = math.max(0, -ws)
   local used = weigh(prev, p - elapsed, p) + curr
-  local d = {0, 0, 0, 0, 0}
+  local d = {0, 0, 0, 0, 0, 0}
   local val, ttl
   local c = math.max(cost, 1)
   if c > lim then
@@ -231,6 +238,7 @@ local function sliding_counter(f, lim, p, cost)
       used = used + cost
       val = string.format('%d %s %d %d', SWC, stamp(ws), curr, prev)
       ttl = ttl_ms(counter_reset(ws, p, curr, prev))
+      d[6] = ws
     end
   end
   d[2] = math.max(0, lim - used)
@@ -251,7 +259,7 @@ local function sliding_log(f, lim, p, cost)
   end
   local sum = 0
   for i = 1, #costs do sum = sum + costs[i] end
-  local d = {0, 0, 0, 0, 0}
+  local d = {0, 0, 0, 0, 0, 0}
   local val, ttl
   local c = math.max(cost, 1)
   if c > lim then
@@ -276,6 +284,7 @@ local function sliding_log(f, lim, p, cost)
       end
       val = table.concat(parts, ' ')
       ttl = ttl_ms(t + p)
+      d[6] = t
     end
   end
   d[2] = math.max(0, lim - sum)
@@ -320,7 +329,7 @@ local function step(key, alg, lim, p, burst, iv, cost)
   return sliding_log(f, lim, p, cost)
 end
 
-local out = {}
+local out = {now_s, now_ns}
 -- The rule table: each distinct rule once, as numbers.
 local rule = {}
 local a = 6 -- next ARGV index
@@ -328,40 +337,45 @@ for i = 1, tonumber(ARGV[5]) do
   rule[i] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])}
   a = a + 5
 end
+
+local function emit(d)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5], out[n + 6] = d[1], d[2], d[3], d[4], d[5], d[6]
+end
+
 local k = 1 -- next KEYS index
 for _ = 1, tonumber(ARGV[3]) do
-  local cost, nrules = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
+  local nrules = tonumber(ARGV[a])
+  a = a + 1
   if nrules == 1 then
     -- One rule (the common case), without the tables a set needs: allowed
     -- or denied, its only possible write is its own (a consumption or a
     -- rescale).
-    local r = rule[tonumber(ARGV[a])]
+    local r, cost = rule[tonumber(ARGV[a])], tonumber(ARGV[a + 1])
     local d, val, ttl = step(KEYS[k], r[1], r[2], r[3], r[4], r[5], cost)
     if val then write(KEYS[k], val, ttl) end
-    k, a = k + 1, a + 1
-    local n = #out
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = d[1], d[2], d[3], d[4], d[5]
+    k, a = k + 1, a + 2
+    emit(d)
   else
     local rules, decisions, writes = {}, {}, {}
     local allowed = true
     for j = 1, nrules do
       local t = rule[tonumber(ARGV[a])]
-      local r = {KEYS[k], t[1], t[2], t[3], t[4], t[5]}
+      local r = {KEYS[k], t[1], t[2], t[3], t[4], t[5], tonumber(ARGV[a + 1])}
       rules[j] = r
-      k, a = k + 1, a + 1
-      local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], cost)
+      k, a = k + 1, a + 2
+      local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], r[7])
       decisions[j] = d
       writes[j] = {val, ttl}
       if d[1] == 0 then allowed = false end
     end
-    if not allowed and cost > 0 then
+    if not allowed then
       -- Denied: nothing is consumed. The rules that would have admitted it
       -- report a peek, whose only possible write is a rescale; the denying
       -- rules' writes are rescales too.
       for j = 1, nrules do
-        if decisions[j][1] == 1 then
-          local r = rules[j]
+        local r = rules[j]
+        if decisions[j][1] == 1 and r[7] > 0 then
           local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], 0)
           decisions[j] = d
           writes[j] = {val, ttl}
@@ -371,14 +385,7 @@ for _ = 1, tonumber(ARGV[3]) do
     for j = 1, nrules do
       if writes[j][1] then write(rules[j][1], writes[j][1], writes[j][2]) end
     end
-    for j = 1, nrules do
-      local d = decisions[j]
-      out[#out + 1] = d[1]
-      out[#out + 1] = d[2]
-      out[#out + 1] = d[3]
-      out[#out + 1] = d[4]
-      out[#out + 1] = d[5]
-    end
+    for j = 1, nrules do emit(decisions[j]) end
   end
 end
 for _, key in ipairs(order) do

@@ -123,14 +123,27 @@ type Store struct {
 	wg       sync.WaitGroup
 }
 
-// call is one queued check.
+// call is one queued check: one part (Apply) or several (ApplyAll),
+// decided all-or-nothing in one script call.
 type call struct {
-	ctx  context.Context // the caller's: a call it gave up on is not sent
-	req  store.Request
-	keys []string
-	v    limit.Verdict
-	err  error
-	done chan struct{}
+	ctx   context.Context // the caller's: a call it gave up on is not sent
+	parts []store.Request
+	// batch is the store key a Cluster may send this call with others of
+	// (a hot subject's checks, coalesced); "" for a call of several parts,
+	// which goes alone.
+	batch string
+	keys  []string        // one per rule of every part, in order
+	out   []limit.Verdict // one per part
+	// at is the instant the script decided at (seconds, nanoseconds), and
+	// marks, when not nil, receive per rule where a consumption landed
+	// (relative to at): what refund.lua needs.
+	at    [2]int64
+	marks []int64
+	err   error
+	done  chan struct{}
+
+	one  [1]store.Request // parts of a single check, without an allocation
+	oneV [1]limit.Verdict
 }
 
 // New connects to Redis as opts describe.
@@ -236,21 +249,46 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 	if err := ctx.Err(); err != nil {
 		return limit.Verdict{}, fmt.Errorf("redisstore: %w: %w", store.ErrUnavailable, err)
 	}
-	c := &call{ctx: ctx, req: req, done: make(chan struct{})}
+	c := &call{ctx: ctx, batch: req.Key, done: make(chan struct{})}
+	c.one[0] = req
+	c.parts, c.out = c.one[:], c.oneV[:]
 	c.keys = make([]string, len(req.Rules))
 	for i, r := range req.Rules {
 		c.keys[i] = s.Key(req.Key, r.Name)
 	}
+	if err := s.await(ctx, c); err != nil {
+		return limit.Verdict{}, err
+	}
+	return c.out[0], nil
+}
+
+// await queues c and waits for its answer.
+func (s *Store) await(ctx context.Context, c *call) error {
 	s.enqueue(c)
 	select {
 	case <-c.done:
-		return c.v, c.err
+		return c.err
 	case <-ctx.Done():
 		// A call still queued is dropped (send skips it); one already sent
 		// may still reach Redis and consume: the caller gave up on the
 		// answer, not on the request.
-		return limit.Verdict{}, fmt.Errorf("redisstore: %w: %w", store.ErrUnavailable, ctx.Err())
+		return fmt.Errorf("redisstore: %w: %w", store.ErrUnavailable, ctx.Err())
 	}
+}
+
+// newCall returns the call of parts, which a script call decides
+// all-or-nothing: on a Cluster, parts of one hash slot.
+func (s *Store) newCall(ctx context.Context, parts []store.Request, out []limit.Verdict) *call {
+	c := &call{ctx: ctx, parts: parts, out: out, done: make(chan struct{})}
+	if len(parts) == 1 {
+		c.batch = parts[0].Key
+	}
+	for _, p := range parts {
+		for _, r := range p.Rules {
+			c.keys = append(c.keys, s.Key(p.Key, r.Name))
+		}
+	}
+	return c
 }
 
 // enqueue queues c. If fewer than MaxInFlight batches are in flight, the
@@ -373,10 +411,14 @@ func (s *Store) group(calls []*call) [][]*call {
 	}
 	byKey := make(map[string]int, len(calls))
 	for _, c := range calls {
-		i, ok := byKey[c.req.Key]
+		if c.batch == "" {
+			groups = append(groups, []*call{c})
+			continue
+		}
+		i, ok := byKey[c.batch]
 		if !ok || len(groups[i]) >= s.maxBatch {
 			i = len(groups)
-			byKey[c.req.Key] = i
+			byKey[c.batch] = i
 			groups = append(groups, nil)
 		}
 		groups[i] = append(groups[i], c)
@@ -400,20 +442,23 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 		seen = make(map[string]struct{}, len(g))
 	}
 	for _, c := range g {
-		if seen != nil && repeats == "0" {
-			if _, dup := seen[c.req.Key]; dup {
-				repeats = "1"
+		for _, p := range c.parts {
+			if seen != nil && repeats == "0" {
+				if _, dup := seen[p.Key]; dup {
+					repeats = "1"
+				}
+				seen[p.Key] = struct{}{}
 			}
-			seen[c.req.Key] = struct{}{}
+			nrefs += 2 * len(p.Rules)
+			for j := range p.Rules {
+				if r := &p.Rules[j]; index[r] == 0 {
+					table = append(table, r)
+					index[r] = len(table)
+				}
+			}
 		}
 		nkeys += len(c.keys)
-		nrefs += 2 + len(c.req.Rules)
-		for j := range c.req.Rules {
-			if r := &c.req.Rules[j]; index[r] == 0 {
-				table = append(table, r)
-				index[r] = len(table)
-			}
-		}
+		nrefs++
 	}
 	keys := make([]string, 0, nkeys)
 	args := make([]string, 0, 5+5*len(table)+nrefs)
@@ -424,9 +469,12 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 	}
 	for _, c := range g {
 		keys = append(keys, c.keys...)
-		args = append(args, strconv.FormatInt(c.req.Cost, 10), strconv.Itoa(len(c.req.Rules)))
-		for j := range c.req.Rules {
-			args = append(args, strconv.Itoa(index[&c.req.Rules[j]]))
+		args = append(args, strconv.Itoa(len(c.keys)))
+		for _, p := range c.parts {
+			cost := strconv.FormatInt(p.Cost, 10)
+			for j := range p.Rules {
+				args = append(args, strconv.Itoa(index[&p.Rules[j]]), cost)
+			}
 		}
 	}
 	b := s.client.B()
@@ -463,37 +511,53 @@ func (s *Store) args(r *limit.Rule) *[5]string {
 func (s *Store) complete(g []*call, res rueidis.RedisResult) {
 	vals, err := res.AsIntSlice()
 	if err == nil {
-		want := 0
+		want := 2
 		for _, c := range g {
-			want += 5 * len(c.req.Rules)
+			want += valuesPerRule * len(c.keys)
 		}
 		if len(vals) != want {
 			err = fmt.Errorf("script returned %d values, want %d", len(vals), want)
 		}
 	}
+	var at [2]int64
+	if err == nil {
+		at, vals = [2]int64{vals[0], vals[1]}, vals[2:]
+	}
 	for _, c := range g {
 		if err != nil {
-			c.err = fmt.Errorf("redisstore: check %q: %w: %w", c.req.Key, store.ErrUnavailable, err)
+			c.err = fmt.Errorf("redisstore: check %q: %w: %w", c.parts[0].Key, store.ErrUnavailable, err)
 			close(c.done)
 			continue
 		}
-		var ds [limit.MaxRules]limit.Decision
-		for j, r := range c.req.Rules {
-			v := vals[:5]
-			vals = vals[5:]
-			ds[j] = limit.Decision{
-				Allowed:    v[0] == 1,
-				Limit:      r.Limit,
-				Remaining:  v[1],
-				ResetAfter: time.Duration(v[2]),
-				RetryAfter: time.Duration(v[3]),
-				Delay:      time.Duration(v[4]),
+		c.at = at
+		k := 0
+		for i, p := range c.parts {
+			var ds [limit.MaxRules]limit.Decision
+			for j, r := range p.Rules {
+				v := vals[:valuesPerRule]
+				vals = vals[valuesPerRule:]
+				ds[j] = limit.Decision{
+					Allowed:    v[0] == 1,
+					Limit:      r.Limit,
+					Remaining:  v[1],
+					ResetAfter: time.Duration(v[2]),
+					RetryAfter: time.Duration(v[3]),
+					Delay:      time.Duration(v[4]),
+				}
+				if c.marks != nil {
+					c.marks[k] = v[5]
+				}
+				k++
 			}
+			c.out[i] = limit.Combine(ds[:len(p.Rules)])
 		}
-		c.v = limit.Combine(ds[:len(c.req.Rules)])
 		close(c.done)
 	}
 }
+
+// valuesPerRule is what apply.lua returns per rule: allowed, remaining,
+// reset, retry, delay, mark.
+const valuesPerRule = 6
 
 // Close waits for in-flight calls and closes the client. Apply after Close
 // returns store.ErrClosed.

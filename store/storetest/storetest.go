@@ -47,6 +47,10 @@ func Run(t *testing.T, newStore Factory) {
 		{"KeysAreIndependent", testKeysIndependent},
 		{"RuleChanges", testRuleChanges},
 		{"InvalidRequests", testInvalid},
+		{"PartsMatchReference", testPartsMatchReference},
+		{"PartsConcurrent", testPartsConcurrent},
+		{"PartsLinearizable", testPartsLinearizable},
+		{"PartsInvalid", testPartsInvalid},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {
