@@ -40,7 +40,7 @@ func ApplyParts(parts []Part, now int64, out []Verdict, changed []bool) bool {
 		for j := range p.Rules {
 			next[k] = p.States[j]
 			ch[k] = p.Rules[j].stepInPlace(&next[k], now, p.Cost, &ds[k])
-			allowed = allowed && ds[k].Allowed
+			allowed = allowed && !ds[k].denies()
 			k++
 		}
 	}

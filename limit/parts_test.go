@@ -14,9 +14,11 @@ var algs = []Algorithm{TokenBucket, LeakyBucket, FixedWindow, SlidingWindowCount
 func TestApplyPartsOfOnePartIsApply(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		rules := []Rule{genRule(t, rapid.SampledFrom(algs).Draw(t, "a0"))}
+		rules[0].Shadow = rapid.Bool().Draw(t, "shadow0")
 		if rapid.Bool().Draw(t, "two") {
 			r := genRule(t, rapid.SampledFrom(algs).Draw(t, "a1"))
 			r.Name = "q"
+			r.Shadow = rapid.Bool().Draw(t, "shadow1")
 			rules = append(rules, r)
 		}
 		a, b := make([]State, len(rules)), make([]State, len(rules))
@@ -177,5 +179,41 @@ func TestRefundBucket(t *testing.T) {
 	s, _ = r.Step(s, t0+int64(5*time.Second), 1)
 	if r.Refund(&s, 1, mark) {
 		t.Fatalf("refunded a drained consumption: %+v", s)
+	}
+}
+
+// A rule in shadow mode is evaluated and charged when it admits, like an
+// enforced one, but its denial lets the request pass: the verdict is
+// allowed and says Shadow, and the enforced rules are charged.
+func TestShadowRuleNeverDenies(t *testing.T) {
+	enforced := mustRule(t, Rule{Name: "enforced", Algorithm: TokenBucket, Limit: 10, Period: time.Minute})
+	trial := mustRule(t, Rule{Name: "trial", Algorithm: FixedWindow, Limit: 2, Period: time.Minute, Shadow: true})
+	rules := []Rule{enforced, trial}
+	st := make([]State, 2)
+	for i := range 2 {
+		if v, _ := Apply(rules, st, t0, 1); !v.Allowed || v.Shadow {
+			t.Fatalf("request %d: %+v", i, v)
+		}
+	}
+	v, changed := Apply(rules, st, t0, 1)
+	if !v.Allowed || !v.Shadow || v.D[1].Allowed || !v.D[1].Shadow || v.D[1].RetryAfter != time.Minute || !changed {
+		t.Fatalf("over the trial limit: %+v, changed %v", v, changed)
+	}
+	if v.D[0].Remaining != 7 || st[1].N != 2 {
+		t.Fatalf("the enforced rule was not charged, or the trial was: %+v, %+v", v.D[0], st[1])
+	}
+	if v.Binding() != 1 {
+		t.Fatalf("binding %d, want the trial (nothing remaining)", v.Binding())
+	}
+	// An enforced denial still denies, and charges nothing.
+	st[0].T = t0 + int64(time.Minute)
+	if v, changed := Apply(rules, st, t0, 1); v.Allowed || changed || v.RetryAfter != 6*time.Second {
+		t.Fatalf("enforced denial: %+v %v", v, changed)
+	}
+	// One shadow rule alone.
+	one := []State{{}}
+	Apply(rules[1:], one, t0, 2)
+	if v, _ := Apply(rules[1:], one, t0, 1); !v.Allowed || !v.Shadow || v.RetryAfter != 0 {
+		t.Fatalf("a lone shadow rule: %+v", v)
 	}
 }

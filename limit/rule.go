@@ -214,6 +214,11 @@ type Rule struct {
 	// Burst is the bucket capacity (TokenBucket) or the queue length
 	// (LeakyBucket). Zero means Limit. Window algorithms ignore it.
 	Burst int64
+	// Shadow makes the rule a trial: it is evaluated, and charged when it
+	// admits, exactly as if enforced, but its denial does not deny the
+	// limit set (Apply, ApplyParts): the request passes and the decision,
+	// marked Shadow, says what enforcing the rule would have done.
+	Shadow bool
 
 	iv int64 // emission interval, set by Normalize
 }

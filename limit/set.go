@@ -14,6 +14,11 @@ type Verdict struct {
 	RetryAfter time.Duration
 	// Delay is the longest Delay of the rules when allowed (shaping).
 	Delay time.Duration
+	// Shadow reports that a rule in shadow mode (Rule.Shadow) would have
+	// denied the request: it is allowed all the same (unless an enforced
+	// rule denies it), and the shadow rule's Decision says what enforcing
+	// it would have done.
+	Shadow bool
 	// N is the number of decisions, one per rule, in the rules' order.
 	N int
 	// D holds the decisions; only D[:N] is meaningful. For a denied set,
@@ -40,8 +45,8 @@ func (v *Verdict) Binding() int {
 			continue
 		}
 		switch {
-		case d.Allowed:
-		case b.Allowed:
+		case !d.denies():
+		case !b.denies():
 			best = i
 		case b.RetryAfter == RetryNever:
 		case d.RetryAfter == RetryNever || d.RetryAfter > b.RetryAfter:
@@ -75,6 +80,9 @@ func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bo
 			}
 		}
 		v.Allowed, v.RetryAfter, v.Delay = d.Allowed, d.RetryAfter, d.Delay
+		if d.Shadow && !d.Allowed {
+			v.Allowed, v.RetryAfter, v.Shadow = true, 0, true
+		}
 		return v, changed
 	}
 	var next [MaxRules]State
@@ -84,7 +92,7 @@ func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bo
 	for i := range rules {
 		next[i] = states[i]
 		ch[i] = rules[i].stepInPlace(&next[i], now, cost, &ds[i])
-		allowed = allowed && ds[i].Allowed
+		allowed = allowed && !ds[i].denies()
 	}
 	if !allowed && cost > 0 {
 		// Nothing may be consumed: the admitting rules report a peek, whose
@@ -113,15 +121,20 @@ func Combine(ds []Decision) Verdict {
 	v := Verdict{Allowed: true, N: len(ds)}
 	copy(v.D[:], ds)
 	for i := range ds {
-		if !ds[i].Allowed {
+		switch {
+		case ds[i].denies():
 			v.Allowed = false
+		case !ds[i].Allowed:
+			v.Shadow = true
 		}
 	}
 	for _, d := range ds {
 		switch {
 		case v.Allowed:
-			v.Delay = max(v.Delay, d.Delay)
-		case d.Allowed:
+			if d.Allowed {
+				v.Delay = max(v.Delay, d.Delay)
+			}
+		case !d.denies():
 		case d.RetryAfter == RetryNever || v.RetryAfter == RetryNever:
 			v.RetryAfter = RetryNever
 		default:

@@ -62,7 +62,14 @@ type Decision struct {
 	// Delay is how long an allowed request should wait before it proceeds
 	// (LeakyBucket shaping); 0 for every other algorithm.
 	Delay time.Duration
+	// Shadow reports a shadow rule (Rule.Shadow): Allowed is what enforcing
+	// it would have decided, and a denial does not deny the set.
+	Shadow bool
 }
+
+// denies reports whether d denies its set: a denial of a rule not in
+// shadow mode.
+func (d *Decision) denies() bool { return !d.Allowed && !d.Shadow }
 
 // Step evaluates a request of cost units at instant now (Unix nanoseconds)
 // against rule r in state s, and returns the next state and the decision.
@@ -108,6 +115,7 @@ func (r *Rule) stepInPlace(s *State, now, cost int64, d *Decision) bool {
 		*d = Decision{Limit: r.Limit, RetryAfter: RetryNever}
 		return false
 	}
+	d.Shadow = r.Shadow
 	return (d.Allowed && cost > 0) || rescaled
 }
 

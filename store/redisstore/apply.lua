@@ -9,7 +9,9 @@
 -- ARGV[3]:          M, the number of checks.
 -- ARGV[4]:          "1" when a key may appear in more than one check, else "0".
 -- ARGV[5]:          T, the number of distinct rules; then T times:
---                     algorithm, limit, period_ns, burst, interval_ns
+--                     algorithm, limit, period_ns, burst, interval_ns,
+--                     shadow (1: a rule in shadow mode, whose denial does
+--                     not deny its check: limit.Rule.Shadow)
 -- Then, per check:    R (number of rules), and R pairs: an index (1-based)
 --                     into that rule table, and the cost charged to it.
 -- KEYS:             one key per rule, in order, for all checks.
@@ -334,8 +336,8 @@ local out = {now_s, now_ns}
 local rule = {}
 local a = 6 -- next ARGV index
 for i = 1, tonumber(ARGV[5]) do
-  rule[i] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])}
-  a = a + 5
+  rule[i] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), ARGV[a + 5] == '1'}
+  a = a + 6
 end
 
 local function emit(d)
@@ -367,7 +369,7 @@ for _ = 1, tonumber(ARGV[3]) do
       local d, val, ttl = step(r[1], r[2], r[3], r[4], r[5], r[6], r[7])
       decisions[j] = d
       writes[j] = {val, ttl}
-      if d[1] == 0 then allowed = false end
+      if d[1] == 0 and not t[6] then allowed = false end
     end
     if not allowed then
       -- Denied: nothing is consumed. The rules that would have admitted it

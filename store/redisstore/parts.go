@@ -185,7 +185,9 @@ func consumes(parts []store.Request) bool {
 // an atomic check reports for an admitting part of a denied request.
 func peek(v *limit.Verdict, cost int64) {
 	for i := range v.N {
-		v.D[i].Remaining += cost
+		if v.D[i].Allowed {
+			v.D[i].Remaining += cost
+		}
 	}
 }
 
@@ -216,16 +218,17 @@ func (s *Store) refund(calls []*call) error {
 }
 
 // refundCommand builds EVALSHA (or EVAL when sha is "") of refund.lua for
-// what call c consumed: every rule of a part with a cost.
+// what call c consumed: every rule that admitted a part with a cost (a
+// shadow rule that would have denied consumed nothing).
 func (s *Store) refundCommand(sha string, c *call) rueidis.Completed {
 	index := make(map[*limit.Rule]int, 4)
 	var table []*limit.Rule
 	var keys, refs []string
 	k := 0
-	for _, p := range c.parts {
+	for i, p := range c.parts {
 		for j := range p.Rules {
 			r := &p.Rules[j]
-			if p.Cost > 0 {
+			if p.Cost > 0 && c.out[i].D[j].Allowed {
 				if index[r] == 0 {
 					table = append(table, r)
 					index[r] = len(table)
@@ -236,7 +239,7 @@ func (s *Store) refundCommand(sha string, c *call) rueidis.Completed {
 			k++
 		}
 	}
-	args := make([]string, 0, 3+5*len(table)+len(refs))
+	args := make([]string, 0, 3+argsPerRule*len(table)+len(refs))
 	args = append(args, strconv.FormatInt(c.at[0], 10), strconv.FormatInt(c.at[1], 10), strconv.Itoa(len(table)))
 	for _, r := range table {
 		a := s.args(r)

@@ -113,7 +113,7 @@ type Store struct {
 	maxIn      int
 	timeout    time.Duration
 	sha        string
-	ruleArgs   sync.Map // *limit.Rule -> *[5]string, the rule's script arguments
+	ruleArgs   sync.Map // *limit.Rule -> *[argsPerRule]string, the rule's script arguments
 	cachedArgs atomic.Int64
 
 	mu       sync.Mutex
@@ -461,7 +461,7 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 		nrefs++
 	}
 	keys := make([]string, 0, nkeys)
-	args := make([]string, 0, 5+5*len(table)+nrefs)
+	args := make([]string, 0, 5+argsPerRule*len(table)+nrefs)
 	args = append(args, nowS, nowNs, strconv.Itoa(len(g)), repeats, strconv.Itoa(len(table)))
 	for _, r := range table {
 		a := s.args(r)
@@ -485,19 +485,24 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 }
 
 // args returns the script arguments of a rule: algorithm, limit, period,
-// burst, interval. Rules come from long-lived policy snapshots, so they are
+// burst, interval, shadow. Rules come from long-lived policy snapshots, so they are
 // formatted once per rule and cached by address; the cache is dropped when it
 // grows past a bound (many reloads).
-func (s *Store) args(r *limit.Rule) *[5]string {
+func (s *Store) args(r *limit.Rule) *[argsPerRule]string {
 	if a, ok := s.ruleArgs.Load(r); ok {
-		return a.(*[5]string)
+		return a.(*[argsPerRule]string)
 	}
-	a := &[5]string{
+	shadow := "0"
+	if r.Shadow {
+		shadow = "1"
+	}
+	a := &[argsPerRule]string{
 		strconv.Itoa(int(r.Algorithm)),
 		strconv.FormatInt(r.Limit, 10),
 		strconv.FormatInt(int64(r.Period), 10),
 		strconv.FormatInt(r.Burst, 10),
 		strconv.FormatInt(int64(r.Interval()), 10),
+		shadow,
 	}
 	if s.cachedArgs.Add(1) > 10_000 {
 		s.ruleArgs.Clear()
@@ -543,6 +548,7 @@ func (s *Store) complete(g []*call, res rueidis.RedisResult) {
 					ResetAfter: time.Duration(v[2]),
 					RetryAfter: time.Duration(v[3]),
 					Delay:      time.Duration(v[4]),
+					Shadow:     r.Shadow,
 				}
 				if c.marks != nil {
 					c.marks[k] = v[5]
@@ -558,6 +564,9 @@ func (s *Store) complete(g []*call, res rueidis.RedisResult) {
 // valuesPerRule is what apply.lua returns per rule: allowed, remaining,
 // reset, retry, delay, mark.
 const valuesPerRule = 6
+
+// argsPerRule is the number of script arguments of a rule (args).
+const argsPerRule = 6
 
 // Close waits for in-flight calls and closes the client. Apply after Close
 // returns store.ErrClosed.

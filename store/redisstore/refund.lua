@@ -9,7 +9,8 @@
 -- ARGV[1], ARGV[2]: the instant apply.lua consumed at, as Unix seconds and
 --                   nanoseconds (its first two return values).
 -- ARGV[3]:          T, the number of distinct rules; then T times:
---                     algorithm, limit, period_ns, burst, interval_ns
+--                     algorithm, limit, period_ns, burst, interval_ns, shadow
+--                     (as apply.lua's; shadow is not used)
 -- Then, per key:      an index (1-based) into that rule table, the cost that
 --                     was consumed, and its mark_ns (apply.lua's, relative
 --                     to the instant).
@@ -92,7 +93,7 @@ local rule = {}
 local a = 4 -- next ARGV index
 for i = 1, tonumber(ARGV[3]) do
   rule[i] = {tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])}
-  a = a + 5
+  a = a + 6
 end
 local changed = 0
 for k = 1, #KEYS do

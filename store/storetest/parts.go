@@ -86,10 +86,10 @@ func (r *reference) apply(reqs []store.Request, now int64, out []limit.Verdict) 
 				continue
 			}
 			for j := range p.Rules {
-				p.Rules[j].Refund(&p.States[j], p.Cost, p.Rules[j].Mark(p.States[j]))
-			}
-			for d := range out[i].N {
-				out[i].D[d].Remaining += p.Cost
+				if out[i].D[j].Allowed { // a shadow rule that denied consumed nothing
+					p.Rules[j].Refund(&p.States[j], p.Cost, p.Rules[j].Mark(p.States[j]))
+					out[i].D[j].Remaining += p.Cost
+				}
 			}
 		}
 	}
@@ -100,7 +100,10 @@ func (r *reference) apply(reqs []store.Request, now int64, out []limit.Verdict) 
 // a user (two rules), an IP, a route and an endpoint-wide cap.
 func partSets() map[string][]limit.Rule {
 	all := algorithms()
+	trial := rule("trial", limit.TokenBucket, 2, 10*time.Second, 0)
+	trial.Shadow = true
 	return map[string][]limit.Rule{
+		"trial":  {trial, all[2]},
 		"user-1": {all[0], all[4]},
 		"user-2": {all[1], all[3]},
 		"ip-1":   {all[2]},

@@ -175,6 +175,10 @@ func testMatchesReference(t *testing.T, newStore Factory) {
 	all := algorithms()
 	sets["mixed"] = []limit.Rule{all[0], all[2], all[4]}
 	sets["counters"] = []limit.Rule{all[3], all[1]}
+	// A rule in shadow mode: charged when it admits, never denying.
+	trial := rule("trial", limit.FixedWindow, 3, 10*time.Second, 0)
+	trial.Shadow = true
+	sets["shadow"] = []limit.Rule{all[0], trial}
 	clk := clocktest.New(Epoch)
 	st := newStore(t, clk)
 	for name, rules := range sets {
@@ -218,6 +222,7 @@ func rescaled(rules []limit.Rule, k int64) []limit.Rule {
 	out := make([]limit.Rule, len(rules))
 	for i, r := range rules {
 		out[i] = rule(r.Name, r.Algorithm, r.Limit*k, r.Period, r.Burst*k)
+		out[i].Shadow = r.Shadow
 	}
 	return out
 }
