@@ -181,9 +181,9 @@ func badCases(t testing.TB) []badCase {
 		{"bad subject header", edit(t, "X-User-ID", "X User"), []string{
 			`orders.yaml:3: namespaces[orders].subject_header: "X User" is not an HTTP header name`}},
 		{"nine limits", "namespaces:\n  - name: x\n    limits:\n" + limits(9), []string{
-			"orders.yaml:3: namespaces[x].limits: 9 limits, want 1 to 8"}},
+			"orders.yaml:3: namespaces[x].limits: 9 limits, at most 8"}},
 		{"no limits", "namespaces:\n  - name: x\n", []string{
-			"orders.yaml:2: namespaces[x].limits: 0 limits, want 1 to 8"}},
+			"orders.yaml:2: namespaces[x].limits: a namespace needs limits (per subject) or descriptors"}},
 		{"limits not a list", "namespaces:\n  - name: x\n    limits: {name: a}\n", []string{
 			"orders.yaml:3: namespaces[x].limits: want a list, got a mapping"}},
 		{"limit not a mapping", one + "      - 5\n", []string{

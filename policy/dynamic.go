@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/limit"
@@ -135,7 +136,7 @@ func (s *Snapshot) WithOverrides(ovs []Override, now time.Time) (*Snapshot, []*O
 	}
 	for name, m := range byNS {
 		c := base.namespaces[name]
-		nc := &compiled{ns: c.ns, defaulted: c.defaulted, byName: c.byName, files: c.files,
+		nc := &compiled{ns: c.ns, defaulted: c.defaulted, byName: c.byName, files: c.files, tree: c.tree,
 			overrides: make(map[string][]limit.Rule, len(c.overrides)+len(m))}
 		for subj, rules := range c.overrides {
 			nc.overrides[subj] = rules
@@ -170,11 +171,41 @@ func (s *Snapshot) WithOverrides(ovs []Override, now time.Time) (*Snapshot, []*O
 // limit set: the namespace's rules with file (the file's patches of that
 // subject, possibly nil) and then patches merged field by field.
 func (c *compiled) runtimeRules(subject string, patches, file map[string]Patch) ([]limit.Rule, error) {
-	if err := ValidateSubject(subject); err != nil {
-		return nil, fieldErr(err, "subject")
+	rules, defaulted, byName, err := c.target(subject)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkPatches(patches); err != nil {
 		return nil, err
 	}
-	return applyPatches(c.ns.Rules, c.defaulted, c.byName, mergePatches(c.ns.Rules, c.byName, file, patches))
+	return applyPatches(rules, defaulted, byName, mergePatches(rules, byName, file, patches))
+}
+
+// target returns the limit set an override of subject patches: the
+// namespace's, or for a descriptor (DescriptorSubject) the limit set of the
+// node it resolves to, with the burst defaults and the name index it is
+// patched with.
+func (c *compiled) target(subject string) ([]limit.Rule, []bool, map[string]int, error) {
+	if !IsDescriptorSubject(subject) {
+		if err := ValidateSubject(subject); err != nil {
+			return nil, nil, nil, fieldErr(err, "subject")
+		}
+		if len(c.ns.Rules) == 0 {
+			return nil, nil, nil, fieldErr(errors.New("the namespace limits descriptors only: override a descriptor"), "subject")
+		}
+		return c.ns.Rules, c.defaulted, c.byName, nil
+	}
+	entries, err := ParseDescriptorSubject(subject)
+	if err != nil {
+		return nil, nil, nil, fieldErr(err, "descriptor")
+	}
+	n, resolved, _ := c.resolve(Descriptor{Entries: entries})
+	switch {
+	case n == nil || n.rules == nil:
+		return nil, nil, nil, fieldErr(errors.New("the descriptor matches no limit of the namespace"), "descriptor")
+	case resolved != subject:
+		return nil, nil, nil, fieldErr(fmt.Errorf("the descriptor shares its state with every value of its pattern: override %s",
+			strings.TrimPrefix(resolved, descriptorMark)), "descriptor")
+	}
+	return n.rules, n.defaulted, n.byName, nil
 }

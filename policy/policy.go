@@ -27,6 +27,9 @@ var (
 	ErrUnknownNamespace = errors.New("unknown namespace")
 	// ErrInvalid wraps every validation error of New.
 	ErrInvalid = errors.New("invalid policy")
+	// ErrNoSubjectLimits is returned by Resolve for a namespace that has
+	// descriptors and no limits per subject.
+	ErrNoSubjectLimits = errors.New("no limits per subject")
 )
 
 // MaxSubjectLen bounds the length of a subject identifier, in bytes.
@@ -53,6 +56,13 @@ type Namespace struct {
 	// OnStoreError answers checks when the store fails (see FailurePolicy);
 	// the zero value is FailLocal.
 	OnStoreError FailurePolicy
+	// Descriptors is the tree of limits of a request's descriptors
+	// (descriptor.go); nil when the namespace limits subjects only.
+	Descriptors []Matcher
+	// DescriptorAlgorithm enforces a limit a descriptor carries itself
+	// (Envoy's descriptor limit). Default limit.FixedWindow, as Envoy's own
+	// rate limit service counts.
+	DescriptorAlgorithm limit.Algorithm
 }
 
 // LimitSet is what a request resolves to.
@@ -75,6 +85,8 @@ type compiled struct {
 	// files maps the subjects of the file's overrides to their patches,
 	// which a runtime override of the subject patches on top of.
 	files map[string]map[string]Patch
+	// tree is the compiled descriptor tree (descriptor.go).
+	tree level
 }
 
 // Snapshot is an immutable, validated policy. It is safe for concurrent use.
@@ -112,66 +124,41 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 		} else if _, dup := s.namespaces[ns.Name]; dup {
 			fail(errors.New("duplicate namespace"), at("name")...)
 		}
-		if len(ns.Rules) == 0 || len(ns.Rules) > limit.MaxRules {
-			fail(fmt.Errorf("%d limits, want 1 to %d", len(ns.Rules), limit.MaxRules), at("limits")...)
+		if len(ns.Rules) == 0 && len(ns.Descriptors) == 0 {
+			fail(errors.New("a namespace needs limits (per subject) or descriptors"), at("limits")...)
+		}
+		if a := ns.DescriptorAlgorithm; a != 0 && a.String() == fmt.Sprintf("algorithm(%d)", uint8(a)) {
+			fail(fmt.Errorf("%v is not an algorithm", a), at("descriptor_algorithm")...)
 		}
 		if ns.OnStoreError > FailClosed {
 			fail(fmt.Errorf("%v is not a failure policy", ns.OnStoreError), at("on_store_error")...)
 		}
-		byName := make(map[string]int, len(ns.Rules))
-		// A burst left at 0 defaults to the limit, and keeps following it
-		// when an override changes the limit; an explicit burst stays.
-		defaulted := make([]bool, len(ns.Rules))
-		// invalid holds the limits already reported: an override that
-		// patches one is not checked, its errors would only repeat them.
-		invalid := map[string]bool{}
-		for j := range ns.Rules {
-			defaulted[j] = ns.Rules[j].Burst == 0
-			r := &ns.Rules[j]
-			rat := at("limits", index(j))
-			if r.Name != "" {
-				rat = at("limits", Elem(r.Name))
-			}
-			if !nameRE.MatchString(r.Name) {
-				fail(fmt.Errorf("%q must be 1-64 letters, digits, '_', '.' or '-'", r.Name), append(rat, "name")...)
-			} else if _, dup := byName[r.Name]; dup {
-				fail(errors.New("duplicate limit name"), append(rat, "name")...)
-			}
-			byName[r.Name] = j
-			if err := checkBurst(*r); err != nil {
-				fail(err, rat...)
-				invalid[r.Name] = true
-				r.Burst = 0 // and see what else is wrong with it
-			}
-			n, err := r.Normalize()
-			if err != nil {
-				fail(err, rat...)
-				invalid[r.Name] = true
-				continue
-			}
-			*r = n
-		}
+		defaulted, byName, invalid := checkRules(ns.Rules, at(), fail)
 		c := &compiled{ns: ns, overrides: map[string][]limit.Rule{}, defaulted: defaulted, byName: byName,
-			files: map[string]map[string]Patch{}}
+			files: map[string]map[string]Patch{}, tree: compileTree(ns.Descriptors, where, fail)}
 		for _, o := range ns.Overrides {
-			oat := at("overrides", Elem(o.Subject))
-			if err := ValidateSubject(o.Subject); err != nil {
-				fail(err, append(oat, "subject")...)
+			oat := at("overrides", Elem(SubjectName(o.Subject)))
+			base, bdefaulted, bbyName, err := c.target(o.Subject)
+			if err != nil {
+				fail(err, oat...)
 				continue
 			}
 			if _, dup := c.overrides[o.Subject]; dup {
-				fail(fmt.Errorf("%q is overridden twice", o.Subject), append(oat, "subject")...)
+				fail(fmt.Errorf("%q is overridden twice", SubjectName(o.Subject)), append(oat, "subject")...)
 				continue
 			}
 			if err := checkPatches(o.Limits); err != nil {
 				fail(err, oat...)
 				continue
 			}
-			patches := without(o.Limits, invalid)
+			patches := o.Limits
+			if !IsDescriptorSubject(o.Subject) {
+				patches = without(o.Limits, invalid)
+			}
 			if len(patches) == 0 {
 				continue
 			}
-			rules, err := applyPatches(ns.Rules, defaulted, byName, patches)
+			rules, err := applyPatches(base, bdefaulted, bbyName, patches)
 			if err != nil {
 				fail(err, oat...)
 				continue
@@ -193,6 +180,51 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 	return s, nil
 }
 
+// checkRules validates and normalizes a limit set in place, reporting each
+// problem at where: the indices of the rules whose burst was left to
+// default (to follow the limit), the index of each name, and the names of
+// the rules that are invalid.
+func checkRules(rules []limit.Rule, where []string, fail func(error, ...string)) (defaulted []bool, byName map[string]int, invalid map[string]bool) {
+	at := func(p ...string) []string { return append(append([]string(nil), where...), p...) }
+	byName = make(map[string]int, len(rules))
+	// A burst left at 0 defaults to the limit, and keeps following it when
+	// an override changes the limit; an explicit burst stays.
+	defaulted = make([]bool, len(rules))
+	// invalid holds the limits already reported: an override that patches
+	// one is not checked, its errors would only repeat them.
+	invalid = map[string]bool{}
+	if len(rules) > limit.MaxRules {
+		fail(fmt.Errorf("%d limits, at most %d", len(rules), limit.MaxRules), at("limits")...)
+	}
+	for j := range rules {
+		defaulted[j] = rules[j].Burst == 0
+		r := &rules[j]
+		rat := at("limits", index(j))
+		if r.Name != "" {
+			rat = at("limits", Elem(r.Name))
+		}
+		if !nameRE.MatchString(r.Name) {
+			fail(fmt.Errorf("%q must be 1-64 letters, digits, '_', '.' or '-'", r.Name), append(rat, "name")...)
+		} else if _, dup := byName[r.Name]; dup {
+			fail(errors.New("duplicate limit name"), append(rat, "name")...)
+		}
+		byName[r.Name] = j
+		if err := checkBurst(*r); err != nil {
+			fail(err, rat...)
+			invalid[r.Name] = true
+			r.Burst = 0 // and see what else is wrong with it
+		}
+		n, err := r.Normalize()
+		if err != nil {
+			fail(err, rat...)
+			invalid[r.Name] = true
+			continue
+		}
+		*r = n
+	}
+	return defaulted, byName, invalid
+}
+
 // ValidateSubject reports whether s is a usable subject identifier: 1 to
 // MaxSubjectLen bytes of valid UTF-8 with no control characters. (Invalid
 // UTF-8 would not survive a JSON round trip: two subjects could become one
@@ -212,11 +244,16 @@ func ValidateSubject(s string) error {
 	return nil
 }
 
-// Resolve returns the limit set for subject in namespace ns.
+// Resolve returns the limit set for subject in namespace ns. It returns an
+// error wrapping ErrUnknownNamespace, or ErrNoSubjectLimits for a
+// namespace that limits descriptors only.
 func (s *Snapshot) Resolve(ns, subject string) (LimitSet, error) {
 	c, ok := s.namespaces[ns]
 	if !ok {
 		return LimitSet{}, fmt.Errorf("%w %q", ErrUnknownNamespace, ns)
+	}
+	if len(c.ns.Rules) == 0 {
+		return LimitSet{Namespace: c.ns}, fmt.Errorf("%w: namespace %q limits descriptors only", ErrNoSubjectLimits, ns)
 	}
 	if rules, ok := c.overrides[subject]; ok {
 		return LimitSet{Namespace: c.ns, Rules: rules, Overridden: true}, nil

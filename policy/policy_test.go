@@ -102,7 +102,7 @@ func TestNewReportsEveryProblemWithItsPlace(t *testing.T) {
 		`namespaces[orders].overrides[].subject: subject must be 1 to 256 bytes, got 0`,
 		`namespaces[orders].overrides[v].limits: 0 limits, want 1 to 8`,
 		`namespaces[orders].name: duplicate namespace`,
-		`namespaces[empty].limits: 0 limits, want 1 to 8`,
+		`namespaces[empty].limits: a namespace needs limits (per subject) or descriptors`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
