@@ -213,8 +213,8 @@ func (c *checker) names(items []*yaml.Node, parent, kind string) []named {
 // namespace reads one namespace; pi is its index among those given to
 // policy.New. It returns false when the namespace is left out.
 func (c *checker) namespace(n *yaml.Node, nm named, pi int) (policy.Namespace, bool) {
-	f, ok := c.fields(n, nm.path, "a mapping (name, subject_header, cost_header, on_store_error, limits, overrides)",
-		"name", "subject_header", "cost_header", "on_store_error", "limits", "overrides")
+	f, ok := c.fields(n, nm.path, "a mapping (name, subject_header, cost_header, on_store_error, limits, descriptors, descriptor_algorithm, overrides)",
+		"name", "subject_header", "cost_header", "on_store_error", "limits", "descriptors", "descriptor_algorithm", "overrides")
 	if !ok {
 		return policy.Namespace{}, false
 	}
@@ -266,12 +266,110 @@ func (c *checker) namespace(n *yaml.Node, nm named, pi int) (policy.Namespace, b
 			}
 		}
 	}
+	if a := f["descriptor_algorithm"]; a.present() {
+		ns.DescriptorAlgorithm, _ = c.algorithm(a.val, join(nm.path, "descriptor_algorithm"))
+	}
 	var stood map[string]bool
 	if keep {
 		ns.Rules, stood = c.rules(items, lpath, join(pp, "limits"))
 	}
+	if d := f["descriptors"]; d.present() {
+		ns.Descriptors = c.descriptors(d, join(nm.path, "descriptors"), join(pp, "descriptors"))
+	}
 	ns.Overrides = c.overrides(f["overrides"], join(nm.path, "overrides"), join(pp, "overrides"), stood)
 	return ns, keep
+}
+
+// matcherFields are the fields of an entry of descriptors.
+var matcherFields = []string{"key", "value", "limits", "unlimited", "name", "replaces", "shadow_mode",
+	"share_threshold", "detailed_metric", "value_to_metric", "descriptors"}
+
+// descriptors reads a list of descriptor matchers (a namespace's, or a
+// matcher's children); pp is its policy path.
+func (c *checker) descriptors(f field, path, pp string) []policy.Matcher {
+	items, ok := c.list(f.val, path)
+	if !ok {
+		return nil
+	}
+	out := make([]policy.Matcher, 0, len(items))
+	for i, n := range items {
+		if m, ok := c.matcher(n, path, pp, i); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// matcher reads one descriptor matcher, the i-th of its list.
+func (c *checker) matcher(n *yaml.Node, parent, ppParent string, i int) (policy.Matcher, bool) {
+	var m policy.Matcher
+	path := elem(parent, "", i)
+	f, ok := c.fields(n, path, "a mapping ("+strings.Join(matcherFields, ", ")+")", matcherFields...)
+	if !ok {
+		return m, false
+	}
+	if k := f["key"]; k.present() {
+		m.Key, _ = c.str(k.val, join(path, "key"))
+	}
+	if v := f["value"]; v.present() {
+		m.Value, _ = c.str(v.val, join(path, "value"))
+	}
+	pname := m.Key
+	switch {
+	case m.Key == "":
+		pname = strconv.Itoa(i)
+	case m.Value != "":
+		pname = m.Key + "=" + m.Value
+	}
+	pp := ppParent + policy.Elem(pname)
+	c.at(pp, path, n.Line)
+	c.atFields(f, pp, path)
+	if !f["key"].present() {
+		c.at(join(pp, "key"), join(path, "key"), n.Line)
+	}
+	if l := f["limits"]; l.present() {
+		lpath := join(path, "limits")
+		if items, ok := c.list(l.val, lpath); ok {
+			m.Rules, _ = c.rules(items, lpath, join(pp, "limits"))
+		}
+	}
+	m.Unlimited = c.flag(f["unlimited"], join(path, "unlimited"))
+	m.ShareThreshold = c.flag(f["share_threshold"], join(path, "share_threshold"))
+	m.DetailedMetric = c.flag(f["detailed_metric"], join(path, "detailed_metric"))
+	m.ValueToMetric = c.flag(f["value_to_metric"], join(path, "value_to_metric"))
+	if c.flag(f["shadow_mode"], join(path, "shadow_mode")) {
+		for j := range m.Rules {
+			m.Rules[j].Shadow = true
+		}
+	}
+	if v := f["name"]; v.present() {
+		m.Name, _ = c.str(v.val, join(path, "name"))
+	}
+	if r := f["replaces"]; r.present() {
+		rpath := join(path, "replaces")
+		items, _ := c.list(r.val, rpath)
+		for j, item := range items {
+			if s, ok := c.str(item, elem(rpath, "", j)); ok {
+				m.Replaces = append(m.Replaces, s)
+			}
+		}
+	}
+	if d := f["descriptors"]; d.present() {
+		m.Descriptors = c.descriptors(d, join(path, "descriptors"), join(pp, "descriptors"))
+	}
+	return m, true
+}
+
+// flag reads an optional boolean field (false when absent).
+func (c *checker) flag(f field, path string) bool {
+	if !f.present() {
+		return false
+	}
+	if f.val.Kind != yaml.ScalarNode || f.val.ShortTag() != "!!bool" {
+		c.errorf(f.val.Line, path, "want true or false, got %s", describe(f.val))
+		return false
+	}
+	return f.val.Value == "true"
 }
 
 // headerName reports whether s is an HTTP field name (RFC 9110 token).
@@ -309,8 +407,8 @@ func (c *checker) rules(items []*yaml.Node, path, pp string) ([]limit.Rule, map[
 func (c *checker) rule(n *yaml.Node, nm named, pp string) (limit.Rule, bool) {
 	placeholder := limit.Rule{Name: nm.pname, Algorithm: limit.FixedWindow, Limit: 1, Period: time.Second}
 	c.at(pp, nm.path, n.Line)
-	f, ok := c.fields(n, nm.path, "a mapping (name, algorithm, limit, period, burst)",
-		"name", "algorithm", "limit", "period", "burst")
+	f, ok := c.fields(n, nm.path, "a mapping (name, algorithm, limit, period, burst, shadow_mode)",
+		"name", "algorithm", "limit", "period", "burst", "shadow_mode")
 	if !ok {
 		return placeholder, false
 	}
@@ -345,6 +443,7 @@ func (c *checker) rule(n *yaml.Node, nm named, pp string) (limit.Rule, bool) {
 			}
 		}
 	}
+	r.Shadow = c.flag(f["shadow_mode"], join(nm.path, "shadow_mode"))
 	if !decoded {
 		return placeholder, false
 	}
@@ -370,29 +469,56 @@ func (c *checker) overrides(f field, path, pp string, stood map[string]bool) []p
 	return out
 }
 
-// override reads one entry of overrides: its subjects, each with the same
-// patches. The policy paths of each subject's override (pp[subject]) are
-// recorded at the entry's lines.
+// override reads one entry of overrides: its subjects (or descriptors,
+// written "key=value,key=value"), each with the same patches. The policy
+// paths of each subject's override (pp[subject]) are recorded at the
+// entry's lines.
 func (c *checker) override(n *yaml.Node, path, pp string, stood map[string]bool) []policy.Override {
-	f, ok := c.fields(n, path, "a mapping (subjects, limits)", "subjects", "limits")
+	f, ok := c.fields(n, path, "a mapping (subjects or descriptors, limits)", "subjects", "descriptors", "limits")
 	if !ok {
 		return nil
 	}
-	var subjects []string
+	var subjects, spaths []string
 	var lines []int
 	spath := join(path, "subjects")
-	if s := f["subjects"]; s.present() {
+	s, d := f["subjects"], f["descriptors"]
+	switch {
+	case s.present() && d.present():
+		c.errorf(d.key.Line, join(path, "descriptors"), "give subjects or descriptors, not both")
+	case s.present():
 		items, _ := c.list(s.val, spath)
 		for i, item := range items {
 			if v, ok := c.str(item, elem(spath, "", i)); ok {
 				subjects = append(subjects, v)
+				spaths = append(spaths, elem(spath, "", i))
 				lines = append(lines, item.Line)
 			}
 		}
 		if len(items) == 0 {
 			c.errorf(s.val.Line, spath, "at least one subject is required")
 		}
-	} else {
+	case d.present():
+		dpath := join(path, "descriptors")
+		items, _ := c.list(d.val, dpath)
+		for i, item := range items {
+			ipath := elem(dpath, "", i)
+			v, ok := c.str(item, ipath)
+			if !ok {
+				continue
+			}
+			entries, err := policy.ParseDescriptorSubject(v)
+			if err != nil {
+				c.errorf(item.Line, ipath, "%v (want key=value,key=value, each query-escaped)", err)
+				continue
+			}
+			subjects = append(subjects, policy.DescriptorSubject(entries, nil))
+			spaths = append(spaths, ipath)
+			lines = append(lines, item.Line)
+		}
+		if len(items) == 0 {
+			c.errorf(d.val.Line, dpath, "at least one descriptor is required")
+		}
+	default:
 		c.errorf(keyLine(f["subjects"], n), spath, "at least one subject is required")
 	}
 	lpath := join(path, "limits")
@@ -407,9 +533,10 @@ func (c *checker) override(n *yaml.Node, path, pp string, stood map[string]bool)
 	}
 	out := make([]policy.Override, 0, len(subjects))
 	for i, subj := range subjects {
-		opp := pp + policy.Elem(subj)
+		opp := pp + policy.Elem(policy.SubjectName(subj))
 		c.at(opp, path, n.Line)
-		c.at(join(opp, "subject"), elem(spath, "", i), lines[i])
+		c.at(join(opp, "subject"), spaths[i], lines[i])
+		c.at(join(opp, "descriptor"), spaths[i], lines[i])
 		c.at(join(opp, "limits"), lpath, keyLine(f["limits"], n))
 		for name, line := range entries {
 			c.at(join(opp, "limits")+policy.Elem(name), lpath+policy.Elem(name), line)

@@ -142,6 +142,9 @@ type node struct {
 	// the node's descriptors are applied with.
 	defaulted []bool
 	byName    map[string]int
+	// invalid: the node's limits did not validate (reported), so its
+	// overrides are not judged.
+	invalid bool
 }
 
 // level is the compiled children of a node (or a namespace's roots).
@@ -336,6 +339,8 @@ func compileTree(ms []Matcher, where []string, fail func(error, ...string)) leve
 			defaulted, byName, invalid := checkRules(rules, at, fail)
 			if len(invalid) == 0 {
 				n.rules, n.defaulted, n.byName = rules, defaulted, byName
+			} else {
+				n.invalid = true
 			}
 		}
 		if m.Name != "" && !nameRE.MatchString(m.Name) {

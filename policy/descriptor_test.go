@@ -249,7 +249,7 @@ func TestDescriptorOverrides(t *testing.T) {
 		t.Fatalf("runtime override: %+v", m)
 	}
 	for subject, want := range map[string]string{
-		DescriptorSubject(entries("nothing", "x"), nil):          "matches no limit",
+		DescriptorSubject(entries("nothing", "x"), nil):         "matches no limit",
 		DescriptorSubject(entries("files", "files/a.pdf"), nil): "override files=files%2F%2A",
 		"user-1": "limits descriptors only",
 	} {

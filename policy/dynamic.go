@@ -181,6 +181,10 @@ func (c *compiled) runtimeRules(subject string, patches, file map[string]Patch) 
 	return applyPatches(rules, defaulted, byName, mergePatches(rules, byName, file, patches))
 }
 
+// errInvalidTarget is target's error for a descriptor whose node's limits
+// are invalid: already reported, so New does not judge its overrides.
+var errInvalidTarget = errors.New("the descriptor's limits are invalid")
+
 // target returns the limit set an override of subject patches: the
 // namespace's, or for a descriptor (DescriptorSubject) the limit set of the
 // node it resolves to, with the burst defaults and the name index it is
@@ -201,6 +205,8 @@ func (c *compiled) target(subject string) ([]limit.Rule, []bool, map[string]int,
 	}
 	n, resolved, _ := c.resolve(Descriptor{Entries: entries})
 	switch {
+	case n != nil && n.invalid:
+		return nil, nil, nil, errInvalidTarget
 	case n == nil || n.rules == nil:
 		return nil, nil, nil, fieldErr(errors.New("the descriptor matches no limit of the namespace"), "descriptor")
 	case resolved != subject:

@@ -139,6 +139,9 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 		for _, o := range ns.Overrides {
 			oat := at("overrides", Elem(SubjectName(o.Subject)))
 			base, bdefaulted, bbyName, err := c.target(o.Subject)
+			if errors.Is(err, errInvalidTarget) {
+				continue // its limits are reported
+			}
 			if err != nil {
 				fail(err, oat...)
 				continue
