@@ -53,7 +53,8 @@ const (
 // to their status codes in one place each.
 func Classify(err error) ErrorClass {
 	switch {
-	case errors.Is(err, ErrInvalidNamespace), errors.Is(err, ErrInvalidSubject), errors.Is(err, ErrInvalidCost):
+	case errors.Is(err, ErrInvalidNamespace), errors.Is(err, ErrInvalidSubject), errors.Is(err, ErrInvalidCost),
+		errors.Is(err, policy.ErrInvalidDescriptor), errors.Is(err, policy.ErrNoSubjectLimits):
 		return Invalid
 	case errors.Is(err, policy.ErrUnknownNamespace):
 		return UnknownNamespace

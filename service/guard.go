@@ -73,6 +73,9 @@ const (
 	// the check was shed (ErrOverloaded), neither admitted nor charged to
 	// a limit by this answer.
 	DecidedByShed
+	// DecidedByPolicy: the policy denied without asking the store (a
+	// blocked descriptor, Envoy's requests_per_unit: 0).
+	DecidedByPolicy
 
 	numDecidedBy = iota
 )
@@ -80,9 +83,10 @@ const (
 // NumDecidedBy is the number of DecidedBy values, for tables indexed by it.
 const NumDecidedBy = numDecidedBy
 
-var decidedByNames = [numDecidedBy]string{"store", "deny-cache", "local", "open", "closed", "shed"}
+var decidedByNames = [numDecidedBy]string{"store", "deny-cache", "local", "open", "closed", "shed", "policy"}
 
-// String returns "store", "deny-cache", "local", "open", "closed" or "shed".
+// String returns "store", "deny-cache", "local", "open", "closed", "shed"
+// or "policy".
 func (d DecidedBy) String() string {
 	if int(d) < len(decidedByNames) {
 		return decidedByNames[d]
@@ -315,33 +319,51 @@ func (s *Service) guarded(ctx context.Context, snap *policy.Snapshot, res *Resul
 		res.Verdict = v
 		return nil
 	}
+	switch s.afterFailure(ctx, err, shard, answered, done) {
+	case failedShed:
+		res.DecidedBy = DecidedByShed
+		return fmt.Errorf("%w: no answer within %v while the store answered others: %w", ErrOverloaded, g.maxWait, err)
+	case failedPolicy:
+		return s.fallback(res, req, err)
+	}
+	return err
+}
+
+// What a failed store call comes to (afterFailure).
+const (
+	failedReturn = iota // return the error
+	failedShed          // shed the check
+	failedPolicy        // answer by the failure policy
+)
+
+// afterFailure tells the breaker (done, when not nil) about a store call
+// that failed with err, and says what the check comes to: answered is the
+// failure domain's answer count when the call began.
+func (s *Service) afterFailure(ctx context.Context, err error, shard int, answered uint64, done func(error)) int {
+	g := s.guard
+	report := func(err error) {
+		if done != nil {
+			done(err)
+		}
+	}
 	failed := storeFailed(err)
 	switch {
 	case failed && ctx.Err() != nil:
 		// The caller left; the store may be fine, and nobody waits for a
 		// policy answer.
-		if done != nil {
-			done(errExcluded)
-		}
-		return err
+		report(errExcluded)
+		return failedReturn
 	case failed && errors.Is(err, context.DeadlineExceeded) && g.answers[shard].n.Load() != answered:
 		// MaxWait passed while the store answered others: it is busy, not
 		// down, and this instance is not keeping up with it.
-		if done != nil {
-			done(errExcluded)
-		}
-		res.DecidedBy = DecidedByShed
-		return fmt.Errorf("%w: no answer within %v while the store answered others: %w", ErrOverloaded, g.maxWait, err)
+		report(errExcluded)
+		return failedShed
 	case failed:
-		if done != nil {
-			done(err)
-		}
-		return s.fallback(res, req, err)
+		report(err)
+		return failedPolicy
 	}
-	if done != nil {
-		done(nil) // not the store's fault: a caller bug or a closed store
-	}
-	return err
+	report(nil) // not the store's fault: a caller bug or a closed store
+	return failedReturn
 }
 
 // seed tells the local fallback what the store said of req's subject: each

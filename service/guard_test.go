@@ -615,7 +615,7 @@ func TestGuardRejectsBadOptions(t *testing.T) {
 }
 
 func TestDecidedByNames(t *testing.T) {
-	want := []string{"store", "deny-cache", "local", "open", "closed", "shed"}
+	want := []string{"store", "deny-cache", "local", "open", "closed", "shed", "policy"}
 	for i, w := range want {
 		if got := service.DecidedBy(i).String(); got != w {
 			t.Errorf("DecidedBy(%d) = %q, want %q", i, got, w)

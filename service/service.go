@@ -58,14 +58,21 @@ var (
 	ErrNilSnapshot = errors.New("service: nil policy snapshot")
 )
 
-// Request asks whether Subject may spend Cost units in Namespace now.
+// Request asks whether Subject may spend Cost units in Namespace now, and
+// each of Descriptors its own cost: all-or-nothing, across every limit
+// set they resolve to (descriptors.go).
 type Request struct {
 	Namespace string
-	Subject   string
+	// Subject is checked against the namespace's limits; it may be empty
+	// when Descriptors are given.
+	Subject string
 	// Cost is the number of units to consume, from 0 to Options.MaxCost.
 	// 0 is a peek: nothing is consumed and the result tells whether a
 	// request of cost 1 would pass.
 	Cost int64
+	// Descriptors are checked with the subject, each against the limit
+	// set the namespace's descriptor tree gives it.
+	Descriptors []Descriptor
 }
 
 // Result is the outcome of a check.
@@ -93,6 +100,16 @@ type Result struct {
 	// answer within the maximum wait, Redis down, or the circuit breaker
 	// open); nil otherwise.
 	StoreError error
+	// Descriptors is how each descriptor of the request stood, in order;
+	// nil for a request without descriptors. With them, Verdict is the
+	// binding part's (the subject's or a descriptor's) with Allowed the
+	// request's, and Set.Rules that part's rules (nil when nothing limits
+	// the request).
+	Descriptors []DescriptorResult
+	// Shadowed reports a request the limits denied and shadow mode
+	// (Options.Shadow) admitted: Verdict.Allowed is true, Verdict.Shadow
+	// too, and the per-rule decisions say what enforcing would have done.
+	Shadowed bool
 }
 
 // Observer is told about every check and every snapshot the service starts
@@ -161,6 +178,10 @@ type Options struct {
 	// subjects are answered from a deny cache. Nil suits an in-process
 	// store, which neither blocks nor fails: checks call it directly.
 	Guard *Guard
+	// Shadow admits every request the limits deny (Result.Shadowed), for
+	// trying a policy before enforcing it: decisions are made and counted
+	// as usual, and a denied request consumes nothing, as always.
+	Shadow bool
 }
 
 // Service runs checks. Create it with New; the zero value is not usable.
@@ -169,6 +190,7 @@ type Service struct {
 	obs     Observer
 	clock   clock.Clock
 	maxCost int64
+	shadow  bool
 
 	snap   atomic.Pointer[policy.Snapshot]
 	swapMu sync.Mutex // serializes Swap so the Observer sees swaps in order
@@ -198,7 +220,7 @@ func New(st store.Store, snap *policy.Snapshot, opts Options) (*Service, error) 
 	if opts.Clock == nil {
 		opts.Clock = clock.System
 	}
-	s := &Service{store: st, obs: opts.Observer, clock: opts.Clock, maxCost: opts.MaxCost}
+	s := &Service{store: st, obs: opts.Observer, clock: opts.Clock, maxCost: opts.MaxCost, shadow: opts.Shadow}
 	s.epoch = s.clock.Now()
 	if opts.Guard != nil {
 		g, err := newGuard(*opts.Guard, st, opts.Observer)
@@ -264,6 +286,10 @@ func (s *Service) Check(ctx context.Context, req Request) (Result, error) {
 		start = s.clock.Now()
 	}
 	res, err := s.check(ctx, req, start)
+	if s.shadow && err == nil && !res.Verdict.Allowed {
+		res.Shadowed = true
+		res.Verdict.Allowed, res.Verdict.Shadow, res.Verdict.RetryAfter = true, true, 0
+	}
 	if s.obs != nil {
 		s.obs.ObserveCheck(res, err, s.clock.Now().Sub(start))
 	}
@@ -278,6 +304,12 @@ func (s *Service) check(ctx context.Context, req Request, start time.Time) (Resu
 			res.Set.Namespace = ns
 		}
 		return res, err
+	}
+	if len(req.Descriptors) > 0 {
+		if err := s.checkDescriptors(ctx, snap, req, &res, start); err != nil {
+			return res, fmt.Errorf("check %s: %w", req.Namespace, err)
+		}
+		return res, nil
 	}
 	set, err := snap.Resolve(req.Namespace, req.Subject)
 	if err != nil {
@@ -310,8 +342,15 @@ func (s *Service) Validate(req Request) error {
 	if req.Namespace == "" {
 		return fmt.Errorf("%w: namespace is required", ErrInvalidNamespace)
 	}
-	if err := policy.ValidateSubject(req.Subject); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidSubject, err)
+	if req.Subject != "" || len(req.Descriptors) == 0 {
+		if err := policy.ValidateSubject(req.Subject); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidSubject, err)
+		}
+	}
+	if len(req.Descriptors) > 0 {
+		if err := s.validateDescriptors(req); err != nil {
+			return err
+		}
 	}
 	switch {
 	case req.Cost < 0:

@@ -28,7 +28,9 @@ import (
 func decodeCheck(body []byte) (service.Request, error) {
 	d := decoder{b: body}
 	req := service.Request{Cost: 1}
-	if err := d.object(&req); err != nil {
+	if err := d.object(&req); err == errHasDescriptors {
+		return decodeDescriptors(body)
+	} else if err != nil {
 		return service.Request{}, err
 	}
 	if req.Namespace == "" {
@@ -43,7 +45,9 @@ type decoder struct {
 }
 
 var (
-	errEmptyBody = errors.New("invalid request body: empty, want a JSON object")
+	// errHasDescriptors sends a body with descriptors to decodeDescriptors.
+	errHasDescriptors = errors.New("descriptors")
+	errEmptyBody      = errors.New("invalid request body: empty, want a JSON object")
 	errTrailing  = errors.New("invalid request body: unexpected data after the JSON object")
 )
 
@@ -102,6 +106,8 @@ func (d *decoder) object(req *service.Request) error {
 			key, field = "subject", 1
 		case "cost":
 			key, field = "cost", 2
+		case "descriptors":
+			return errHasDescriptors
 		default:
 			return errors.New("invalid request body: unknown field " + truncate(string(raw), 64))
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -609,6 +610,9 @@ func FuzzCheckDecode(f *testing.F) {
 		if !json.Valid(w.Body.Bytes()) {
 			t.Fatalf("invalid JSON answer for %q: %s", body, w.Body)
 		}
+		if strings.Contains(body, "descriptors") {
+			return // decodeDescriptors: encoding/json itself (TestCheckDescriptorsDecode)
+		}
 		got, gotErr := decodeCheck([]byte(body))
 		want, wantOK := oracleDecode([]byte(body))
 		switch {
@@ -616,7 +620,7 @@ func FuzzCheckDecode(f *testing.F) {
 			t.Fatalf("%q: decodeCheck rejects (%v), encoding/json accepts %+v", body, gotErr, want)
 		case !wantOK && gotErr == nil:
 			t.Fatalf("%q: decodeCheck accepts %+v, encoding/json rejects", body, got)
-		case wantOK && got != want:
+		case wantOK && !reflect.DeepEqual(got, want):
 			t.Fatalf("%q: decodeCheck %+v, encoding/json %+v", body, got, want)
 		}
 	})

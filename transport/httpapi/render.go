@@ -33,6 +33,10 @@ func appendCheckBody(b []byte, res *service.Result) []byte {
 		b = append(b, `,"reason":`...)
 		b = appendString(b, "cost exceeds capacity of limit "+res.Set.Rules[v.Binding()].Name)
 	}
+	if v.Shadow {
+		// A limit in shadow mode (or --shadow-mode) would have denied it.
+		b = append(b, `,"shadow_denied":true`...)
+	}
 	b = append(b, `,"limits":[`...)
 	for i, d := range v.Decisions() {
 		if i > 0 {
@@ -48,9 +52,16 @@ func appendCheckBody(b []byte, res *service.Result) []byte {
 		b = strconv.AppendInt(b, headers.CeilMillis(d.ResetAfter), 10)
 		b = append(b, `,"retry_after_ms":`...)
 		b = strconv.AppendInt(b, headers.CeilMillis(d.RetryAfter), 10)
+		if d.Shadow {
+			b = append(b, `,"shadow":true`...)
+		}
 		b = append(b, '}')
 	}
-	return append(b, "]}\n"...)
+	b = append(b, ']')
+	if res.Descriptors != nil {
+		b = appendDescriptors(b, res)
+	}
+	return append(b, "}\n"...)
 }
 
 // appendError appends {"error":msg}.

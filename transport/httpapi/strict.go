@@ -17,6 +17,7 @@ import (
 type shape struct {
 	fields map[string]*shape
 	any    *shape
+	elem   *shape // the shape of each element of a list
 }
 
 // putShape is the body of PUT /v1/admin/overrides/{namespace}/{subject}.
@@ -88,8 +89,12 @@ func strictValue(dec *json.Decoder, s *shape, path string) error {
 		_, err := dec.Token() // '}'
 		return err
 	case json.Delim('['):
+		var elem *shape
+		if s != nil {
+			elem = s.elem
+		}
 		for dec.More() {
-			if err := strictValue(dec, nil, path+"[]"); err != nil {
+			if err := strictValue(dec, elem, path+"[]"); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,134 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/clock/clocktest"
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store/memstore"
+)
+
+func edgeHandler(t *testing.T) http.Handler {
+	t.Helper()
+	snap, err := policy.New([]policy.Namespace{{
+		Name:  "edge",
+		Rules: []limit.Rule{{Name: "per-user", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour}},
+		Descriptors: []policy.Matcher{
+			{Key: "remote_address", Rules: []limit.Rule{{Name: "per-ip", Algorithm: limit.FixedWindow, Limit: 2, Period: time.Hour}}},
+			{Key: "remote_address", Value: "10.0.0.1", Unlimited: true},
+		},
+	}}, "v1", epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktest.New(epoch)
+	st := memstore.New(memstore.Options{Clock: clk, SweepInterval: -1})
+	t.Cleanup(func() { st.Close() })
+	svc, err := service.New(st, snap, service.Options{Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(svc, Options{Logger: slog.New(slog.DiscardHandler)})
+}
+
+type checkAnswer struct {
+	Allowed bool `json:"allowed"`
+	Limits  []struct {
+		Name      string `json:"name"`
+		Remaining int64  `json:"remaining"`
+	} `json:"limits"`
+	Descriptors []struct {
+		Limited   bool `json:"limited"`
+		Unlimited bool `json:"unlimited"`
+		Allowed   bool `json:"allowed"`
+		Limits    []struct {
+			Name      string `json:"name"`
+			Remaining int64  `json:"remaining"`
+		} `json:"limits"`
+	} `json:"descriptors"`
+	Error string `json:"error"`
+}
+
+func postCheck(t *testing.T, h http.Handler, body string) (int, checkAnswer) {
+	t.Helper()
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/check", strings.NewReader(body)))
+	var a checkAnswer
+	if err := json.Unmarshal(w.Body.Bytes(), &a); err != nil {
+		t.Fatalf("%s: %v", w.Body, err)
+	}
+	return w.Code, a
+}
+
+// POST /v1/check with descriptors: every descriptor's answer in the body,
+// the binding limit in "limits", 429 when one denies and nothing charged.
+func TestCheckDescriptorsHTTP(t *testing.T) {
+	h := edgeHandler(t)
+	body := `{"namespace":"edge","subject":"u","descriptors":[{"entries":[{"key":"remote_address","value":"10.0.0.7"}]},{"entries":[{"key":"remote_address","value":"10.0.0.1"}]}]}`
+	for i := range 2 {
+		code, a := postCheck(t, h, body)
+		if code != 200 || !a.Allowed || len(a.Descriptors) != 2 || a.Descriptors[0].Limits[0].Remaining != int64(1-i) || !a.Descriptors[1].Unlimited || a.Descriptors[1].Limited {
+			t.Fatalf("check %d: %d %+v", i, code, a)
+		}
+	}
+	code, a := postCheck(t, h, body)
+	if code != 429 || a.Allowed || a.Limits[0].Name != "per-ip" || a.Descriptors[0].Allowed {
+		t.Fatalf("over the IP limit: %d %+v", code, a)
+	}
+	// Nothing charged: the user has 8 of 10.
+	if _, a := postCheck(t, h, `{"namespace":"edge","subject":"u","cost":0}`); a.Limits[0].Remaining != 8 {
+		t.Fatalf("user after the denial: %+v", a)
+	}
+	// A descriptor's own cost, and a request of descriptors alone.
+	if code, a := postCheck(t, h, `{"namespace":"edge","descriptors":[{"entries":[{"key":"remote_address","value":"10.0.0.8"}],"cost":2}]}`); code != 200 || a.Descriptors[0].Limits[0].Remaining != 0 {
+		t.Fatalf("cost 2: %d %+v", code, a)
+	}
+}
+
+func TestCheckDescriptorsDecode(t *testing.T) {
+	h := edgeHandler(t)
+	for body, want := range map[string]string{
+		`{"namespace":"edge","descriptors":[{"entries":[{"key":"a","value":"b"}],"Cost":1}]}`:           `"descriptors[].Cost" must be written "cost"`,
+		`{"namespace":"edge","descriptors":[{"entries":[{"key":"a","key":"b"}]}]}`:                      `duplicate field "descriptors[].entries[].key"`,
+		`{"namespace":"edge","descriptors":[{"entries":[{"key":"","value":"b"}]}]}`:                     "empty key",
+		`{"namespace":"edge","descriptors":[{"entries":[{"key":"a","value":"b"}],"cost":-1}]}`:          "cost -1",
+		`{"namespace":"edge","descriptors":[{"entries":[{"key":"a"}],"extra":1}]}`:                      `unknown field "extra"`,
+		`{"namespace":"edge","descriptors":[]}`:                                                         "subject is required",
+		`{"namespace":"edge","subject":"u","descriptors":[{"entries":[{"key":"a"}]}]} {}`:               "after the JSON object",
+		"{\"namespace\":\"edge\",\"descriptors\":[{\"entries\":[{\"key\":\"a\",\"value\":\"\xff\"}]}]}": "UTF-8",
+	} {
+		code, a := postCheck(t, h, body)
+		if code != 400 || !strings.Contains(a.Error, want) {
+			t.Errorf("%s: %d %q, want 400 with %q", body, code, a.Error, want)
+		}
+	}
+}
+
+// A request no limit applies to is allowed, with no rate limit headers.
+func TestCheckDescriptorsNothingLimited(t *testing.T) {
+	h := edgeHandler(t)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/check", strings.NewReader(
+		`{"namespace":"edge","descriptors":[{"entries":[{"key":"remote_address","value":"10.0.0.1"}]},{"entries":[{"key":"other","value":"x"}]}]}`)))
+	if w.Code != 200 {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	for _, k := range []string{"RateLimit", "RateLimit-Policy", "X-RateLimit-Limit", "Retry-After"} {
+		if v := w.Header().Get(k); v != "" {
+			t.Errorf("%s: %q with no limit", k, v)
+		}
+	}
+	var a checkAnswer
+	json.Unmarshal(w.Body.Bytes(), &a)
+	if !a.Allowed || len(a.Limits) != 0 || len(a.Descriptors) != 2 {
+		t.Fatalf("%s", w.Body)
+	}
+}
