@@ -48,7 +48,7 @@ var (
 	// errHasDescriptors sends a body with descriptors to decodeDescriptors.
 	errHasDescriptors = errors.New("descriptors")
 	errEmptyBody      = errors.New("invalid request body: empty, want a JSON object")
-	errTrailing  = errors.New("invalid request body: unexpected data after the JSON object")
+	errTrailing       = errors.New("invalid request body: unexpected data after the JSON object")
 )
 
 func (d *decoder) syntax(what string) error {
