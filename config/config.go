@@ -201,8 +201,15 @@ func version(data []byte) string {
 // parse runs the checker and, when it found nothing wrong, returns the
 // snapshot. The errors are *Error values sorted by line.
 func parse(data []byte, source, version string, now time.Time) (*policy.Snapshot, []error) {
+	return parseWith(data, source, version, now, nil)
+}
+
+// parseWith is parse with extra namespaces (validated already) beside the
+// file's: those of an envoyproxy/ratelimit configuration.
+func parseWith(data []byte, source, version string, now time.Time, extra []policy.Namespace) (*policy.Snapshot, []error) {
 	c := newChecker(source)
 	nss, ok := c.file(data)
+	nss = append(nss, extra...)
 	var snap *policy.Snapshot
 	if ok {
 		// nss is a faithful copy of the file when c found no problem, and

@@ -43,6 +43,8 @@ type WatchOptions struct {
 	// trace, when set, is told about every event read and whether it was
 	// relevant, before the watcher acts on it (tests).
 	trace func(ev fsnotify.Event, relevant bool)
+	// dir watches a directory (NewDirWatcher).
+	dir bool
 }
 
 // Watcher reports changes of one configuration file. It survives the ways
@@ -82,6 +84,7 @@ type Watcher struct {
 	C <-chan struct{}
 
 	path string // absolute, as given (not resolved)
+	dir  bool   // path is a directory: any change of a file in it counts
 	opts WatchOptions
 	fs   fsBackend
 	c    chan struct{}
@@ -113,10 +116,23 @@ func (b fsnotifyBackend) errors() <-chan error          { return b.Errors }
 // directory cannot be watched (it does not exist, or inotify is out of
 // watches); the file itself need not exist yet.
 func NewWatcher(path string, opts WatchOptions) (*Watcher, error) {
+	return watchNew(path, false, opts)
+}
+
+// NewDirWatcher watches a directory of configuration files (an
+// envoyproxy/ratelimit configuration): any file of it created, written,
+// removed or renamed counts as a change, and so does a swap of a Kubernetes
+// ConfigMap's ..data link in it. The directory must exist.
+func NewDirWatcher(path string, opts WatchOptions) (*Watcher, error) {
+	return watchNew(path, true, opts)
+}
+
+func watchNew(path string, dir bool, opts WatchOptions) (*Watcher, error) {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, fmt.Errorf("config: watch %s: %w", path, err)
 	}
+	opts.dir = dir
 	w, err := newWatcher(path, opts, fsnotifyBackend{fw})
 	if err != nil {
 		fw.Close()
@@ -143,11 +159,15 @@ func newWatcher(path string, opts WatchOptions, fs fsBackend) (*Watcher, error) 
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := make(chan struct{}, 1)
-	w := &Watcher{C: c, c: c, path: abs, opts: opts, fs: fs, watched: map[string]bool{}, done: make(chan struct{})}
-	if err := fs.Add(filepath.Dir(abs)); err != nil {
+	w := &Watcher{C: c, c: c, path: abs, dir: opts.dir, opts: opts, fs: fs, watched: map[string]bool{}, done: make(chan struct{})}
+	first := filepath.Dir(abs)
+	if w.dir {
+		first = abs
+	}
+	if err := fs.Add(first); err != nil {
 		return nil, fmt.Errorf("config: watch directory of %s: %w", path, err)
 	}
-	w.watched[filepath.Dir(abs)] = true
+	w.watched[first] = true
 	w.resolve()
 	go w.loop()
 	return w, nil
@@ -248,6 +268,9 @@ func (w *Watcher) relevant(ev fsnotify.Event) bool {
 		delete(w.watched, name)
 		return true
 	}
+	if w.dir {
+		return w.watched[filepath.Dir(name)]
+	}
 	return w.names[name]
 }
 
@@ -258,6 +281,14 @@ func (w *Watcher) relevant(ev fsnotify.Event) bool {
 func (w *Watcher) resolve() (restored bool) {
 	names := map[string]bool{w.path: true}
 	dirs := map[string]bool{filepath.Dir(w.path): true}
+	if w.dir {
+		// The directory itself, and where it resolves to.
+		dirs = map[string]bool{w.path: true}
+		if real, err := filepath.EvalSymlinks(w.path); err == nil {
+			dirs[real] = true
+		}
+		return w.watchDirs(names, dirs)
+	}
 	// Follow the symlink chain of the last element, noting each hop and,
 	// for a relative target, its first element in the link's directory
 	// (Kubernetes' ..data).
@@ -287,6 +318,12 @@ func (w *Watcher) resolve() (restored bool) {
 		// target's return is seen (retried while that directory is gone).
 		dirs[filepath.Dir(p)] = true
 	}
+	return w.watchDirs(names, dirs)
+}
+
+// watchDirs makes names the relevant names and dirs the watched
+// directories (see resolve).
+func (w *Watcher) watchDirs(names, dirs map[string]bool) (restored bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.names = names

@@ -343,8 +343,8 @@ func compileTree(ms []Matcher, where []string, fail func(error, ...string)) leve
 				n.invalid = true
 			}
 		}
-		if m.Name != "" && !nameRE.MatchString(m.Name) {
-			fail(fmt.Errorf("%q must be 1-64 letters, digits, '_', '.' or '-'", m.Name), append(at, "name")...)
+		if err := checkText(m.Name); err != nil {
+			fail(err, append(at, "name")...)
 		}
 		for _, r := range m.Replaces {
 			switch {

@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"strings"
-
-	"github.com/distributedratelimiter/ratelimiter/config"
-	"github.com/distributedratelimiter/ratelimiter/policy"
 )
 
 // Reload reads the configuration file and, if it validates, makes it the
@@ -20,29 +17,21 @@ import (
 // (in the background); one it drops is forgotten here, and loaded again if
 // a later file brings it back.
 func (c *Controller) Reload(force bool) error {
-	if c.path == "" {
+	if c.source.Empty() {
 		return ErrNoFile
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.clock.Now()
-	data, err := config.ReadFile(c.path)
-	key := "error: " + fmt.Sprint(err)
-	if err == nil {
-		key = config.Version(data)
-	}
+	key, snap, err := c.source.Read(now)
 	if !force && key == c.lastKey {
 		return nil
 	}
 	c.lastKey = key
-	var snap *policy.Snapshot
-	if err == nil {
-		snap, err = config.ParseAt(data, c.path, now)
-	}
 	s := c.state.Load()
 	if err != nil {
 		c.rec.Reloaded(false)
-		c.log.Error("reload failed; keeping the running configuration", "config", c.path,
+		c.log.Error("reload failed; keeping the running configuration", "config", c.source.String(),
 			"version", s.current.Version(), "err", err)
 		return fmt.Errorf("%w: %w", ErrReload, err)
 	}
@@ -65,7 +54,7 @@ func (c *Controller) Reload(force bool) error {
 	}
 	c.rec.Reloaded(true)
 	c.rec.ConfigLoaded(snap.Version(), snap.LoadedAt())
-	c.log.Info("configuration reloaded", "config", c.path, "version", snap.Version(), "previous", s.base.Version(),
+	c.log.Info("configuration reloaded", "config", c.source.String(), "version", snap.Version(), "previous", s.base.Version(),
 		"namespaces", strings.Join(snap.Names(), ","))
 	return nil
 }

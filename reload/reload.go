@@ -104,7 +104,11 @@ type Options struct {
 	// Path is the configuration file; "" when the service runs without
 	// one (Reload then returns ErrNoFile and nothing is watched).
 	Path string
-	// Watch makes Start watch Path for changes.
+	// Envoy is an envoyproxy/ratelimit configuration (a file or a
+	// directory) read with Path, with EnvoyOptions (config.Source).
+	Envoy        string
+	EnvoyOptions config.EnvoyOptions
+	// Watch makes Start watch Path and Envoy for changes.
 	Watch bool
 	// Debounce is the watcher's settle time. Default config.DefaultDebounce.
 	Debounce time.Duration
@@ -135,7 +139,7 @@ type Options struct {
 // Create it with New and run it with Start; all methods are safe for
 // concurrent use.
 type Controller struct {
-	path     string
+	source   config.Source
 	watch    bool
 	debounce time.Duration
 	target   Target
@@ -185,7 +189,8 @@ func New(opts Options) (*Controller, error) {
 	if snap == nil {
 		return nil, errors.New("reload: the target has no snapshot")
 	}
-	if opts.Watch && opts.Path == "" {
+	source := config.Source{Config: opts.Path, Envoy: opts.Envoy, EnvoyOptions: opts.EnvoyOptions}
+	if opts.Watch && source.Empty() {
 		return nil, errors.New("reload: Watch without a Path")
 	}
 	if opts.Store == nil {
@@ -211,7 +216,7 @@ func New(opts Options) (*Controller, error) {
 	}
 	base := snap.Base()
 	c := &Controller{
-		path: opts.Path, watch: opts.Watch, debounce: opts.Debounce, target: opts.Target,
+		source: source, watch: opts.Watch, debounce: opts.Debounce, target: opts.Target,
 		store: opts.Store, max: opts.MaxPerNamespace, clock: opts.Clock, after: opts.After,
 		log: opts.Logger, rec: opts.Recorder, loadTO: opts.LoadTimeout,
 		lastKey: base.Version(),
@@ -228,18 +233,35 @@ func New(opts Options) (*Controller, error) {
 // the background (the service runs with the file's policy meanwhile); a
 // file that cannot be watched is an error.
 func (c *Controller) Start(ctx context.Context) error {
-	var w *config.Watcher
+	var ws []*config.Watcher
 	if c.watch {
-		var err error
-		w, err = config.NewWatcher(c.path, config.WatchOptions{Debounce: c.debounce, After: c.after, Logger: c.log})
-		if err != nil {
-			return err
+		wo := config.WatchOptions{Debounce: c.debounce, After: c.after, Logger: c.log}
+		if c.source.Config != "" {
+			w, err := config.NewWatcher(c.source.Config, wo)
+			if err != nil {
+				return err
+			}
+			ws = append(ws, w)
+		}
+		if c.source.Envoy != "" {
+			watch := config.NewWatcher
+			if config.IsDir(c.source.Envoy) {
+				watch = config.NewDirWatcher
+			}
+			w, err := watch(c.source.Envoy, wo)
+			if err != nil {
+				for _, w := range ws {
+					w.Close()
+				}
+				return err
+			}
+			ws = append(ws, w)
 		}
 	}
 	base := c.state.Load().base
 	c.rec.ConfigLoaded(base.Version(), base.LoadedAt())
 	c.Resync(ctx)
-	if w != nil {
+	if len(ws) > 0 {
 		// The file may have changed between its first read and the watch
 		// (a slow start, loading the overrides): read it once more. A no-op when
 		// the content is unchanged.
@@ -253,7 +275,7 @@ func (c *Controller) Start(ctx context.Context) error {
 	}()
 	go func() {
 		defer c.wg.Done()
-		c.loop(ctx, w)
+		c.loop(ctx, ws)
 	}()
 	return nil
 }
@@ -264,11 +286,15 @@ func (c *Controller) Wait() { c.wg.Wait() }
 
 // loop is the controller's goroutine: file changes, store notices and the
 // expiry timer, one at a time.
-func (c *Controller) loop(ctx context.Context, w *config.Watcher) {
-	var changes <-chan struct{}
-	if w != nil {
+func (c *Controller) loop(ctx context.Context, ws []*config.Watcher) {
+	var changes, envoyChanges <-chan struct{} // the configuration file, the Envoy one
+	for i, w := range ws {
 		defer w.Close()
-		changes = w.C
+		if i == 0 {
+			changes = w.C
+		} else {
+			envoyChanges = w.C
+		}
 	}
 	var expiry <-chan time.Time
 	var armedFor time.Time // the expiry the timer is for
@@ -278,6 +304,8 @@ func (c *Controller) loop(ctx context.Context, w *config.Watcher) {
 		case <-ctx.Done():
 			return
 		case <-changes:
+			c.Reload(false)
+		case <-envoyChanges:
 			c.Reload(false)
 		case <-c.wake:
 			c.syncDirty(ctx)

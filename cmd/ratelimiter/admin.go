@@ -107,9 +107,12 @@ func startLive(ctx context.Context, f serveFlags, svc *service.Service, ovs over
 	if err != nil {
 		return nil, err
 	}
+	src := f.source()
 	ctrl, err := reload.New(reload.Options{
 		Path:            f.config,
-		Watch:           f.config != "" && f.live.watch,
+		Envoy:           src.Envoy,
+		EnvoyOptions:    src.EnvoyOptions,
+		Watch:           !src.Empty() && f.live.watch,
 		Debounce:        f.live.debounce,
 		Target:          svc,
 		Store:           ovs,

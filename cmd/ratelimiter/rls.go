@@ -5,16 +5,15 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/transport/rls"
 )
 
 // newRLS is Envoy's rate limit service protocol (gRPC) over svc, with the
 // standard gRPC health service, which reports NOT_SERVING once shutdown
 // begins.
-func newRLS(svc *service.Service) netServer {
+func newRLS(s *rls.Server) netServer {
 	g := grpc.NewServer()
-	rls.New(svc).Register(g)
+	s.Register(g)
 	hs := health.NewServer()
 	hs.SetServingStatus("envoy.service.ratelimit.v3.RateLimitService", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)

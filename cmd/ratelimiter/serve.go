@@ -17,11 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/distributedratelimiter/ratelimiter/config"
+	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/metrics"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/topk"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
+	"github.com/distributedratelimiter/ratelimiter/transport/rls"
 )
 
 // serveFlags are the settings of `ratelimiter serve`.
@@ -50,6 +52,10 @@ type serveFlags struct {
 	proxy proxyFlags // reverse-proxy mode (proxy.go)
 
 	rlsListen string // Envoy's rate limit service (rls.go)
+
+	envoyConfig    string // envoyproxy/ratelimit's configuration (file or directory)
+	envoyAlgorithm string // what enforces its rate limits
+	shadow         bool   // admit what the limits deny (--shadow-mode)
 
 	topK      int           // counters per stripe of the top-K tracker; 0 off
 	topWindow time.Duration // its window
@@ -93,6 +99,9 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&f.topK, "top-k", topk.DefaultCapacity, "counters per stripe (8 stripes) of the tracker of the most denied subjects, served at GET /v1/admin/top/{namespace}; 0 turns it off")
 	fs.DurationVar(&f.topWindow, "top-window", topk.DefaultWindow, "window of the most-denied tracker: counts cover the last one to two windows")
 	fs.StringVar(&f.rlsListen, "rls-listen", "", "`address` to serve Envoy's rate limit service (gRPC, envoy.service.ratelimit.v3) on; off when empty")
+	fs.StringVar(&f.envoyConfig, "envoy-config", "", "envoyproxy/ratelimit configuration: a YAML `file`, or a directory of *.yaml/*.yml files, one domain each (a namespace with descriptors); reloaded like --config")
+	fs.StringVar(&f.envoyAlgorithm, "envoy-algorithm", "fixed_window", "what enforces --envoy-config's rate limits: fixed_window (envoyproxy/ratelimit's windows) or token_bucket (smooth)")
+	fs.BoolVar(&f.shadow, "shadow-mode", false, "admit every request the limits deny, reporting the would-be denial (JSON, RateLimit-Shadow header, metrics): try a policy before enforcing it")
 	if err := parseFlags(fs, args); err != nil {
 		return flagExit(err)
 	}
@@ -130,13 +139,24 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format: %q is not json or text", format)
 }
 
-func loadPolicy(path string) (*policy.Snapshot, string, error) {
-	if path == "" {
+// loadPolicy reads the policy at start: --config and --envoy-config, or
+// the embedded example without either.
+func loadPolicy(src config.Source) (*policy.Snapshot, string, error) {
+	if src.Empty() {
 		snap, err := config.Parse(config.Example, "example.yaml")
 		return snap, "embedded example", err
 	}
-	snap, err := config.Load(path)
-	return snap, path, err
+	_, snap, err := src.Read(time.Now())
+	return snap, src.String(), err
+}
+
+// source is where the policy is read from.
+func (f serveFlags) source() config.Source {
+	src := config.Source{Config: f.config, Envoy: f.envoyConfig}
+	if a, err := limit.ParseAlgorithm(f.envoyAlgorithm); err == nil {
+		src.EnvoyOptions.Algorithm = a
+	}
+	return src
 }
 
 // maxTopK bounds --top-k: counters per stripe and namespace.
@@ -153,10 +173,13 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err := f.http.validate(); err != nil {
 		return err
 	}
+	if a, err := limit.ParseAlgorithm(f.envoyAlgorithm); err != nil || (a != limit.FixedWindow && a != limit.TokenBucket) {
+		return fmt.Errorf("--envoy-algorithm: %q, want fixed_window or token_bucket", f.envoyAlgorithm)
+	}
 	if f.topK < 0 || f.topK > maxTopK || f.topWindow <= 0 {
 		return fmt.Errorf("--top-k %d, --top-window %v: want a count from 0 to %d and a positive window", f.topK, f.topWindow, maxTopK)
 	}
-	snap, source, err := loadPolicy(f.config)
+	snap, source, err := loadPolicy(f.source())
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
 	}
@@ -181,7 +204,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 		top = topk.New(topk.Options{Capacity: f.topK, Window: f.topWindow})
 		observer = service.Observers(obs, top)
 	}
-	svc, err := service.New(b.store, snap, service.Options{Observer: observer, Guard: b.guard})
+	svc, err := service.New(b.store, snap, service.Options{Observer: observer, Guard: b.guard, Shadow: f.shadow})
 	if err != nil {
 		return err
 	}
@@ -250,8 +273,9 @@ func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, r
 			return fmt.Errorf("--proxy-listen: %w", err)
 		}
 	}
+	rlsServer := rls.New(svc, rls.Options{UnknownDomainOK: f.envoyConfig != ""})
 	if f.rlsListen != "" {
-		if err := srvs.add("rls", f.rlsListen, func(net.Listener) (netServer, error) { return newRLS(svc), nil }); err != nil {
+		if err := srvs.add("rls", f.rlsListen, func(net.Listener) (netServer, error) { return newRLS(rlsServer), nil }); err != nil {
 			return fmt.Errorf("--rls-listen: %w", err)
 		}
 	}
@@ -259,8 +283,11 @@ func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, r
 	if f.live.adminListen == "" {
 		mainAdmin = lv.admin
 	}
-	api := httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: mainAdmin, Auth: lv.auth})
-	if err := srvs.add("", f.listen, f.http.browserServer(api, log), apiAttrs...); err != nil {
+	// envoyproxy/ratelimit's POST /json beside the API.
+	mux := http.NewServeMux()
+	mux.Handle("/json", rls.JSONHandler(rlsServer))
+	mux.Handle("/", httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: mainAdmin, Auth: lv.auth}))
+	if err := srvs.add("", f.listen, f.http.browserServer(mux, log), apiAttrs...); err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
 	return nil

@@ -73,11 +73,33 @@ const MaxDescriptors = 64
 // Server implements rlsv3.RateLimitServiceServer on a Checker.
 type Server struct {
 	rlsv3.UnimplementedRateLimitServiceServer
-	c service.Checker
+	c    service.Checker
+	opts Options
+}
+
+// Options tune a Server. The zero value is usable.
+type Options struct {
+	// UnknownDomainOK answers a domain the policy does not have OK, every
+	// descriptor without a limit, as envoyproxy/ratelimit does (serve sets
+	// it with --envoy-config). Without it such a request is NotFound: a
+	// misspelt domain is an error, not an open door.
+	UnknownDomainOK bool
+	// Now tells the time of fixed windows' duration_until_reset. Default
+	// time.Now.
+	Now func() time.Time
 }
 
 // New returns a Server deciding with c.
-func New(c service.Checker) *Server { return &Server{c: c} }
+func New(c service.Checker, opts ...Options) *Server {
+	s := &Server{c: c}
+	if len(opts) > 0 {
+		s.opts = opts[0]
+	}
+	if s.opts.Now == nil {
+		s.opts.Now = time.Now
+	}
+	return s
+}
 
 // Register registers s on a gRPC server.
 func (s *Server) Register(g grpc.ServiceRegistrar) { rlsv3.RegisterRateLimitServiceServer(g, s) }
@@ -93,6 +115,13 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	}
 	if len(descs) > MaxDescriptors {
 		return nil, status.Errorf(codes.InvalidArgument, "%d descriptors, at most %d", len(descs), MaxDescriptors)
+	}
+	snap := s.c.Snapshot()
+	if _, known := snap.Namespace(req.GetDomain()); !known && s.opts.UnknownDomainOK {
+		return unknownDomain(len(descs)), nil
+	}
+	if snap.HasDescriptors(req.GetDomain()) {
+		return s.tree(ctx, req)
 	}
 	// Every descriptor is validated before any is checked: a request
 	// refused for its third descriptor must not have charged the first.
@@ -137,7 +166,7 @@ func describe(d *ratelimitv3.RateLimitDescriptor, requestHits uint32) (string, i
 		return "", 0, errors.New("no entries")
 	}
 	if d.GetIsNegativeHits() {
-		return "", 0, errors.New("negative hits (refunds) are not supported")
+		return "", 0, errNegativeHits
 	}
 	var b strings.Builder
 	for i, e := range entries {
@@ -148,18 +177,32 @@ func describe(d *ratelimitv3.RateLimitDescriptor, requestHits uint32) (string, i
 		b.WriteByte('=')
 		b.WriteString(url.QueryEscape(e.GetValue()))
 	}
-	// The descriptor's hits_addend, when set (0 included: a check that
-	// charges nothing), else the request's, where 0 means unset: 1.
-	cost := int64(requestHits)
+	c := cost(d, requestHits)
+	if c < 0 {
+		return "", 0, errHitsTooLarge
+	}
+	return b.String(), c, nil
+}
+
+var (
+	errNegativeHits = errors.New("negative hits (refunds) are not supported")
+	errHitsTooLarge = errors.New("hits_addend too large")
+)
+
+// cost is a descriptor's cost: its hits_addend, when set (0 included: a
+// check that charges nothing), else the request's, where 0 means unset: 1.
+// It is -1 for a hits_addend past int64.
+func cost(d *ratelimitv3.RateLimitDescriptor, requestHits uint32) int64 {
 	if h := d.GetHitsAddend(); h != nil {
 		if h.GetValue() > math.MaxInt64 {
-			return "", 0, errors.New("hits_addend too large")
+			return -1
 		}
-		cost = int64(h.GetValue())
-	} else if cost == 0 {
-		cost = 1
+		return int64(h.GetValue())
 	}
-	return b.String(), cost, nil
+	if requestHits == 0 {
+		return 1
+	}
+	return int64(requestHits)
 }
 
 // descriptorStatus renders a check's result as a descriptor status: its
@@ -197,6 +240,14 @@ var units = []struct {
 // unit divides, is UNKNOWN with the rule's name).
 func currentLimit(r *limit.Rule, lim int64) *rlsv3.RateLimitResponse_RateLimit {
 	cl := &rlsv3.RateLimitResponse_RateLimit{Name: r.Name, RequestsPerUnit: uint32(min(lim, 1<<32-1))}
+	switch r.Period { // Envoy's week and month (30 days), exactly
+	case 7 * 24 * time.Hour:
+		cl.Unit = rlsv3.RateLimitResponse_RateLimit_WEEK
+		return cl
+	case 30 * 24 * time.Hour:
+		cl.Unit = rlsv3.RateLimitResponse_RateLimit_MONTH
+		return cl
+	}
 	for _, u := range units {
 		if r.Period%u.d == 0 {
 			cl.Unit = u.u
