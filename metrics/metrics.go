@@ -68,7 +68,8 @@ type Observer struct {
 	duration  *prometheus.HistogramVec
 	errs      *prometheus.CounterVec
 	info      *prometheus.GaugeVec
-	fail      failureMetrics // failure.go
+	fail      failureMetrics     // failure.go
+	desc      *descriptorMetrics // descriptors.go
 
 	mu      sync.Mutex // serializes table rebuilds and the info gauge
 	table   atomic.Pointer[table]
@@ -116,7 +117,8 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 		}, []string{"version"}),
 	}
 	o.fail = newFailureMetrics()
-	for _, c := range append([]prometheus.Collector{o.decisions, o.duration, o.errs, o.info}, o.fail.collectors()...) {
+	o.desc = newDescriptorMetrics()
+	for _, c := range append(append([]prometheus.Collector{o.decisions, o.duration, o.errs, o.info}, o.fail.collectors()...), o.desc.collectors()...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
@@ -193,12 +195,12 @@ func (o *Observer) ObserveCheck(res service.Result, err error, took time.Duratio
 	}
 	c.duration.Observe(took.Seconds())
 	if err != nil {
-		switch {
-		case errors.Is(err, service.ErrInvalidNamespace), errors.Is(err, service.ErrInvalidSubject), errors.Is(err, service.ErrInvalidCost):
+		switch service.Classify(err) {
+		case service.Invalid:
 			c.invalid.Inc()
-		case errors.Is(err, policy.ErrUnknownNamespace):
+		case service.UnknownNamespace:
 			c.unknownNS.Inc()
-		case errors.Is(err, service.ErrOverloaded):
+		case service.Overloaded:
 			if c.by != nil { // shed: no decision, counted by its path only
 				c.by[service.DecidedByShed][0].Inc()
 			}
@@ -208,6 +210,9 @@ func (o *Observer) ObserveCheck(res service.Result, err error, took time.Duratio
 		return
 	}
 	v := &res.Verdict
+	if res.Descriptors != nil || v.Shadow {
+		o.desc.observe(name, &res)
+	}
 	if v.N == 0 {
 		return
 	}

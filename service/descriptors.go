@@ -114,9 +114,16 @@ func (s *Service) checkDescriptors(ctx context.Context, snap *policy.Snapshot, r
 	switch {
 	case blocked >= 0:
 		// Denied by the policy itself: nothing is asked of the store.
-		v := blockedVerdict(matches[blocked].Unit, s.clock.Now())
+		m := &matches[blocked]
+		v := blockedVerdict(m.Unit, s.clock.Now())
 		res.Descriptors[blocked].Verdict = v
-		res.Verdict, res.Set.Rules, res.DecidedBy = v, nil, DecidedByPolicy
+		name := m.Name
+		if name == "" {
+			name = "blocked"
+		}
+		// A limit of 0 per unit: it describes the denial, it is never stepped.
+		res.Verdict, res.DecidedBy = v, DecidedByPolicy
+		res.Set.Rules = []limit.Rule{{Name: name, Algorithm: limit.FixedWindow, Period: m.Unit}}
 		return nil
 	case len(reqs) == 0:
 		res.Verdict, res.Set.Rules = limit.Verdict{Allowed: true}, nil // nothing limits the request

@@ -114,8 +114,12 @@ func appendDescriptors(b []byte, res *service.Result) []byte {
 			if j > 0 {
 				b = append(b, ',')
 			}
+			name := "blocked" // a blocked descriptor: no rule, a limit of 0
+			if j < len(d.Match.Rules) {
+				name = d.Match.Rules[j].Name
+			}
 			b = append(b, `{"name":`...)
-			b = appendString(b, d.Match.Rules[j].Name)
+			b = appendString(b, name)
 			b = append(b, `,"limit":`...)
 			b = strconv.AppendInt(b, dec.Limit, 10)
 			b = append(b, `,"remaining":`...)

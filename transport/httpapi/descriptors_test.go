@@ -24,6 +24,7 @@ func edgeHandler(t *testing.T) http.Handler {
 		Descriptors: []policy.Matcher{
 			{Key: "remote_address", Rules: []limit.Rule{{Name: "per-ip", Algorithm: limit.FixedWindow, Limit: 2, Period: time.Hour}}},
 			{Key: "remote_address", Value: "10.0.0.1", Unlimited: true},
+			{Key: "remote_address", Value: "6.6.6.6", Blocked: true, Unit: time.Minute},
 		},
 	}}, "v1", epoch)
 	if err != nil {
@@ -129,6 +130,22 @@ func TestCheckDescriptorsNothingLimited(t *testing.T) {
 	var a checkAnswer
 	json.Unmarshal(w.Body.Bytes(), &a)
 	if !a.Allowed || len(a.Limits) != 0 || len(a.Descriptors) != 2 {
+		t.Fatalf("%s", w.Body)
+	}
+}
+
+// A blocked descriptor is a 429 with a limit of 0 and its window's wait.
+func TestCheckDescriptorsBlocked(t *testing.T) {
+	h := edgeHandler(t)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/check", strings.NewReader(
+		`{"namespace":"edge","subject":"u","descriptors":[{"entries":[{"key":"remote_address","value":"6.6.6.6"}]}]}`)))
+	if w.Code != 429 || w.Header().Get("Retry-After") != "60" || w.Header().Get("RateLimit-Decided-By") != "policy" {
+		t.Fatalf("%d %v %s", w.Code, w.Header(), w.Body)
+	}
+	var a checkAnswer
+	json.Unmarshal(w.Body.Bytes(), &a)
+	if a.Allowed || a.Descriptors[0].Allowed || a.Descriptors[0].Limits[0].Name != "blocked" {
 		t.Fatalf("%s", w.Body)
 	}
 }
