@@ -7,7 +7,8 @@
 //	X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset (seconds)
 //	Retry-After: whole seconds, rounded up, at least 1 (denied; absent when
 //	             the request can never pass)
-//	RateLimit-Decided-By: store | deny-cache | local | open | closed | shed
+//	RateLimit-Decided-By: store | deny-cache | local | open | closed | shed | policy
+//	RateLimit-Shadow: denied (a limit in shadow mode would have denied it)
 //
 // A check the instance shed for overload (service.ErrOverloaded) is no
 // decision: it carries only RateLimit-Decided-By: shed and Retry-After
@@ -37,6 +38,9 @@ const (
 	XReset     = "X-Ratelimit-Reset"
 	RetryAfter = "Retry-After"
 	DecidedBy  = "Ratelimit-Decided-By" // RateLimit-Decided-By
+	// Shadow is set, to "denied", on a request a limit in shadow mode (or
+	// --shadow-mode) would have denied and that was admitted.
+	Shadow = "Ratelimit-Shadow" // RateLimit-Shadow
 	// Cost is the request header a trusted proxy sets to charge a request
 	// more than one unit (the gate endpoint reads it).
 	Cost = "X-Ratelimit-Cost"
@@ -162,5 +166,10 @@ func Set(h http.Header, res *service.Result, contentType string, scratch []byte)
 		vals[n] = contentType
 		h["Content-Type"] = vals[n : n+1 : n+1]
 	}
+	if v.Shadow {
+		h[Shadow] = shadowDenied
+	}
 	return b
 }
+
+var shadowDenied = []string{"denied"}

@@ -149,3 +149,28 @@ func TestCheckDescriptorsBlocked(t *testing.T) {
 		t.Fatalf("%s", w.Body)
 	}
 }
+
+// A limit in shadow mode that would deny: the request passes, and the
+// body and the RateLimit-Shadow header say what enforcing would have done.
+func TestCheckShadowHTTP(t *testing.T) {
+	snap, err := policy.New([]policy.Namespace{{Name: "s", Rules: []limit.Rule{
+		{Name: "enforced", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour},
+		{Name: "trial", Algorithm: limit.FixedWindow, Limit: 1, Period: time.Hour, Shadow: true},
+	}}}, "v1", epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktest.New(epoch)
+	st := memstore.New(memstore.Options{Clock: clk, SweepInterval: -1})
+	t.Cleanup(func() { st.Close() })
+	svc, _ := service.New(st, snap, service.Options{Clock: clk})
+	h := New(svc, Options{Logger: slog.New(slog.DiscardHandler)})
+	for i := range 2 {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/v1/check", strings.NewReader(`{"namespace":"s","subject":"u"}`)))
+		shadow := i == 1
+		if w.Code != 200 || (w.Header().Get("RateLimit-Shadow") == "denied") != shadow || strings.Contains(w.Body.String(), `"shadow_denied":true`) != shadow {
+			t.Fatalf("check %d: %d %v %s", i, w.Code, w.Header(), w.Body)
+		}
+	}
+}
