@@ -566,6 +566,25 @@ func (c *compiled) ownLimit(d Descriptor) Match {
 	return Match{Limited: true, Key: Key(c.ns.Name, DescriptorSubject(d.Entries, nil)), Rules: []limit.Rule{r}, Stat: stat}
 }
 
+// ResolveTarget is Resolve for the target of an override: a subject, or a
+// descriptor (DescriptorSubject), whose limit set it resolves to.
+func (s *Snapshot) ResolveTarget(ns, subject string) (LimitSet, error) {
+	if !IsDescriptorSubject(subject) {
+		return s.Resolve(ns, subject)
+	}
+	entries, err := ParseDescriptorSubject(subject)
+	if err != nil {
+		return LimitSet{}, err
+	}
+	out := make([]Match, 1)
+	if err := s.ResolveDescriptors(ns, []Descriptor{{Entries: entries}}, out); err != nil {
+		return LimitSet{}, err
+	}
+	set := LimitSet{Rules: out[0].Rules, Overridden: out[0].Overridden}
+	set.Namespace, _ = s.Namespace(ns)
+	return set, nil
+}
+
 // HasDescriptors reports whether namespace ns has a descriptor tree.
 func (s *Snapshot) HasDescriptors(ns string) bool {
 	c, ok := s.namespaces[ns]

@@ -129,7 +129,7 @@ func (s *state) status(o policy.Override, now time.Time) Status {
 		st.Problem = "expired"
 		return st
 	}
-	set, err := s.current.Resolve(o.Namespace, o.Subject)
+	set, err := s.current.ResolveTarget(o.Namespace, o.Subject)
 	if err != nil || !set.Overridden {
 		st.Problem = "not applied yet"
 		return st

@@ -84,4 +84,13 @@ func Conformance(t *testing.T, s overrides.Store) {
 	if err := s.Put(ctx, Override("", "x", 1, time.Time{}), 10); err == nil {
 		t.Fatal("empty namespace accepted")
 	}
+	// An override of a descriptor: its subject starts with a control
+	// character and holds escaped entries.
+	d := Override("edge", policy.DescriptorSubject([]policy.Entry{{Key: "route", Value: "POST /orders"}, {Key: "user", Value: "42"}}, nil), 7, time.Time{})
+	if err := s.Put(ctx, d, 10); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Load(ctx, "edge"); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], d) {
+		t.Fatalf("a descriptor's override: %+v %v", got, err)
+	}
 }

@@ -132,6 +132,14 @@ func NewAdmin(ov Overrides, opts AdminOptions) (http.Handler, error) {
 	mux.HandleFunc("GET "+one, a.get)
 	mux.HandleFunc("DELETE "+one, a.delete)
 	mux.HandleFunc(one, methodNotAllowed("GET, PUT, DELETE"))
+	// An override of a descriptor: {descriptor} is key=value,key=value,
+	// each key and value query-escaped (policy.ParseDescriptorSubject),
+	// the whole path-escaped as one segment.
+	const desc = "/v1/admin/overrides/{namespace}/descriptor/{descriptor}"
+	mux.HandleFunc("PUT "+desc, a.put)
+	mux.HandleFunc("GET "+desc, a.get)
+	mux.HandleFunc("DELETE "+desc, a.delete)
+	mux.HandleFunc(desc, methodNotAllowed("GET, PUT, DELETE"))
 	const list = "/v1/admin/overrides/{namespace}"
 	mux.HandleFunc("GET "+list, a.list)
 	mux.HandleFunc(list, methodNotAllowed("GET, HEAD"))
@@ -208,8 +216,27 @@ func decodePut(body []byte, ns, subject string, now time.Time) (policy.Override,
 	return o, nil
 }
 
+// target is the subject of an override route: {subject}, or the
+// DescriptorSubject of {descriptor}.
+func target(r *http.Request) (string, error) {
+	d := r.PathValue("descriptor")
+	if d == "" {
+		return r.PathValue("subject"), nil
+	}
+	entries, err := policy.ParseDescriptorSubject(d)
+	if err != nil {
+		return "", err
+	}
+	return policy.DescriptorSubject(entries, nil), nil
+}
+
 func (a *admin) put(w http.ResponseWriter, r *http.Request) {
-	ns, subject := r.PathValue("namespace"), r.PathValue("subject")
+	ns := r.PathValue("namespace")
+	subject, err := target(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	body, status, msg := readBody(w, r, nil, a.maxBody)
 	if status != 0 {
 		writeError(w, status, msg)
@@ -229,7 +256,12 @@ func (a *admin) put(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) get(w http.ResponseWriter, r *http.Request) {
-	st, err := a.ov.Get(r.PathValue("namespace"), r.PathValue("subject"))
+	subject, err := target(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	st, err := a.ov.Get(r.PathValue("namespace"), subject)
 	if err != nil {
 		a.writeAdminError(w, err)
 		return
@@ -238,7 +270,12 @@ func (a *admin) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) delete(w http.ResponseWriter, r *http.Request) {
-	if err := a.ov.Delete(r.Context(), r.PathValue("namespace"), r.PathValue("subject")); err != nil {
+	subject, err := target(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := a.ov.Delete(r.Context(), r.PathValue("namespace"), subject); err != nil {
 		a.writeAdminError(w, err)
 		return
 	}

@@ -42,11 +42,14 @@ type ruleView struct {
 // /v1/config, the runtime ones in the admin API's (statusView). Its limits
 // read back as a PUT body.
 type overrideView struct {
-	Namespace string                        `json:"namespace,omitempty"`
-	Subject   string                        `json:"subject"`
-	Limits    map[string]policy.PatchFields `json:"limits"`
-	ExpiresAt *time.Time                    `json:"expires_at,omitempty"`
-	UpdatedAt *time.Time                    `json:"updated_at,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Subject   string `json:"subject,omitempty"`
+	// Descriptor is the override's descriptor, written key=value,...
+	// (an override of a descriptor has no subject).
+	Descriptor string                        `json:"descriptor,omitempty"`
+	Limits     map[string]policy.PatchFields `json:"limits"`
+	ExpiresAt  *time.Time                    `json:"expires_at,omitempty"`
+	UpdatedAt  *time.Time                    `json:"updated_at,omitempty"`
 	// Active reports whether a runtime override applies now; Problem says
 	// why not.
 	Active  *bool  `json:"active,omitempty"`
@@ -57,6 +60,9 @@ type overrideView struct {
 
 func viewOfOverride(o policy.Override) overrideView {
 	v := overrideView{Namespace: o.Namespace, Subject: o.Subject, Limits: make(map[string]policy.PatchFields, len(o.Limits))}
+	if policy.IsDescriptorSubject(o.Subject) {
+		v.Subject, v.Descriptor = "", policy.SubjectName(o.Subject)
+	}
 	for name, p := range o.Limits {
 		v.Limits[name] = p.Fields()
 	}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/clock/clocktest"
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/reload"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
 )
@@ -172,5 +174,72 @@ func TestCheckShadowHTTP(t *testing.T) {
 		if w.Code != 200 || (w.Header().Get("RateLimit-Shadow") == "denied") != shadow || strings.Contains(w.Body.String(), `"shadow_denied":true`) != shadow {
 			t.Fatalf("check %d: %d %v %s", i, w.Code, w.Header(), w.Body)
 		}
+	}
+}
+
+// The admin API overrides a descriptor: PUT, GET and DELETE of
+// /v1/admin/overrides/{namespace}/descriptor/{key=value,...}; the check of
+// that descriptor applies it at once.
+func TestAdminDescriptorOverride(t *testing.T) {
+	snap, err := policy.New([]policy.Namespace{{Name: "edge", Descriptors: []policy.Matcher{
+		{Key: "remote_address", Rules: []limit.Rule{{Name: "per-ip", Algorithm: limit.FixedWindow, Limit: 2, Period: time.Hour}}},
+	}}}, "v1", epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktest.New(epoch)
+	st := memstore.New(memstore.Options{Clock: clk, SweepInterval: -1})
+	t.Cleanup(func() { st.Close() })
+	svc, _ := service.New(st, snap, service.Options{Clock: clk})
+	ctrl, err := reload.New(reload.Options{Target: svc, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := ctrl.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); ctrl.Wait() })
+	admin, err := NewAdmin(ctrl, AdminOptions{Token: adminToken, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(svc, Options{Admin: admin, Logger: slog.New(slog.DiscardHandler)})
+	do := func(method, target, body string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(method, target, strings.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+adminToken)
+		h.ServeHTTP(w, r)
+		return w
+	}
+	const path = "/v1/admin/overrides/edge/descriptor/remote_address=10.0.0.7"
+	w := do(http.MethodPut, path, `{"limits":{"per-ip":{"limit":5}}}`)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `"descriptor":"remote_address=10.0.0.7"`) || strings.Contains(w.Body.String(), `"subject"`) {
+		t.Fatalf("PUT: %d %s", w.Code, w.Body)
+	}
+	body := `{"namespace":"edge","descriptors":[{"entries":[{"key":"remote_address","value":"10.0.0.7"}]}]}`
+	if _, a := postCheck(t, h, body); a.Descriptors[0].Limits[0].Remaining != 4 {
+		t.Fatalf("the override is not in force: %+v", a)
+	}
+	if w := do(http.MethodGet, path, ""); w.Code != 200 || !strings.Contains(w.Body.String(), `"active":true`) {
+		t.Fatalf("GET: %d %s", w.Code, w.Body)
+	}
+	if w := do(http.MethodGet, "/v1/admin/overrides/edge", ""); !strings.Contains(w.Body.String(), `"descriptor":"remote_address=10.0.0.7"`) {
+		t.Fatalf("list: %s", w.Body)
+	}
+	for target, want := range map[string]string{
+		"/v1/admin/overrides/edge/descriptor/nothing=here": "matches no limit",
+		"/v1/admin/overrides/edge/descriptor/nonsense":     "not key=value",
+		"/v1/admin/overrides/edge/someone":                 "limits descriptors only",
+	} {
+		if w := do(http.MethodPut, target, `{"limits":{"per-ip":{"limit":5}}}`); w.Code != 400 || !strings.Contains(w.Body.String(), want) {
+			t.Errorf("PUT %s: %d %s", target, w.Code, w.Body)
+		}
+	}
+	if w := do(http.MethodDelete, path, ""); w.Code != 204 {
+		t.Fatalf("DELETE: %d %s", w.Code, w.Body)
+	}
+	if _, a := postCheck(t, h, body); a.Descriptors[0].Limits[0].Remaining != 0 {
+		t.Fatalf("after DELETE: %+v", a)
 	}
 }
