@@ -213,8 +213,8 @@ func (c *checker) names(items []*yaml.Node, parent, kind string) []named {
 // namespace reads one namespace; pi is its index among those given to
 // policy.New. It returns false when the namespace is left out.
 func (c *checker) namespace(n *yaml.Node, nm named, pi int) (policy.Namespace, bool) {
-	f, ok := c.fields(n, nm.path, "a mapping (name, subject_header, cost_header, on_store_error, limits, descriptors, descriptor_algorithm, overrides)",
-		"name", "subject_header", "cost_header", "on_store_error", "limits", "descriptors", "descriptor_algorithm", "overrides")
+	f, ok := c.fields(n, nm.path, "a mapping (name, subject_header, cost_header, on_store_error, limits, descriptors, descriptor_algorithm, request_descriptors, overrides)",
+		"name", "subject_header", "cost_header", "on_store_error", "limits", "descriptors", "descriptor_algorithm", "request_descriptors", "overrides")
 	if !ok {
 		return policy.Namespace{}, false
 	}
@@ -275,6 +275,9 @@ func (c *checker) namespace(n *yaml.Node, nm named, pi int) (policy.Namespace, b
 	}
 	if d := f["descriptors"]; d.present() {
 		ns.Descriptors = c.descriptors(d, join(nm.path, "descriptors"), join(pp, "descriptors"))
+	}
+	if d := f["request_descriptors"]; d.present() {
+		ns.RequestDescriptors = c.requestDescriptors(d, join(nm.path, "request_descriptors"), join(pp, "request_descriptors"))
 	}
 	ns.Overrides = c.overrides(f["overrides"], join(nm.path, "overrides"), join(pp, "overrides"), stood)
 	return ns, keep
@@ -358,6 +361,58 @@ func (c *checker) matcher(n *yaml.Node, parent, ppParent string, i int) (policy.
 		m.Descriptors = c.descriptors(d, join(path, "descriptors"), join(pp, "descriptors"))
 	}
 	return m, true
+}
+
+// requestDescriptors reads a namespace's request_descriptors: a list of
+// descriptors, each a list of entries {key, from, header, value, paths}.
+// policy.New checks what the entries say.
+func (c *checker) requestDescriptors(f field, path, pp string) []policy.RequestDescriptor {
+	items, ok := c.list(f.val, path)
+	if !ok {
+		return nil
+	}
+	var out []policy.RequestDescriptor
+	for i, item := range items {
+		dpath := elem(path, "", i)
+		c.at(elem(pp, "", i), dpath, item.Line)
+		entries, ok := c.list(item, dpath)
+		if !ok {
+			continue
+		}
+		var rd policy.RequestDescriptor
+		for j, en := range entries {
+			epath := elem(dpath, "", j)
+			ef, ok := c.fields(en, epath, "a mapping (key, from, header, value, paths)", "key", "from", "header", "value", "paths")
+			if !ok {
+				continue
+			}
+			var e policy.RequestEntry
+			if v := c.required(ef, en, epath, "key"); v != nil {
+				e.Key, _ = c.str(v, join(epath, "key"))
+			}
+			if v := c.required(ef, en, epath, "from"); v != nil {
+				e.From, _ = c.str(v, join(epath, "from"))
+			}
+			if v := ef["header"]; v.present() {
+				e.Header, _ = c.str(v.val, join(epath, "header"))
+			}
+			if v := ef["value"]; v.present() {
+				e.Value, _ = c.str(v.val, join(epath, "value"))
+			}
+			if v := ef["paths"]; v.present() {
+				ppath := join(epath, "paths")
+				ps, _ := c.list(v.val, ppath)
+				for k, p := range ps {
+					if s, ok := c.str(p, elem(ppath, "", k)); ok {
+						e.Paths = append(e.Paths, s)
+					}
+				}
+			}
+			rd = append(rd, e)
+		}
+		out = append(out, rd)
+	}
+	return out
 }
 
 // flag reads an optional boolean field (false when absent).

@@ -35,6 +35,10 @@ const descriptorsYAML = `namespaces:
     overrides:
       - descriptors: ["remote_address=10.0.0.7"]
         limits: {per-ip: {limit: 2}}
+    request_descriptors:
+      - [{key: remote_address, from: client_address}]
+      - [{key: route, from: value, value: "POST /orders"}, {key: user, from: header, header: X-User-ID}]
+      - [{key: endpoint, from: path, paths: ["/orders/*"]}]
 `
 
 // A namespace's descriptors, its shadow limits and an override of a
@@ -65,6 +69,15 @@ func TestDescriptorsConfig(t *testing.T) {
 	}
 	if set, err := snap.Resolve("orders", "u"); err != nil || set.Rules[0].Period != time.Minute {
 		t.Errorf("the subject limits: %+v %v", set, err)
+	}
+	ns, _ := snap.Namespace("orders")
+	if rd := ns.RequestDescriptors; len(rd) != 3 || rd[1][1].Header != "X-User-ID" || rd[2][0].Paths[0] != "/orders/*" {
+		t.Errorf("request descriptors: %+v", rd)
+	}
+	bad := strings.Replace(descriptorsYAML, "from: client_address", "from: cookie", 1)
+	if errs := Validate([]byte(bad), "orders.yaml"); len(errs) != 1 || !strings.Contains(errs[0].Error(),
+		`orders.yaml:27: namespaces[orders].request_descriptors[0]: entry 0 (remote_address): from "cookie", want one of`) {
+		t.Errorf("a bad source: %v", errs)
 	}
 }
 

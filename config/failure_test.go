@@ -43,7 +43,7 @@ func TestOnStoreError(t *testing.T) {
 		{"    on_store_error: open\n    on_store_error: closed\n", []string{
 			`orders.yaml:5: namespaces[orders].on_store_error: duplicate key (first on line 4)`}},
 		{"    on_store_eror: open\n", []string{
-			`orders.yaml:4: namespaces[orders].on_store_eror: unknown field (want name, subject_header, cost_header, on_store_error, limits, descriptors, descriptor_algorithm, overrides)`}},
+			`orders.yaml:4: namespaces[orders].on_store_eror: unknown field (want name, subject_header, cost_header, on_store_error, limits, descriptors, descriptor_algorithm, request_descriptors, overrides)`}},
 	} {
 		data := edit(t, "    subject_header: X-User-ID\n", "    subject_header: X-User-ID\n"+tc.line)
 		var got []string

@@ -45,6 +45,7 @@ import (
 
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/transport/extract"
 	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
 
@@ -93,6 +94,22 @@ type Options struct {
 	// Logger receives deployment errors (an unknown namespace). Default:
 	// discard.
 	Logger *slog.Logger
+	// Extract says whom to trust for a client's address when the
+	// namespace's request_descriptors use it (package extract).
+	Extract extract.Options
+}
+
+// ClientAddress is a Subject function: the client's address as package
+// extract reads it, through the proxies o trusts, an IPv6 client grouped by
+// its network.
+func ClientAddress(o extract.Options) func(r *http.Request) (string, error) {
+	return func(r *http.Request) (string, error) {
+		a, err := extract.ClientAddress(r, o)
+		if err != nil {
+			return "", fmt.Errorf("%w: %w", ErrNoSubject, err)
+		}
+		return a, nil
+	}
 }
 
 // New returns the middleware for opts. It checks that the namespace exists
@@ -134,20 +151,12 @@ type limiter struct {
 
 func (m *limiter) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		subject, err := m.o.Subject(r)
+		req, err := m.request(r)
 		if err != nil {
 			m.o.OnError(w, r, err)
 			return
 		}
-		cost, err := m.o.Cost(r)
-		if err != nil {
-			if !errors.Is(err, service.ErrInvalidCost) && !errors.Is(err, policy.ErrUnknownNamespace) {
-				err = fmt.Errorf("%w: %w", service.ErrInvalidCost, err)
-			}
-			m.o.OnError(w, r, err)
-			return
-		}
-		res, err := m.c.Check(r.Context(), service.Request{Namespace: m.o.Namespace, Subject: subject, Cost: cost})
+		res, err := m.c.Check(r.Context(), req)
 		if err != nil {
 			m.o.OnError(w, r, err)
 			return
@@ -170,6 +179,44 @@ func (m *limiter) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// request is what r is checked as: its subject and cost, and the
+// descriptors the namespace's request_descriptors build from it. A
+// namespace that limits descriptors only needs no subject; one with
+// request descriptors checks what it has.
+func (m *limiter) request(r *http.Request) (service.Request, error) {
+	req := service.Request{Namespace: m.o.Namespace}
+	ns, ok := m.c.Snapshot().Namespace(m.o.Namespace)
+	if !ok {
+		return req, fmt.Errorf("middleware: %w: %q", policy.ErrUnknownNamespace, m.o.Namespace)
+	}
+	cost, err := m.o.Cost(r)
+	if err != nil {
+		if !errors.Is(err, service.ErrInvalidCost) && !errors.Is(err, policy.ErrUnknownNamespace) {
+			err = fmt.Errorf("%w: %w", service.ErrInvalidCost, err)
+		}
+		return req, err
+	}
+	req.Cost = cost
+	if len(ns.RequestDescriptors) > 0 {
+		if req.Descriptors, err = extract.Descriptors(r, ns, cost, m.o.Extract); err != nil {
+			return req, fmt.Errorf("%w: %w", ErrNoSubject, err)
+		}
+	}
+	if len(ns.Rules) > 0 {
+		subject, err := m.o.Subject(r)
+		switch {
+		case err == nil:
+			req.Subject = subject
+		case len(req.Descriptors) == 0:
+			return req, err
+		}
+	}
+	if req.Subject == "" && len(req.Descriptors) == 0 {
+		return req, fmt.Errorf("%w: no subject and no descriptor", ErrNoSubject)
+	}
+	return req, nil
 }
 
 // subjectHeader is the default Subject: the namespace's subject header in

@@ -63,6 +63,9 @@ type Namespace struct {
 	// (Envoy's descriptor limit). Default limit.FixedWindow, as Envoy's own
 	// rate limit service counts.
 	DescriptorAlgorithm limit.Algorithm
+	// RequestDescriptors say how the gate, the reverse proxy and the
+	// middleware build an HTTP request's descriptors (request.go).
+	RequestDescriptors []RequestDescriptor
 }
 
 // LimitSet is what a request resolves to.
@@ -134,6 +137,11 @@ func New(namespaces []Namespace, version string, loadedAt time.Time) (*Snapshot,
 			fail(fmt.Errorf("%v is not a failure policy", ns.OnStoreError), at("on_store_error")...)
 		}
 		defaulted, byName, invalid := checkRules(ns.Rules, at(), fail)
+		for j, rd := range ns.RequestDescriptors {
+			if err := rd.validate(); err != nil {
+				fail(err, at("request_descriptors", index(j))...)
+			}
+		}
 		c := &compiled{ns: ns, overrides: map[string][]limit.Rule{}, defaulted: defaulted, byName: byName,
 			files: map[string]map[string]Patch{}, tree: compileTree(ns.Descriptors, where, fail)}
 		for _, o := range ns.Overrides {

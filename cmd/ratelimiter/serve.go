@@ -22,6 +22,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/topk"
+	"github.com/distributedratelimiter/ratelimiter/transport/extract"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 	"github.com/distributedratelimiter/ratelimiter/transport/rls"
 )
@@ -56,6 +57,9 @@ type serveFlags struct {
 	envoyConfig    string // envoyproxy/ratelimit's configuration (file or directory)
 	envoyAlgorithm string // what enforces its rate limits
 	shadow         bool   // admit what the limits deny (--shadow-mode)
+
+	trustedProxies string // whose Forwarded / X-Forwarded-For to believe
+	ipv6Prefix     int    // the network an IPv6 client is limited as
 
 	topK      int           // counters per stripe of the top-K tracker; 0 off
 	topWindow time.Duration // its window
@@ -101,6 +105,8 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&f.rlsListen, "rls-listen", "", "`address` to serve Envoy's rate limit service (gRPC, envoy.service.ratelimit.v3) on; off when empty")
 	fs.StringVar(&f.envoyConfig, "envoy-config", "", "envoyproxy/ratelimit configuration: a YAML `file`, or a directory of *.yaml/*.yml files, one domain each (a namespace with descriptors); reloaded like --config")
 	fs.StringVar(&f.envoyAlgorithm, "envoy-algorithm", "fixed_window", "what enforces --envoy-config's rate limits: fixed_window (envoyproxy/ratelimit's windows) or token_bucket (smooth)")
+	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated `CIDRs` (or addresses) of the proxies in front whose Forwarded and X-Forwarded-For headers say the client's address (client_address descriptors, --proxy-subject remote-addr); empty: the TCP peer is the client")
+	fs.IntVar(&f.ipv6Prefix, "ipv6-prefix", extract.DefaultIPv6Prefix, "prefix length an IPv6 client address is limited as (a host rotates addresses within its /64)")
 	fs.BoolVar(&f.shadow, "shadow-mode", false, "admit every request the limits deny, reporting the would-be denial (JSON, RateLimit-Shadow header, metrics): try a policy before enforcing it")
 	if err := parseFlags(fs, args); err != nil {
 		return flagExit(err)
@@ -150,6 +156,18 @@ func loadPolicy(src config.Source) (*policy.Snapshot, string, error) {
 	return snap, src.String(), err
 }
 
+// extract is whom to trust for a client's address.
+func (f serveFlags) extract() (extract.Options, error) {
+	trusted, err := extract.ParseTrusted(f.trustedProxies)
+	if err != nil {
+		return extract.Options{}, fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	if f.ipv6Prefix < 1 || f.ipv6Prefix > 128 {
+		return extract.Options{}, fmt.Errorf("--ipv6-prefix: %d, want 1 to 128", f.ipv6Prefix)
+	}
+	return extract.Options{TrustedProxies: trusted, IPv6Prefix: f.ipv6Prefix}, nil
+}
+
 // source is where the policy is read from.
 func (f serveFlags) source() config.Source {
 	src := config.Source{Config: f.config, Envoy: f.envoyConfig}
@@ -171,6 +189,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	if err := f.http.validate(); err != nil {
+		return err
+	}
+	if _, err := f.extract(); err != nil {
 		return err
 	}
 	if a, err := limit.ParseAlgorithm(f.envoyAlgorithm); err != nil || (a != limit.FixedWindow && a != limit.TokenBucket) {
@@ -266,7 +287,8 @@ func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, r
 			return fmt.Errorf("--admin-listen: %w", err)
 		}
 	}
-	if px, attrs, err := newProxy(f.proxy, svc, log); err != nil {
+	ex, _ := f.extract() // validated by serve
+	if px, attrs, err := newProxy(f.proxy, ex, svc, log); err != nil {
 		return err
 	} else if px != nil {
 		if err := srvs.add("proxy", f.proxy.listen, f.http.server(px, log), attrs...); err != nil {
@@ -286,7 +308,7 @@ func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, r
 	// envoyproxy/ratelimit's POST /json beside the API.
 	mux := http.NewServeMux()
 	mux.Handle("/json", rls.JSONHandler(rlsServer))
-	mux.Handle("/", httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: mainAdmin, Auth: lv.auth}))
+	mux.Handle("/", httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: mainAdmin, Auth: lv.auth, Extract: ex}))
 	if err := srvs.add("", f.listen, f.http.browserServer(mux, log), apiAttrs...); err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}

@@ -95,7 +95,7 @@ func TestTransportAndTrackerFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--proxy-listen", "127.0.0.1:0"}, "--proxy-listen, --proxy-upstream and --proxy-namespace together"},
+		{[]string{"--proxy-listen", "127.0.0.1:0"}, "--proxy-listen, --proxy-upstream and --proxy-namespace (or --proxy-route) together"},
 		{[]string{"--proxy-listen", "127.0.0.1:0", "--proxy-upstream", "ftp://x", "--proxy-namespace", "orders"}, "is not an http(s) URL"},
 		{[]string{"--proxy-listen", "127.0.0.1:0", "--proxy-upstream", "http://127.0.0.1:1", "--proxy-namespace", "nope"}, `unknown namespace`},
 		{[]string{"--proxy-listen", "127.0.0.1:0", "--proxy-upstream", "http://127.0.0.1:1", "--proxy-namespace", "orders", "--proxy-subject", "cookie"}, "want header or remote-addr"},

@@ -16,6 +16,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/reload"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
+	"github.com/distributedratelimiter/ratelimiter/transport/extract"
 )
 
 func edgeHandler(t *testing.T) http.Handler {
@@ -241,5 +242,41 @@ func TestAdminDescriptorOverride(t *testing.T) {
 	}
 	if _, a := postCheck(t, h, body); a.Descriptors[0].Limits[0].Remaining != 0 {
 		t.Fatalf("after DELETE: %+v", a)
+	}
+}
+
+// The gate builds a namespace's request descriptors: here a namespace of
+// descriptors only, limited per client network (an IPv6 /64) through the
+// trusted proxy's X-Forwarded-For.
+func TestGateRequestDescriptors(t *testing.T) {
+	snap, err := policy.New([]policy.Namespace{{Name: "edge", SubjectHeader: "X-User-ID",
+		Descriptors:        []policy.Matcher{{Key: "net", Rules: []limit.Rule{{Name: "per-net", Algorithm: limit.FixedWindow, Limit: 2, Period: time.Hour}}}},
+		RequestDescriptors: []policy.RequestDescriptor{{{Key: "net", From: policy.FromClientAddress}}},
+	}}, "v1", epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktest.New(epoch)
+	st := memstore.New(memstore.Options{Clock: clk, SweepInterval: -1})
+	t.Cleanup(func() { st.Close() })
+	svc, _ := service.New(st, snap, service.Options{Clock: clk})
+	trusted, _ := extract.ParseTrusted("10.0.0.0/8")
+	h := New(svc, Options{Logger: slog.New(slog.DiscardHandler), Extract: extract.Options{TrustedProxies: trusted}})
+	gate := func(xff string) int {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodGet, "/v1/gate?namespace=edge", nil)
+		r.RemoteAddr = "10.1.1.1:80"
+		r.Header.Set("X-Forwarded-For", xff)
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	// Two addresses of one /64 are one client; another /64 is another.
+	for i, c := range []struct {
+		xff  string
+		want int
+	}{{"2001:db8:1:2::1", 200}, {"2001:db8:1:2::ffff", 200}, {"2001:db8:1:2:abcd::9", 429}, {"2001:db8:1:3::1", 200}} {
+		if got := gate(c.xff); got != c.want {
+			t.Fatalf("request %d from %s: %d, want %d", i, c.xff, got, c.want)
+		}
 	}
 }

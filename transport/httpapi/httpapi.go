@@ -56,6 +56,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/transport/extract"
 	"github.com/distributedratelimiter/ratelimiter/transport/headers"
 )
 
@@ -82,12 +83,16 @@ type Options struct {
 	// the policy lists per-subject overrides, which are not for anyone
 	// who can reach the port.
 	Auth *Auth
+	// Extract says whom the gate trusts for a client's address, for the
+	// request descriptors of a namespace (package extract).
+	Extract extract.Options
 }
 
 type api struct {
 	svc     *service.Service
 	log     *slog.Logger
 	maxBody int64
+	extract extract.Options
 	// readyLogged is when readyz last logged a store error (Unix ns).
 	readyLogged atomic.Int64
 }
@@ -105,7 +110,7 @@ func New(svc *service.Service, opts Options) http.Handler {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	a := &api{svc: svc, log: opts.Logger, maxBody: opts.MaxBodyBytes}
+	a := &api{svc: svc, log: opts.Logger, maxBody: opts.MaxBodyBytes, extract: opts.Extract}
 	mux := http.NewServeMux()
 	route := func(method, path string, h http.HandlerFunc, allow string) {
 		mux.HandleFunc(method+" "+path, h)
@@ -278,7 +283,9 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 // gate serves /v1/gate for any method: reverse proxies forward the original
-// request's method. The subject is read from the namespace's subject header.
+// request's method. The subject is read from the namespace's subject
+// header, the descriptors built as the namespace's request_descriptors say
+// (package extract); a request with neither is a 400.
 func (a *api) gate(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("namespace")
 	if name == "" {
@@ -294,17 +301,26 @@ func (a *api) gate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "namespace "+name+" has no subject header configured")
 		return
 	}
-	subject := r.Header.Get(ns.SubjectHeader)
-	if subject == "" {
-		writeError(w, http.StatusBadRequest, "missing subject header "+ns.SubjectHeader)
-		return
-	}
 	cost, err := headers.RequestCost(r, ns)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	res, err := a.svc.Check(r.Context(), service.Request{Namespace: name, Subject: subject, Cost: cost})
+	req := service.Request{Namespace: name, Cost: cost}
+	if len(ns.Rules) > 0 {
+		req.Subject = r.Header.Get(ns.SubjectHeader)
+	}
+	if len(ns.RequestDescriptors) > 0 {
+		if req.Descriptors, err = extract.Descriptors(r, ns, cost, a.extract); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	if req.Subject == "" && len(req.Descriptors) == 0 {
+		writeError(w, http.StatusBadRequest, "missing subject header "+ns.SubjectHeader)
+		return
+	}
+	res, err := a.svc.Check(r.Context(), req)
 	if err != nil {
 		a.writeCheckError(w, err)
 		return
