@@ -30,9 +30,15 @@ func ApplyParts(parts []Part, now int64, out []Verdict, changed []bool) bool {
 	for i := range parts {
 		n += len(parts[i].Rules)
 	}
-	next := make([]State, n)
-	ch := make([]bool, n)
-	ds := make([]Decision, n)
+	// A request of a few parts steps on the stack.
+	var nextBuf [2 * MaxRules]State
+	var chBuf [2 * MaxRules]bool
+	var dsBuf [2 * MaxRules]Decision
+	next, ch, ds := nextBuf[:0], chBuf[:0], dsBuf[:0]
+	if n > len(nextBuf) {
+		next, ch, ds = make([]State, 0, n), make([]bool, 0, n), make([]Decision, 0, n)
+	}
+	next, ch, ds = next[:n], ch[:n], ds[:n]
 	allowed := true
 	k := 0
 	for i := range parts {

@@ -486,11 +486,27 @@ func ownLimitStat(domain string, entries []Entry) string {
 
 var ipv4 = regexp.MustCompile(`\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}`)
 
+var statReplacer = strings.NewReplacer(":", "_", "|", "_")
+
 // sanitizeStat makes a metric key safe as envoyproxy/ratelimit does: ':'
 // and '|' become '_', and so do the dots of an IPv4 address in it.
 func sanitizeStat(s string) string {
-	s = strings.NewReplacer(":", "_", "|", "_").Replace(s)
+	s = statReplacer.Replace(s)
+	if !hasDottedDigits(s) {
+		return s
+	}
 	return ipv4.ReplaceAllStringFunc(s, func(ip string) string { return strings.ReplaceAll(ip, ".", "_") })
+}
+
+// hasDottedDigits reports a digit, a dot and a digit in a row: what an
+// IPv4 address needs, cheap to rule out before the regexp.
+func hasDottedDigits(s string) bool {
+	for i := 1; i+1 < len(s); i++ {
+		if s[i] == '.' && s[i-1] >= '0' && s[i-1] <= '9' && s[i+1] >= '0' && s[i+1] <= '9' {
+			return true
+		}
+	}
+	return false
 }
 
 // ResolveDescriptors resolves the descriptors of one request to namespace

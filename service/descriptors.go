@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/limit"
@@ -89,7 +90,6 @@ func (s *Service) checkDescriptors(ctx context.Context, snap *policy.Snapshot, r
 		reqs = append(reqs, store.Request{Key: policy.Key(req.Namespace, req.Subject), Rules: set.Rules, Cost: req.Cost})
 		owners = append(owners, nil)
 	}
-	byKey := map[string]int{}
 	blocked := -1
 	for i, m := range matches {
 		dr := &res.Descriptors[i]
@@ -101,12 +101,11 @@ func (s *Service) checkDescriptors(ctx context.Context, snap *policy.Snapshot, r
 			}
 		case m.Limited:
 			// The same descriptor twice is one part, charged both costs.
-			if j, dup := byKey[m.Key]; dup {
+			if j := slices.IndexFunc(reqs, func(r store.Request) bool { return r.Key == m.Key }); j >= 0 {
 				reqs[j].Cost += dr.Cost
 				owners[j] = append(owners[j], i)
 				continue
 			}
-			byKey[m.Key] = len(reqs)
 			reqs = append(reqs, store.Request{Key: m.Key, Rules: m.Rules, Cost: dr.Cost})
 			owners = append(owners, []int{i})
 		}

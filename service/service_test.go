@@ -379,3 +379,35 @@ func TestObservers(t *testing.T) {
 		r.mu.Unlock()
 	}
 }
+
+// BenchmarkCheckDescriptors is BenchmarkCheck for a request of a subject
+// and two descriptors (its IP, an endpoint-wide cap), all-or-nothing on the
+// memory store: go test -run='^$' -bench='Check' -benchmem ./service/
+func BenchmarkCheckDescriptors(b *testing.B) {
+	snap, err := policy.New([]policy.Namespace{{
+		Name:  "orders",
+		Rules: []limit.Rule{tokenBucket("per-minute", limit.MaxLimit/1000, time.Minute)},
+		Descriptors: []policy.Matcher{
+			{Key: "remote_address", Rules: []limit.Rule{tokenBucket("per-ip", limit.MaxLimit/1000, time.Minute)}},
+			{Key: "endpoint", Value: "orders", Rules: []limit.Rule{tokenBucket("cap", limit.MaxLimit/1000, time.Minute)}},
+		},
+	}}, "v1", epoch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := service.New(memstore.New(memstore.Options{}), snap, service.Options{Observer: nopObserver{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	req := service.Request{Namespace: "orders", Subject: "user-42", Cost: 1, Descriptors: []service.Descriptor{
+		{Descriptor: policy.Descriptor{Entries: []policy.Entry{{Key: "remote_address", Value: "10.0.0.7"}}}, Cost: 1},
+		{Descriptor: policy.Descriptor{Entries: []policy.Entry{{Key: "endpoint", Value: "orders"}}}, Cost: 1},
+	}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := svc.Check(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
