@@ -5,8 +5,11 @@
 //
 // # Mapping
 //
-// A RateLimitRequest's domain is a namespace of the policy. Each of its
-// descriptors is one subject of that namespace: the descriptor's entries,
+// A RateLimitRequest's domain is a namespace of the policy. A namespace
+// with a descriptor tree (policy.Matcher: its descriptors, or a domain of
+// envoyproxy/ratelimit's configuration) answers as envoyproxy/ratelimit
+// does, every descriptor in one all-or-nothing check: see tree.go. A
+// namespace without one takes each descriptor as one subject: the descriptor's entries,
 // in order, as "key=value" pairs joined by "," with each key and value
 // query-escaped, so different descriptors never share a subject:
 //
