@@ -36,8 +36,9 @@ import (
 // unlimited, name, replaces: [{name}]}, descriptors, shadow_mode,
 // detailed_metric, value_to_metric, share_threshold, and metadata (read,
 // not used: it only feeds envoyproxy/ratelimit's dynamic metadata). Units
-// are second, minute, hour, day, week and month (30 days), in any case, as
-// envoyproxy/ratelimit computes them. A rate limit is requests_per_unit per
+// are second, minute, hour, day, week, month (30 days) and year (365
+// days), in any case, as envoyproxy/ratelimit computes them (with the
+// token bucket, at most 31 days: limit.MaxPeriod). A rate limit is requests_per_unit per
 // unit with EnvoyOptions.Algorithm: a fixed window aligned to the epoch by
 // default, as envoyproxy/ratelimit counts; requests_per_unit 0 denies every
 // request.
@@ -45,10 +46,8 @@ import (
 // The reading is envoyproxy/ratelimit's, errors included (each at its file
 // and line), with these differences, all stricter: a key valid elsewhere
 // is an error at the wrong level (envoyproxy/ratelimit accepts it and
-// ignores it); quota_mode is refused (not supported); unit: year is refused
-// (365 days is longer than the longest period this limiter keeps exactly,
-// limit.MaxPeriod); a domain must be a namespace name (1-64 of
-// [A-Za-z0-9_.-]).
+// ignores it); quota_mode is refused (not supported); a domain must be a
+// namespace name (1-64 of [A-Za-z0-9_.-]).
 
 // EnvoyOptions tune LoadEnvoy.
 type EnvoyOptions struct {
@@ -68,6 +67,7 @@ var envoyUnits = map[string]time.Duration{
 	"DAY":    24 * time.Hour,
 	"WEEK":   7 * 24 * time.Hour,
 	"MONTH":  30 * 24 * time.Hour,
+	"YEAR":   365 * 24 * time.Hour,
 }
 
 // envoyFiles lists the configuration files of path: itself, or its
@@ -357,9 +357,6 @@ func (r *envoyReader) rateLimit(f field, m *policy.Matcher, shadow bool) {
 	switch {
 	case m.Unlimited && validUnit:
 		r.errorf(at, "should not specify rate limit unit when unlimited")
-		return
-	case strings.EqualFold(unitText, "year"):
-		r.errorf(line(fs["unit"], f.val), "unit year (365 days) is longer than the longest window this limiter keeps exactly (31 days): use month, or a native limit")
 		return
 	case !m.Unlimited && !validUnit:
 		r.errorf(at, "invalid rate limit unit '%s'", unitText)

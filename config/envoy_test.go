@@ -80,7 +80,6 @@ func TestEnvoyConfigErrors(t *testing.T) {
 			"n.yaml:7: error loading config file: cannot unmarshal !!str `abc` into uint32"},
 		{"bad bool", []string{"b.yaml", "domain: d\ndescriptors:\n  - key: k\n    shadow_mode: maybe\n"}, "b.yaml:4: error loading config file: cannot unmarshal !!str `maybe` into bool"},
 		{"float value", []string{"f.yaml", "domain: d\ndescriptors:\n  - key: k\n    value: 1.5\n"}, "f.yaml:4: error checking config"},
-		{"year", []string{"y.yaml", strings.Replace(basicEnvoy, "unit: minute", "unit: year", 1)}, "y.yaml:6: unit year (365 days) is longer"},
 		{"quota_mode", []string{"q.yaml", "domain: d\ndescriptors:\n  - key: k\n    quota_mode: true\n"}, "q.yaml:4: quota_mode is not supported by this limiter"},
 		{"key at the wrong level", []string{"w.yaml", "domain: d\nunit: second\ndescriptors:\n"}, "w.yaml:2: config error, unknown key 'unit'"},
 	} {
@@ -115,6 +114,8 @@ descriptors:
     metadata: {anything: [1, 2.5, {x: y}]}
   - key: f
     rate_limit: {unlimited: true}
+  - key: g
+    rate_limit: {unit: YEAR, requests_per_unit: 2}
 `
 	nss, err := ParseEnvoy([]string{"ok.yaml"}, [][]byte{[]byte(ok)}, EnvoyOptions{})
 	if err != nil {
@@ -124,15 +125,23 @@ descriptors:
 	if ms[0].Rules[0].Period != time.Second || ms[1].Rules[0].Period != 7*24*time.Hour || ms[2].Rules[0].Period != 30*24*time.Hour {
 		t.Fatalf("units: %+v", ms[:3])
 	}
+	if ms[7].Rules[0].Period != 365*24*time.Hour {
+		t.Fatalf("a year: %+v", ms[7])
+	}
 	if ms[3].Rules != nil || ms[4].Key != "123" || ms[4].Value != "456" || !ms[4].Rules[0].Shadow || !ms[6].Unlimited {
 		t.Fatalf("nodes: %+v", ms)
 	}
 	if ms[0].Rules[0].Algorithm != limit.FixedWindow {
 		t.Fatalf("default algorithm %v", ms[0].Rules[0].Algorithm)
 	}
-	nss, _ = ParseEnvoy([]string{"ok.yaml"}, [][]byte{[]byte(ok)}, EnvoyOptions{Algorithm: limit.TokenBucket})
-	if nss[0].Descriptors[0].Rules[0].Algorithm != limit.TokenBucket {
-		t.Fatal("the token bucket switch")
+	smooth := strings.Replace(ok, "  - key: g\n    rate_limit: {unit: YEAR, requests_per_unit: 2}\n", "", 1)
+	nss, err = ParseEnvoy([]string{"ok.yaml"}, [][]byte{[]byte(smooth)}, EnvoyOptions{Algorithm: limit.TokenBucket})
+	if err != nil || nss[0].Descriptors[0].Rules[0].Algorithm != limit.TokenBucket {
+		t.Fatalf("the token bucket switch: %v", err)
+	}
+	// A year is a fixed window's: a token bucket refills within 31 days.
+	if _, err := ParseEnvoy([]string{"ok.yaml"}, [][]byte{[]byte(ok)}, EnvoyOptions{Algorithm: limit.TokenBucket}); err == nil || !strings.Contains(err.Error(), "8760h0m0s is outside") {
+		t.Fatalf("a yearly token bucket: %v", err)
 	}
 }
 

@@ -145,6 +145,10 @@ const (
 	// MaxPeriod is the longest Period, and the longest time a bucket may take
 	// to refill from empty to full (Burst * Period / Limit).
 	MaxPeriod = 31 * 24 * time.Hour
+	// MaxWindowPeriod is the longest Period of a FixedWindow, which counts
+	// whole windows and keeps no time difference the Redis scripts would
+	// have to hold in a double: a year (Envoy's unit, 365 days) fits.
+	MaxWindowPeriod = 366 * 24 * time.Hour
 	// MinPeriod is the shortest Period.
 	MinPeriod = time.Millisecond
 	// MaxLimit bounds Limit and Burst.
@@ -195,6 +199,14 @@ func PeriodOutOfRange(d time.Duration) string {
 	return fmt.Sprintf("%v is outside [%v, %v]", d, MinPeriod, MaxPeriod)
 }
 
+// maxPeriod is the longest Period of algorithm a.
+func maxPeriod(a Algorithm) time.Duration {
+	if a == FixedWindow {
+		return MaxWindowPeriod
+	}
+	return MaxPeriod
+}
+
 func ruleErr(field, format string, args ...any) error {
 	return &RuleError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
@@ -233,7 +245,10 @@ func (r Rule) Normalize() (Rule, error) {
 	if r.Limit < 1 || r.Limit > MaxLimit {
 		return r, ruleErr("limit", "%s", OutOfRange(r.Limit))
 	}
-	if r.Period < MinPeriod || r.Period > MaxPeriod {
+	if r.Period < MinPeriod || r.Period > maxPeriod(r.Algorithm) {
+		if r.Algorithm == FixedWindow {
+			return r, ruleErr("period", "%v is outside [%v, %v] (fixed_window)", r.Period, MinPeriod, MaxWindowPeriod)
+		}
 		return r, ruleErr("period", "%s", PeriodOutOfRange(r.Period))
 	}
 	if r.Period%time.Millisecond != 0 {

@@ -173,31 +173,42 @@ local function gcra(v, alg, burst, iv, cost)
   return d, val, ttl
 end
 
+-- fixed_window counts in milliseconds, where every instant it compares is
+-- exact in a double whatever the period (up to limit.MaxWindowPeriod, a
+-- year): window starts are whole milliseconds. Its durations, reset and
+-- retry, are returned as whole milliseconds from now_ms (the current
+-- millisecond), which the caller turns into nanoseconds (minus the
+-- nanoseconds now is past now_ms); its mark is the window start relative to
+-- now_ms, in milliseconds.
+local now_ms = now_s * 1000 + idiv(now_ns, 1e6)
+
 local function fixed_window(f, lim, p, cost)
-  local ws = window_start(p)
+  local pm = p / 1e6
+  local ws = idiv(now_ms, pm) * pm
   local count = 0
   if f and f[1] == FW then
-    local s = rel(f[2], f[3])
+    local s = f[2] * 1000 + idiv(f[3], 1e6)
     if s >= ws then ws, count = s, f[4] end
   end
   local d = {0, 0, 0, 0, 0, 0}
   local val, ttl
   local c = math.max(cost, 1)
+  local left = ws + pm - now_ms -- ms until the window's end
   if c > lim then
     d[4] = -1
   elseif count + c > lim then
-    d[4] = ws + p
+    d[4] = left
   else
     d[1] = 1
     if cost > 0 then
       count = count + cost
-      val = string.format('%d %s %d', FW, stamp(ws), count)
-      ttl = ttl_ms(ws + p)
-      d[6] = ws
+      val = string.format('%d %d %d %d', FW, idiv(ws, 1000), (ws - idiv(ws, 1000) * 1000) * 1e6, count)
+      ttl = left + 1000
+      d[6] = ws - now_ms
     end
   end
   d[2] = math.max(0, lim - count)
-  if count > 0 then d[3] = ws + p end
+  if count > 0 then d[3] = left end
   return d, val, ttl
 end
 

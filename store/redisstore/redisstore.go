@@ -541,6 +541,9 @@ func (s *Store) complete(g []*call, res rueidis.RedisResult) {
 			for j, r := range p.Rules {
 				v := vals[:valuesPerRule]
 				vals = vals[valuesPerRule:]
+				if r.Algorithm == limit.FixedWindow {
+					fixedWindowDurations(v, at[1])
+				}
 				ds[j] = limit.Decision{
 					Allowed:    v[0] == 1,
 					Limit:      r.Limit,
@@ -558,6 +561,20 @@ func (s *Store) complete(g []*call, res rueidis.RedisResult) {
 			c.out[i] = limit.Combine(ds[:len(p.Rules)])
 		}
 		close(c.done)
+	}
+}
+
+// fixedWindowDurations turns a fixed window's reset and retry, which
+// apply.lua returns in whole milliseconds from the current millisecond
+// (exact for any period), into nanoseconds from now: a window of a year is
+// more nanoseconds than a double holds exactly. nowNs is the script's
+// instant within its second.
+func fixedWindowDurations(v []int64, nowNs int64) {
+	sub := nowNs % 1_000_000 // how far now is past its millisecond
+	for _, i := range []int{2, 3} {
+		if v[i] > 0 {
+			v[i] = v[i]*1_000_000 - sub
+		}
 	}
 }
 

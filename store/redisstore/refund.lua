@@ -61,9 +61,11 @@ local function refund(v, alg, p, iv, cost, mark)
     tat = math.max(tat - cost * iv, seen + (tat - mark))
     return string.format('%d %s %d %s', alg, stamp(tat), iv, stamp(seen))
   elseif alg == FW then
-    -- "5 <window start s ns> <count>"
-    if rel(f[2], f[3]) ~= mark then return nil end
-    return string.format('%d %s %d', FW, stamp(mark), math.max(0, f[4] - cost))
+    -- "5 <window start s ns> <count>"; its mark is the window start
+    -- relative to the consumption's millisecond, in milliseconds.
+    local at_ms = at_s * 1000 + idiv(at_ns, 1e6)
+    if f[2] * 1000 + idiv(f[3], 1e6) ~= at_ms + mark then return nil end
+    return string.format('%d %d %d %d', FW, f[2], f[3], math.max(0, f[4] - cost))
   elseif alg == SWC then
     -- "4 <window start s ns> <count> <previous count>"
     local ws = rel(f[2], f[3])

@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"TokenBucketTable", testTokenBucketTable},
 		{"AllOrNothing", testAllOrNothing},
 		{"MatchesReference", testMatchesReference},
+		{"LongWindow", testLongWindow},
 		{"ConcurrentExact", testConcurrentExact},
 		{"ConcurrentLimitSet", testConcurrentLimitSet},
 		{"Linearizable", testLinearizable},
@@ -213,6 +214,37 @@ func testMatchesReference(t *testing.T, newStore Factory) {
 						name, seed, i, clk.Now().Sub(Epoch), cost, got, want)
 				}
 			}
+		}
+	}
+}
+
+// testLongWindow drives fixed windows of a year (Envoy's unit: 365 days,
+// up to limit.MaxWindowPeriod) and of a week beside limit.Apply, at
+// nanosecond instants over several years, clock steps back included, and
+// requires identical verdicts: durations of a year are more nanoseconds
+// than a double holds exactly.
+func testLongWindow(t *testing.T, newStore Factory) {
+	rules := []limit.Rule{
+		rule("year", limit.FixedWindow, 5, 365*24*time.Hour, 0),
+		rule("week", limit.FixedWindow, 3, 7*24*time.Hour, 0),
+	}
+	clk := clocktest.New(Epoch)
+	st := newStore(t, clk)
+	rng := rand.New(rand.NewPCG(11, 12))
+	states := make([]limit.State, len(rules))
+	for i := 0; i < 400; i++ {
+		switch rng.IntN(10) {
+		case 0:
+			clk.Advance(-time.Duration(rng.Int64N(int64(3 * 24 * time.Hour))))
+		case 1:
+			clk.Advance(time.Duration(rng.Int64N(int64(400 * 24 * time.Hour))))
+		default:
+			clk.Advance(time.Duration(rng.Int64N(int64(5 * 24 * time.Hour))))
+		}
+		cost := int64(1 + rng.IntN(2))
+		want, _ := limit.Apply(rules, states, clk.Now().UnixNano(), cost)
+		if got := apply(t, st, "long:k", rules, cost); got != want {
+			t.Fatalf("step %d (t=%v, cost %d):\n got %+v\nwant %+v", i, clk.Now().Sub(Epoch), cost, got, want)
 		}
 	}
 }

@@ -303,6 +303,16 @@ descriptors:
 		{times: 10, desc: [][]string{{"files_no_share", "files_no_share/a.pdf"}}, want: []want{{ok, 0, 10, "HOUR"}}},
 		{desc: [][]string{{"files_no_share", "files_no_share/b.csv"}}, want: []want{{ok, 9, 10, "HOUR"}}},
 	}, metrics: []string{"files_files/*", "files_no_share_files_no_share/*"}},
+	// Not a README example: the longest unit, a year of 365 days.
+	{name: "year", domain: "yearly", files: map[string]string{"y.yaml": `domain: yearly
+descriptors:
+  - key: plan
+    value: free
+    rate_limit: {unit: year, requests_per_unit: 2}
+`}, steps: []step{
+		{times: 2, desc: [][]string{{"plan", "free"}}, want: []want{{ok, 0, 2, "YEAR"}}},
+		{desc: [][]string{{"plan", "free"}}, want: []want{{over, 0, 2, "YEAR"}}},
+	}},
 }
 
 // envoyEnv is one example's service, on one store, behind gRPC and /json.

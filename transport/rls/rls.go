@@ -250,6 +250,9 @@ func currentLimit(r *limit.Rule, lim int64) *rlsv3.RateLimitResponse_RateLimit {
 	case 30 * 24 * time.Hour:
 		cl.Unit = rlsv3.RateLimitResponse_RateLimit_MONTH
 		return cl
+	case 365 * 24 * time.Hour:
+		cl.Unit = rlsv3.RateLimitResponse_RateLimit_YEAR
+		return cl
 	}
 	for _, u := range units {
 		if r.Period%u.d == 0 {

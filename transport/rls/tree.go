@@ -93,7 +93,7 @@ func serviceDescriptor(d *ratelimitv3.RateLimitDescriptor, requestHits uint32) (
 	if l := d.GetLimit(); l != nil {
 		unit, ok := envoyUnits[l.GetUnit()]
 		if !ok {
-			return sd, status.Errorf(codes.InvalidArgument, "its own limit has unit %v, which this limiter does not keep (second to month)", l.GetUnit())
+			return sd, status.Errorf(codes.InvalidArgument, "its own limit has unit %v (want SECOND to YEAR)", l.GetUnit())
 		}
 		sd.Limit = &policy.DescriptorLimit{RequestsPerUnit: int64(l.GetRequestsPerUnit()), Unit: unit}
 	}
@@ -101,15 +101,14 @@ func serviceDescriptor(d *ratelimitv3.RateLimitDescriptor, requestHits uint32) (
 }
 
 // envoyUnits are the units of a descriptor's own limit, as
-// envoyproxy/ratelimit computes them (a month is 30 days). A year (365
-// days) is longer than the longest period the limiter keeps exactly
-// (limit.MaxPeriod): refused.
+// envoyproxy/ratelimit computes them (a month is 30 days, a year 365).
 var envoyUnits = map[typev3.RateLimitUnit]time.Duration{
 	typev3.RateLimitUnit_SECOND: time.Second,
 	typev3.RateLimitUnit_MINUTE: time.Minute,
 	typev3.RateLimitUnit_HOUR:   time.Hour,
 	typev3.RateLimitUnit_DAY:    24 * time.Hour,
 	typev3.RateLimitUnit_MONTH:  30 * 24 * time.Hour,
+	typev3.RateLimitUnit_YEAR:   365 * 24 * time.Hour,
 }
 
 // treeStatus is one descriptor's status.

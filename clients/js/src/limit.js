@@ -57,6 +57,8 @@ export const NS = Object.freeze({
 export const MAX_RULES = 8;
 /** The longest period, and the longest time a bucket may take to refill. */
 export const MAX_PERIOD = 31n * 24n * NS.h;
+/** The longest period of a fixed window (a year fits). */
+export const MAX_WINDOW_PERIOD = 366n * 24n * NS.h;
 /** The shortest period. */
 export const MIN_PERIOD = NS.ms;
 /** The bound of `limit` and `burst`. */
@@ -185,8 +187,9 @@ export function normalizeRule({ name = '', algorithm, limit, period, burst = 0n 
   if (lim < 1n || lim > MAX_LIMIT) {
     throw new InvalidRuleError('limit', `${lim} is outside [1, ${MAX_LIMIT}]`);
   }
-  if (per < MIN_PERIOD || per > MAX_PERIOD) {
-    throw new InvalidRuleError('period', `${per}ns is outside [${MIN_PERIOD}ns, ${MAX_PERIOD}ns]`);
+  const maxPer = alg === 'fixed_window' ? MAX_WINDOW_PERIOD : MAX_PERIOD;
+  if (per < MIN_PERIOD || per > maxPer) {
+    throw new InvalidRuleError('period', `${per}ns is outside [${MIN_PERIOD}ns, ${maxPer}ns]`);
   }
   if (per % NS.ms !== 0n) {
     // Window starts are computed from Unix milliseconds by the Redis scripts,

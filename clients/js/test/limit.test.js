@@ -626,3 +626,10 @@ test('combine aggregates decisions as apply does', () => {
   assert.equal(combine([d(false, 3n)]).delay, 0n);
   assert.deepEqual(combine([]), { allowed: true, retryAfter: 0n, delay: 0n, decisions: [] });
 });
+
+test('a fixed window may last a year; other algorithms at most 31 days', () => {
+  const year = 365n * 24n * NS.h;
+  assert.equal(normalizeRule({ name: 'y', algorithm: 'fixed_window', limit: 5, period: year }).period, year);
+  assert.throws(() => normalizeRule({ name: 'y', algorithm: 'token_bucket', limit: 5, period: year }), InvalidRuleError);
+  assert.throws(() => normalizeRule({ name: 'y', algorithm: 'fixed_window', limit: 5, period: 367n * 24n * NS.h }), InvalidRuleError);
+});
