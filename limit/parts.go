@@ -153,3 +153,29 @@ func (r *Rule) Refund(s *State, cost, mark int64) bool {
 	}
 	return false
 }
+
+// Take takes up to n units out of a TokenBucket's state at now, as many as
+// it holds (0 to n), for a lease: the units are consumed in the bucket, to
+// be spent by whoever took them, and what they do not spend goes back with
+// Refund (its mark is Mark of the state Take leaves). d is the bucket after
+// the take: its Remaining, and when nothing was taken, its RetryAfter (the
+// wait for one unit). Take on another algorithm takes nothing and returns
+// a RetryNever decision: leases are sound for the token bucket only (a
+// unit taken now and spent a little later is, for a bucket, a unit that
+// arrived now; a window's count has no such reading).
+func (r *Rule) Take(s *State, now, n int64) (taken int64, d Decision) {
+	if r.Algorithm != TokenBucket || n <= 0 {
+		return 0, Decision{Limit: r.Limit, RetryAfter: RetryNever}
+	}
+	// A peek tells what the bucket holds now (and rescales a state written
+	// under another rate, which the caller saves as it saves a take).
+	r.stepInPlace(s, now, 0, &d)
+	taken = min(n, d.Remaining)
+	if taken == 0 {
+		return 0, d
+	}
+	if !r.stepInPlace(s, now, taken, &d) || !d.Allowed {
+		return 0, d // cannot happen: taken units are there
+	}
+	return taken, d
+}

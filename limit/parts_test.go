@@ -217,3 +217,33 @@ func TestShadowRuleNeverDenies(t *testing.T) {
 		t.Fatalf("a lone shadow rule: %+v", v)
 	}
 }
+
+// Take takes what the bucket holds, up to n; a take is a consumption
+// (Remaining falls, the bucket refills at its rate), and Refund gives back
+// what was not spent.
+func TestTake(t *testing.T) {
+	r := mustRule(t, Rule{Name: "g", Algorithm: TokenBucket, Limit: 10, Period: time.Second})
+	var s State
+	if n, d := r.Take(&s, t0, 4); n != 4 || d.Remaining != 6 {
+		t.Fatalf("take 4 of 10: %d %+v", n, d)
+	}
+	if n, d := r.Take(&s, t0, 100); n != 6 || d.Remaining != 0 {
+		t.Fatalf("take the rest: %d %+v", n, d)
+	}
+	if n, d := r.Take(&s, t0, 1); n != 0 || d.RetryAfter != 100*time.Millisecond {
+		t.Fatalf("take from an empty bucket: %d %+v", n, d)
+	}
+	// 300ms later three units are back; a refund of 2 unspent units of the
+	// last take gives them back too.
+	mark := r.Mark(s)
+	if !r.Refund(&s, 2, mark) {
+		t.Fatal("no refund")
+	}
+	if n, _ := r.Take(&s, t0+int64(300*time.Millisecond), 10); n != 5 {
+		t.Fatalf("after 300ms and a refund of 2: took %d, want 5", n)
+	}
+	w := mustRule(t, Rule{Name: "w", Algorithm: FixedWindow, Limit: 10, Period: time.Second})
+	if n, d := w.Take(&State{}, t0, 1); n != 0 || d.RetryAfter != RetryNever {
+		t.Fatalf("a window cannot be leased: %d %+v", n, d)
+	}
+}

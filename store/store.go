@@ -115,3 +115,31 @@ type Store interface {
 type Partitioner interface {
 	Partition(keys []string) [][]int
 }
+
+// Grant is what a Leaser took for a lease: Taken units out of a key's token
+// bucket (0 when it held none), and where the take landed, for Return.
+type Grant struct {
+	Taken int64
+	// Decision is the bucket after the take: its Remaining, and when
+	// nothing was taken, its RetryAfter (the wait for one unit).
+	Decision limit.Decision
+	// Mark and At locate the take in the bucket (limit.Rule.Mark, and the
+	// store's instant as Unix seconds and nanoseconds when it keeps its
+	// own time), for Return; opaque to callers.
+	Mark int64
+	At   [2]int64
+}
+
+// Leaser is implemented by a store that hands out slices of a token bucket
+// to instances that decide from them locally (leased limits, package
+// lease): a take consumes the units in the shared bucket at once, so
+// nothing spent from a slice can exceed what the bucket allows; a return
+// gives back what a slice did not spend (limit.Rule.Refund: never more than
+// the history without the take would hold).
+type Leaser interface {
+	// Take takes up to n units (n >= 1) of rule's token bucket for key.
+	// Errors as Apply's.
+	Take(ctx context.Context, key string, rule limit.Rule, n int64) (Grant, error)
+	// Return gives back unused units (1 to g.Taken) of a grant.
+	Return(ctx context.Context, key string, rule limit.Rule, g Grant, unused int64) error
+}

@@ -232,18 +232,57 @@ func (s *Store) Apply(ctx context.Context, req store.Request) (limit.Verdict, er
 	if err := req.Validate(); err != nil {
 		return limit.Verdict{}, err
 	}
-	h, tag, sh := s.locate(req.Key)
+	o := op{req: req}
+	s.run(&o)
+	return o.v, nil
+}
+
+// run runs o on its key's entry, atomically.
+func (s *Store) run(o *op) {
+	h, tag, sh := s.locate(o.req.Key)
 	now := s.clock.Now().UnixNano()
 
 	// Fast path: the key is held; lock its slot, not the shard.
 	if t := sh.cur.Load(); t != nil {
 		if i := t.lookup(h); i >= 0 && t.acquire(i, h) {
-			if v, ok := updateLocked(t, i, h, tag, req, now); ok {
-				return v, nil
+			if updateLocked(t, i, h, tag, o, now) {
+				return
 			}
 		}
 	}
-	return s.applySlow(sh, h, tag, req, now), nil
+	s.applySlow(sh, h, tag, o, now)
+}
+
+// op is what a check asks of one key's entry: limit.Apply of a request
+// (Apply), or a lease's take or return (Take, Return).
+type op struct {
+	req  store.Request
+	kind uint8
+	n    int64       // units to take or return
+	g    store.Grant // the take's grant; the return's
+	v    limit.Verdict
+}
+
+const (
+	opApply = iota
+	opTake
+	opReturn
+)
+
+// do runs o on states at now and reports whether they changed.
+func (o *op) do(st []limit.State, now int64) bool {
+	switch o.kind {
+	case opTake:
+		before := st[0]
+		o.g.Taken, o.g.Decision = o.req.Rules[0].Take(&st[0], now, o.n)
+		o.g.Mark = o.req.Rules[0].Mark(st[0])
+		return !st[0].Equal(before)
+	case opReturn:
+		return o.req.Rules[0].Refund(&st[0], o.n, o.g.Mark)
+	}
+	var changed bool
+	o.v, changed = limit.Apply(o.req.Rules, st, now, o.req.Cost)
+	return changed
 }
 
 // ApplyAll implements store.Store: every part in one atomic step. It takes
@@ -356,22 +395,23 @@ func (s *Store) locate(key string) (uint64, uint32, *shard) {
 	return h, uint32(maphash.String(s.seed2, key)), &s.shards[(h>>32)&s.mask]
 }
 
-// updateLocked applies req to the entry in slot i, which the caller locked
-// for key word h, and unlocks it, also if limit.Apply panics. It reports
-// false, doing nothing, when the entry is another key's (a collision of the
-// first hash, which the slow path resolves).
-func updateLocked(t *table, i int, h uint64, tag uint32, req store.Request, now int64) (limit.Verdict, bool) {
+// updateLocked runs o on the entry in slot i, which the caller locked for
+// key word h, and unlocks it, also if limit.Apply panics. It reports false,
+// doing nothing, when the entry is another key's (a collision of the first
+// hash, which the slow path resolves).
+func updateLocked(t *table, i int, h uint64, tag uint32, o *op, now int64) bool {
 	defer t.release(i, h)
 	if e := &t.slots[i].entry; e.tag == tag {
-		return update(e, req, now), true
+		update(e, o, now)
+		return true
 	}
-	return limit.Verdict{}, false
+	return false
 }
 
 // applySlow decides a check holding the shard mutex: for a key that is
 // absent (or whose slot the fast path could not take), inserting it when
 // the check consumes.
-func (s *Store) applySlow(sh *shard, h uint64, tag uint32, req store.Request, now int64) limit.Verdict {
+func (s *Store) applySlow(sh *shard, h uint64, tag uint32, o *op, now int64) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	t := sh.cur.Load()
@@ -380,49 +420,44 @@ func (s *Store) applySlow(sh *shard, h uint64, tag uint32, req store.Request, no
 			defer t.release(i, h)
 			e := &t.slots[i].entry
 			if e.tag == tag {
-				return update(e, req, now)
+				update(e, o, now)
+				return
 			}
 			// A collision of the first hash: the newcomer replaces the
 			// entry when it consumes, as if the key were absent.
-			v, fresh, changed := applyFresh(tag, req, now)
-			if changed {
+			if fresh, changed := applyFresh(tag, o, now); changed {
 				*e = fresh
 			}
-			return v
+			return
 		}
 	}
-	v, fresh, changed := applyFresh(tag, req, now)
-	if changed {
+	if fresh, changed := applyFresh(tag, o, now); changed {
 		s.insert(sh, h, &fresh, now)
 	}
-	return v
 }
 
-// applyFresh applies req to fresh states: the verdict, and when it
-// consumed, the entry to store.
-func applyFresh(tag uint32, req store.Request, now int64) (limit.Verdict, entry, bool) {
+// applyFresh runs o on fresh states: when they changed, the entry to
+// store.
+func applyFresh(tag uint32, o *op, now int64) (entry, bool) {
 	var buf [limit.MaxRules]limit.State
-	st := buf[:len(req.Rules)]
-	v, changed := limit.Apply(req.Rules, st, now, req.Cost)
-	if !changed {
-		return v, entry{}, false
+	st := buf[:len(o.req.Rules)]
+	if !o.do(st, now) {
+		return entry{}, false
 	}
-	return v, newEntry(tag, req.Rules, st), true
+	return newEntry(tag, o.req.Rules, st), true
 }
 
-// update applies req to the held entry e, whose slot the caller locked.
-func update(e *entry, req store.Request, now int64) limit.Verdict {
-	if e.first != &req.Rules[0] || int(e.n) != len(req.Rules) {
-		*e = realign(*e, req.Rules)
+// update runs o on the held entry e, whose slot the caller locked.
+func update(e *entry, o *op, now int64) {
+	if e.first != &o.req.Rules[0] || int(e.n) != len(o.req.Rules) {
+		*e = realign(*e, o.req.Rules)
 	}
 	var buf [1]limit.State
 	st := e.load(&buf)
-	v, changed := limit.Apply(req.Rules, st, now, req.Cost)
-	if changed {
+	if o.do(st, now) {
 		e.save(st)
-		e.expires = limit.ExpiresAt(req.Rules, st)
+		e.expires = limit.ExpiresAt(o.req.Rules, st)
 	}
-	return v
 }
 
 // insert adds a new entry to sh, keeping the store within its bound. The
@@ -718,3 +753,32 @@ func (s *Store) String() string {
 }
 
 var _ store.Store = (*Store)(nil)
+
+// Take implements store.Leaser.
+func (s *Store) Take(_ context.Context, key string, rule limit.Rule, n int64) (store.Grant, error) {
+	if s.closed.Load() {
+		return store.Grant{}, store.ErrClosed
+	}
+	req := store.Request{Key: key, Rules: []limit.Rule{rule}, Cost: n}
+	if err := req.Validate(); err != nil || n < 1 {
+		return store.Grant{}, fmt.Errorf("%w: take %d", store.ErrInvalidRequest, n)
+	}
+	o := op{req: req, kind: opTake, n: n}
+	s.run(&o)
+	return o.g, nil
+}
+
+// Return implements store.Leaser.
+func (s *Store) Return(_ context.Context, key string, rule limit.Rule, g store.Grant, unused int64) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	if unused < 1 || unused > g.Taken {
+		return fmt.Errorf("%w: return %d of %d", store.ErrInvalidRequest, unused, g.Taken)
+	}
+	o := op{req: store.Request{Key: key, Rules: []limit.Rule{rule}}, kind: opReturn, n: unused, g: g}
+	s.run(&o)
+	return nil
+}
+
+var _ store.Leaser = (*Store)(nil)
