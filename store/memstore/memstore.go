@@ -760,8 +760,8 @@ func (s *Store) Take(_ context.Context, key string, rule limit.Rule, n int64) (s
 		return store.Grant{}, store.ErrClosed
 	}
 	req := store.Request{Key: key, Rules: []limit.Rule{rule}, Cost: n}
-	if err := req.Validate(); err != nil || n < 1 {
-		return store.Grant{}, fmt.Errorf("%w: take %d", store.ErrInvalidRequest, n)
+	if err := req.Validate(); err != nil || n < 1 || rule.Algorithm != limit.TokenBucket {
+		return store.Grant{}, fmt.Errorf("%w: take %d of a %v", store.ErrInvalidRequest, n, rule.Algorithm)
 	}
 	o := op{req: req, kind: opTake, n: n}
 	s.run(&o)

@@ -22,6 +22,10 @@
 -- belong to several subjects (the descriptors of one request, each its own
 -- key, each rule with its own cost: limit.ApplyParts).
 --
+-- A check of one token_bucket rule with a negative cost -n is a lease's take
+-- (limit.Rule.Take): up to n units, as many as the bucket holds; its delay
+-- value is then the number taken.
+--
 -- Returns a flat array: the instant used, as Unix seconds and nanoseconds;
 -- then per check per rule: allowed (0/1), remaining, reset_after_ns,
 -- retry_after_ns (-1: never), delay_ns, and mark_ns: where a consumption
@@ -365,7 +369,20 @@ for _ = 1, tonumber(ARGV[3]) do
     -- or denied, its only possible write is its own (a consumption or a
     -- rescale).
     local r, cost = rule[tonumber(ARGV[a])], tonumber(ARGV[a + 1])
-    local d, val, ttl = step(KEYS[k], r[1], r[2], r[3], r[4], r[5], cost)
+    local d, val, ttl
+    if cost < 0 then
+      -- A take: what a peek says the bucket holds, up to -cost. The
+      -- second step reads the key as the peek did (a rescale of the peek
+      -- is repeated, not written twice).
+      d, val, ttl = step(KEYS[k], r[1], r[2], r[3], r[4], r[5], 0)
+      local n = math.min(-cost, d[2])
+      if n > 0 then
+        d, val, ttl = step(KEYS[k], r[1], r[2], r[3], r[4], r[5], n)
+        d[5] = n
+      end
+    else
+      d, val, ttl = step(KEYS[k], r[1], r[2], r[3], r[4], r[5], cost)
+    end
     if val then write(KEYS[k], val, ttl) end
     k, a = k + 1, a + 2
     emit(d)

@@ -254,3 +254,42 @@ func (s *Store) refundCommand(sha string, c *call) rueidis.Completed {
 }
 
 var _ store.Partitioner = (*Store)(nil)
+
+// Take implements store.Leaser: one script call (apply.lua, a check of a
+// negative cost), batched with the checks in flight like any check.
+func (s *Store) Take(ctx context.Context, key string, rule limit.Rule, n int64) (store.Grant, error) {
+	if s.closed.Load() {
+		return store.Grant{}, store.ErrClosed
+	}
+	if rule.Algorithm != limit.TokenBucket || n < 1 || key == "" {
+		return store.Grant{}, fmt.Errorf("%w: take %d of a %v", store.ErrInvalidRequest, n, rule.Algorithm)
+	}
+	rules := []limit.Rule{rule}
+	c := s.newCall(ctx, []store.Request{{Key: key, Rules: rules, Cost: -n}}, make([]limit.Verdict, 1))
+	c.marks = make([]int64, 1)
+	if err := s.await(ctx, c); err != nil {
+		return store.Grant{}, err
+	}
+	d := c.out[0].D[0]
+	g := store.Grant{Taken: int64(d.Delay), Mark: c.marks[0], At: c.at}
+	d.Delay = 0
+	g.Decision = d
+	return g, nil
+}
+
+// Return implements store.Leaser: refund.lua for the unused units.
+func (s *Store) Return(ctx context.Context, key string, rule limit.Rule, g store.Grant, unused int64) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	if unused < 1 || unused > g.Taken {
+		return fmt.Errorf("%w: return %d of %d", store.ErrInvalidRequest, unused, g.Taken)
+	}
+	rules := []limit.Rule{rule}
+	c := &call{parts: []store.Request{{Key: key, Rules: rules, Cost: unused}}, keys: []string{s.Key(key, rule.Name)},
+		out: []limit.Verdict{{N: 1}}, marks: []int64{g.Mark}, at: g.At}
+	c.out[0].D[0].Allowed = true
+	return s.refund([]*call{c})
+}
+
+var _ store.Leaser = (*Store)(nil)

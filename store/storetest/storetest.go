@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"PartsConcurrent", testPartsConcurrent},
 		{"PartsLinearizable", testPartsLinearizable},
 		{"PartsInvalid", testPartsInvalid},
+		{"Leases", testLeases},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {
