@@ -41,6 +41,11 @@ type Request struct {
 	Rules []limit.Rule
 	// Cost is the number of units to consume, >= 0; 0 is a peek.
 	Cost int64
+	// Lease marks a leased limit (one token bucket rule, Rules[0] as the
+	// shared store keeps it): a lease.Store decides it from this
+	// instance's slice of the bucket; any other store decides it as any
+	// request.
+	Lease bool
 }
 
 // Validate checks the preconditions of a Request.

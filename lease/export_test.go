@@ -1,0 +1,4 @@
+package lease
+
+// Settle waits for the takes and returns in flight.
+func (s *Store) Settle() { s.wg.Wait() }

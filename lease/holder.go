@@ -1,0 +1,265 @@
+package lease
+
+import (
+	"math"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/store"
+)
+
+// Holder is the lease protocol of one holder (an instance in front of a
+// shared store, or a region in front of a global budget) for one key: the
+// slices it holds, the demand it sees, and when it may ask next. It is
+// pure: time comes in as arguments, takes and returns go out as values for
+// the caller to send (Store sends them to a store.Leaser; the simulation in
+// internal/leasesim delivers them after a delay), so the same code runs in
+// both. It is not safe for concurrent use.
+//
+// A caller
+//
+//  1. calls Expire before deciding, and sends the Returns it gives;
+//  2. calls Check (one check of a cost) or Admit (a batch of unit checks),
+//     which decides from the slices and may ask it to send a take of Ask
+//     units, sent at that instant;
+//  3. reports every take it sent with Granted or Failed (one take is in
+//     flight at a time);
+//  4. calls Drain when it stops, and sends the Returns it gives.
+type Holder struct {
+	rule      limit.Rule // as the store keeps it (StoreRule)
+	d         time.Duration
+	slices    []Slice // oldest first
+	avail     int64   // the sum of the slices' Left
+	demand    rate
+	notBefore time.Time // the bucket ran dry: no take before then
+	asking    bool      // a take in flight
+}
+
+// Slice is a grant being spent: Left of its units may be spent until
+// Expires.
+type Slice struct {
+	Grant   store.Grant
+	Left    int64
+	Expires time.Time
+}
+
+// Return is what a slice did not spend, to give back to the store
+// (store.Leaser.Return).
+type Return struct {
+	Grant  store.Grant
+	Unused int64
+}
+
+// Step is what Check decided.
+type Step struct {
+	// Decided: Allowed says the answer (with RetryAfter when denied).
+	// Otherwise the slices cannot tell yet: the caller waits for the take
+	// in flight (its own Ask or an earlier one) and checks again.
+	Decided, Allowed bool
+	RetryAfter       time.Duration
+	// Ask, when not 0, is a take of Ask units for the caller to send now,
+	// whatever it decided.
+	Ask int64
+}
+
+// NewHolder returns a Holder of a store rule (StoreRule) whose slices may be
+// spent for d after their take was sent.
+func NewHolder(storeRule limit.Rule, d time.Duration) *Holder {
+	return &Holder{rule: storeRule, d: d}
+}
+
+// SetRule changes the store rule and the lease duration (a reload); the
+// slices held stay, with the leases they were taken under.
+func (h *Holder) SetRule(storeRule limit.Rule, d time.Duration) { h.rule, h.d = storeRule, d }
+
+// Avail is the units the slices hold.
+func (h *Holder) Avail() int64 { return h.avail }
+
+// Asking reports whether a take is in flight.
+func (h *Holder) Asking() bool { return h.asking }
+
+// Demand is the demand seen, in units per second, at now.
+func (h *Holder) Demand(now time.Time) float64 { return h.demand.perSecond(now) }
+
+// Expire ends the slices whose lease ended by now and appends what they did
+// not spend to ret.
+func (h *Holder) Expire(now time.Time, ret []Return) []Return {
+	n := 0
+	for _, sl := range h.slices {
+		if now.Before(sl.Expires) {
+			h.slices[n] = sl
+			n++
+			continue
+		}
+		if sl.Left > 0 {
+			h.avail -= sl.Left
+			ret = append(ret, Return{sl.Grant, sl.Left})
+		}
+	}
+	clear(h.slices[n:])
+	h.slices = h.slices[:n]
+	return ret
+}
+
+// Drain ends every slice and appends what they did not spend to ret.
+func (h *Holder) Drain(ret []Return) []Return {
+	for _, sl := range h.slices {
+		if sl.Left > 0 {
+			ret = append(ret, Return{sl.Grant, sl.Left})
+		}
+	}
+	h.slices, h.avail = nil, 0
+	return ret
+}
+
+// Check decides one check of cost at now, among instances sharing the
+// bucket. With wait set, a check the slices cannot cover waits for a take
+// (Step.Decided false); without, it is denied at once (a holder whose takes
+// cross regions never holds a check up for one).
+func (h *Holder) Check(now time.Time, cost int64, instances int, wait bool) Step {
+	switch {
+	case cost > h.rule.Burst:
+		return Step{Decided: true, RetryAfter: limit.RetryNever}
+	case h.avail >= cost:
+		h.demand.add(now, cost)
+		h.spend(cost)
+		return Step{Decided: true, Allowed: true, Ask: h.prefetch(now, instances)}
+	case now.Before(h.notBefore):
+		h.demand.add(now, cost)
+		return Step{Decided: true, RetryAfter: h.notBefore.Sub(now)}
+	case h.asking && wait:
+		return Step{}
+	case h.asking:
+		h.demand.add(now, cost)
+		return Step{Decided: true, RetryAfter: h.rule.Interval()}
+	}
+	ask := max(Size(h.demand.perSecond(now), h.d, h.rule, instances), cost) - h.avail
+	h.asking = true
+	if wait {
+		return Step{Ask: ask}
+	}
+	h.demand.add(now, cost)
+	return Step{Decided: true, RetryAfter: h.rule.Interval(), Ask: ask}
+}
+
+// Admit decides n checks of one unit each at now, never waiting: it admits
+// as many as the slices hold and reports a take to send, if one is due.
+func (h *Holder) Admit(now time.Time, n int64, instances int) (admitted, ask int64) {
+	h.demand.add(now, n)
+	admitted = min(n, h.avail)
+	h.spend(admitted)
+	if !h.asking && !now.Before(h.notBefore) {
+		if admitted < n {
+			ask = Size(h.demand.perSecond(now), h.d, h.rule, instances) - h.avail
+			h.asking = ask > 0
+		} else {
+			ask = h.prefetch(now, instances)
+		}
+	}
+	return admitted, ask
+}
+
+// Undo gives back cost units that an admitted check spent and a later part
+// of the same request denied: they never left this holder.
+func (h *Holder) Undo(cost int64) {
+	if n := len(h.slices); n > 0 {
+		h.slices[n-1].Left += cost
+		h.avail += cost
+	}
+}
+
+// spend takes cost units off the slices, oldest first.
+func (h *Holder) spend(cost int64) {
+	h.avail -= cost
+	for i := range h.slices {
+		if cost == 0 {
+			return
+		}
+		sp := min(cost, h.slices[i].Left)
+		h.slices[i].Left -= sp
+		cost -= sp
+	}
+}
+
+// prefetch starts a take, and returns its size, when the slices hold less
+// than half of what the demand wants and the holder may ask.
+func (h *Holder) prefetch(now time.Time, instances int) int64 {
+	if h.asking || now.Before(h.notBefore) {
+		return 0
+	}
+	size := Size(h.demand.perSecond(now), h.d, h.rule, instances)
+	if 2*h.avail >= size {
+		return 0
+	}
+	h.asking = true
+	return size - h.avail
+}
+
+// Granted reports the answer to the take of asked units sent at sent: its
+// units become a slice, spendable until sent plus the lease duration. A
+// grant short of what was asked means the bucket is dry: the holder asks
+// again only after Backoff, deciding from what it holds meanwhile.
+func (h *Holder) Granted(now, sent time.Time, asked int64, g store.Grant, instances int) {
+	h.asking = false
+	if g.Taken > 0 {
+		h.slices = append(h.slices, Slice{Grant: g, Left: g.Taken, Expires: sent.Add(h.d)})
+		h.avail += g.Taken
+	}
+	if g.Taken < asked {
+		h.notBefore = now.Add(Backoff(h.demand.perSecond(now), g.Decision.RetryAfter, h.d, h.rule, instances))
+	}
+}
+
+// Failed reports a take that failed: the holder decides from what it
+// holds, and the next check that needs more asks again.
+func (h *Holder) Failed() { h.asking = false }
+
+// demandTau is the time constant of the demand estimate; minSpan is the
+// shortest span a fresh estimate is measured over.
+const (
+	demandTau = time.Second
+	minSpan   = 100 * time.Millisecond
+)
+
+// rate is an exponentially weighted estimate of units per second: each
+// unit counts 1/tau at its instant and decays by e every tau, so a steady
+// demand of r units per second reads r. A fresh estimate (the first units,
+// or the first after the estimate decayed to nothing) is corrected for the
+// span it has seen, at least minSpan, so that a holder reads a sudden
+// demand within a tenth of a second instead of ramping up over tau.
+type rate struct {
+	v         float64 // uncorrected, at at
+	at, since time.Time
+}
+
+// idleRate is the estimate below which a rate starts afresh.
+const idleRate = 0.01
+
+func (r *rate) add(now time.Time, n int64) {
+	raw := r.decayed(now)
+	if r.since.IsZero() || raw < idleRate {
+		r.since, raw = now, 0
+	}
+	r.v = raw + float64(n)/demandTau.Seconds()
+	if now.After(r.at) {
+		r.at = now
+	}
+}
+
+// decayed is the uncorrected estimate at now.
+func (r *rate) decayed(now time.Time) float64 {
+	dt := now.Sub(r.at)
+	if r.at.IsZero() || dt <= 0 {
+		return r.v
+	}
+	return r.v * math.Exp(-dt.Seconds()/demandTau.Seconds())
+}
+
+func (r *rate) perSecond(now time.Time) float64 {
+	raw := r.decayed(now)
+	if raw == 0 {
+		return 0
+	}
+	span := max(now.Sub(r.since), minSpan)
+	return raw / -math.Expm1(-span.Seconds()/demandTau.Seconds())
+}

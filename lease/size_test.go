@@ -1,0 +1,137 @@
+package lease_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/lease"
+	"github.com/distributedratelimiter/ratelimiter/limit"
+)
+
+func rule(t testing.TB, alg limit.Algorithm, perSecond, burst int64) limit.Rule {
+	t.Helper()
+	r, err := limit.Rule{Name: "global", Algorithm: alg, Limit: perSecond, Period: time.Second, Burst: burst}.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestStoreRuleLowersTheBurstByOneLease(t *testing.T) {
+	r := rule(t, limit.TokenBucket, 1000, 1000)
+	for _, c := range []struct {
+		d    time.Duration
+		want int64
+	}{
+		{500 * time.Millisecond, 500},
+		{250 * time.Millisecond, 750},
+		{time.Millisecond, 999},
+		{1500 * time.Microsecond, 998}, // 1.5 units, rounded up
+	} {
+		sr, err := lease.StoreRule(r, c.d)
+		if err != nil {
+			t.Fatalf("%v: %v", c.d, err)
+		}
+		if sr.Burst != c.want || sr.Limit != r.Limit || sr.Period != r.Period || sr.Name != r.Name {
+			t.Errorf("%v: store rule %+v, want burst %d and the rest of %+v", c.d, sr, c.want, r)
+		}
+		if got := lease.InLease(r, c.d); got != r.Burst-c.want {
+			t.Errorf("%v: InLease %d, want %d", c.d, got, r.Burst-c.want)
+		}
+	}
+}
+
+func TestLeaseKeepsHalfTheBurstAtLeast(t *testing.T) {
+	for _, c := range []struct {
+		perSecond, burst int64
+		wantD            time.Duration
+		wantBurst        int64
+	}{
+		{1000, 1000, 500 * time.Millisecond, 500}, // the longest lease
+		{1000, 5000, 500 * time.Millisecond, 4500},
+		{1000, 100, 50 * time.Millisecond, 50}, // half the burst's refill
+		{1000, 3, 1500 * time.Microsecond, 1},  // 1.5 units: 2 leased, 1 kept
+		{1000, 2, time.Millisecond, 1},
+	} {
+		r := rule(t, limit.TokenBucket, c.perSecond, c.burst)
+		sr, d, err := lease.Lease(r, lease500)
+		if err != nil || d != c.wantD || sr.Burst != c.wantBurst {
+			t.Errorf("%d/s burst %d: lease %v, store burst %d, %v; want %v and %d", c.perSecond, c.burst, d, sr.Burst, err, c.wantD, c.wantBurst)
+		}
+	}
+	if _, _, err := lease.Lease(rule(t, limit.TokenBucket, 1000, 1), lease500); err == nil {
+		t.Error("a burst of 1: no error")
+	}
+	if _, _, err := lease.Lease(rule(t, limit.FixedWindow, 1000, 0), lease500); err == nil {
+		t.Error("a fixed window: no error")
+	}
+}
+
+func TestStoreRuleRefuses(t *testing.T) {
+	if _, err := lease.StoreRule(rule(t, limit.TokenBucket, 1000, 500), 500*time.Millisecond); err == nil {
+		t.Error("a burst of exactly one lease of the rate: no error")
+	}
+	for _, alg := range []limit.Algorithm{limit.LeakyBucket, limit.FixedWindow, limit.SlidingWindowCounter, limit.SlidingWindowLog} {
+		_, err := lease.StoreRule(rule(t, alg, 1000, 0), time.Millisecond)
+		if err == nil {
+			t.Errorf("%v: no error", alg)
+		}
+		if errors.Is(err, limit.ErrInvalidRule) {
+			t.Errorf("%v: %v reads as an invalid rule, not as an unleasable one", alg, err)
+		}
+	}
+}
+
+func TestSize(t *testing.T) {
+	sr := rule(t, limit.TokenBucket, 1000, 500) // a store rule: burst 500
+	d := 500 * time.Millisecond
+	for _, c := range []struct {
+		demand    float64
+		instances int
+		want      int64
+	}{
+		{0, 3, 1},        // idle: one unit
+		{0.5, 3, 1},      // ceil(0.125)
+		{10, 3, 3},       // half a lease of demand, rounded up
+		{333.4, 3, 84},   // ceil(83.35)
+		{1200, 3, 250},   // capped at half the burst
+		{10_000, 3, 250}, // however busy
+		{1200, 1, 300},   // alone: the whole burst is its own
+		{10_000, 1, 500},
+	} {
+		if got := lease.Size(c.demand, d, sr, c.instances); got != c.want {
+			t.Errorf("Size(%v/s, %d instances) = %d, want %d", c.demand, c.instances, got, c.want)
+		}
+	}
+	if got := lease.MaxHeld(rule(t, limit.TokenBucket, 10, 1), 3); got != 1 {
+		t.Errorf("MaxHeld of a burst of 1 among 3: %d, want 1", got)
+	}
+}
+
+func TestQuantumAndBackoff(t *testing.T) {
+	sr := rule(t, limit.TokenBucket, 1000, 500)
+	d := 500 * time.Millisecond
+	if q := lease.Quantum(sr, 3); q != 166 {
+		t.Errorf("Quantum among 3: %d, want 166", q)
+	}
+	if q := lease.Quantum(sr, 1000); q != 1 {
+		t.Errorf("Quantum among 1000: %d, want 1", q)
+	}
+	for _, c := range []struct {
+		demand  float64
+		oneUnit time.Duration
+		want    time.Duration
+	}{
+		{1660, 0, 100 * time.Millisecond},                     // a quantum of its demand
+		{332, 0, 500 * time.Millisecond},                      // a slower one waits longer
+		{100, 0, time.Second},                                 // capped at two leases
+		{0, 0, time.Second},                                   // no estimate yet
+		{1e9, 0, time.Millisecond},                            // at least one unit of the rate
+		{1660, 300 * time.Millisecond, 300 * time.Millisecond}, // at least the bucket's own wait
+	} {
+		if got := lease.Backoff(c.demand, c.oneUnit, d, sr, 3); got != c.want {
+			t.Errorf("Backoff(%v/s, %v) = %v, want %v", c.demand, c.oneUnit, got, c.want)
+		}
+	}
+}
