@@ -123,11 +123,11 @@ func TestQuantumAndBackoff(t *testing.T) {
 		oneUnit time.Duration
 		want    time.Duration
 	}{
-		{1660, 0, 100 * time.Millisecond},                     // a quantum of its demand
-		{332, 0, 500 * time.Millisecond},                      // a slower one waits longer
-		{100, 0, time.Second},                                 // capped at two leases
-		{0, 0, time.Second},                                   // no estimate yet
-		{1e9, 0, time.Millisecond},                            // at least one unit of the rate
+		{1660, 0, 100 * time.Millisecond},                      // a quantum of its demand
+		{332, 0, 500 * time.Millisecond},                       // a slower one waits longer
+		{100, 0, time.Second},                                  // capped at two leases
+		{0, 0, time.Second},                                    // no estimate yet
+		{1e9, 0, time.Millisecond},                             // at least one unit of the rate
 		{1660, 300 * time.Millisecond, 300 * time.Millisecond}, // at least the bucket's own wait
 	} {
 		if got := lease.Backoff(c.demand, c.oneUnit, d, sr, 3); got != c.want {
