@@ -462,8 +462,8 @@ func (c *checker) rules(items []*yaml.Node, path, pp string) ([]limit.Rule, map[
 func (c *checker) rule(n *yaml.Node, nm named, pp string) (limit.Rule, bool) {
 	placeholder := limit.Rule{Name: nm.pname, Algorithm: limit.FixedWindow, Limit: 1, Period: time.Second}
 	c.at(pp, nm.path, n.Line)
-	f, ok := c.fields(n, nm.path, "a mapping (name, algorithm, limit, period, burst, shadow_mode)",
-		"name", "algorithm", "limit", "period", "burst", "shadow_mode")
+	f, ok := c.fields(n, nm.path, "a mapping (name, algorithm, limit, period, burst, shadow_mode, lease)",
+		"name", "algorithm", "limit", "period", "burst", "shadow_mode", "lease")
 	if !ok {
 		return placeholder, false
 	}
@@ -499,6 +499,7 @@ func (c *checker) rule(n *yaml.Node, nm named, pp string) (limit.Rule, bool) {
 		}
 	}
 	r.Shadow = c.flag(f["shadow_mode"], join(nm.path, "shadow_mode"))
+	r.Lease = c.flag(f["lease"], join(nm.path, "lease"))
 	if !decoded {
 		return placeholder, false
 	}

@@ -102,7 +102,7 @@ func badCases(t testing.TB) []badCase {
 		{"duplicate key", edit(t, "limit: 100\n", "limit: 100\n        limit: 200\n"), []string{
 			"orders.yaml:8: namespaces[orders].limits[per-minute].limit: duplicate key (first on line 7)"}},
 		{"unknown field", edit(t, "burst: 20\n", "brust: 20\n"), []string{
-			"orders.yaml:9: namespaces[orders].limits[per-minute].brust: unknown field (want name, algorithm, limit, period, burst, shadow_mode)"}},
+			"orders.yaml:9: namespaces[orders].limits[per-minute].brust: unknown field (want name, algorithm, limit, period, burst, shadow_mode, lease)"}},
 		{"unknown top-level field", "namespace:\n  - name: orders\n", []string{
 			"orders.yaml:1: namespace: unknown field (want namespaces)",
 			"orders.yaml:1: namespaces: at least one namespace is required"}},
@@ -187,7 +187,7 @@ func badCases(t testing.TB) []badCase {
 		{"limits not a list", "namespaces:\n  - name: x\n    limits: {name: a}\n", []string{
 			"orders.yaml:3: namespaces[x].limits: want a list, got a mapping"}},
 		{"limit not a mapping", one + "      - 5\n", []string{
-			"orders.yaml:5: namespaces[x].limits[1]: want a mapping (name, algorithm, limit, period, burst, shadow_mode), got 5"}},
+			"orders.yaml:5: namespaces[x].limits[1]: want a mapping (name, algorithm, limit, period, burst, shadow_mode, lease), got 5"}},
 
 		// Overrides.
 		{"override of an unknown limit", edit(t, "per-minute: {", "per-minit: {"), []string{

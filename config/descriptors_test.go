@@ -116,3 +116,66 @@ func TestDescriptorsConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+const leaseYAML = `namespaces:
+  - name: orders
+    descriptors:
+      - key: endpoint
+        value: place_order
+        limits:
+          - {name: global, algorithm: token_bucket, limit: 1000, period: 1s, burst: 2000, lease: true}
+      - key: user
+        limits:
+          - {name: per-user, algorithm: token_bucket, limit: 10, period: 1s}
+  - name: tenants
+    limits:
+      - {name: tenant, algorithm: gcra, limit: 5000, period: 1s, lease: true}
+`
+
+// A leased limit reads from YAML; one that cannot be leased, or does not
+// stand alone, is refused at its line.
+func TestLeaseConfig(t *testing.T) {
+	snap, err := ParseAt([]byte(leaseYAML), "orders.yaml", t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]policy.Match, 2)
+	if err := snap.ResolveDescriptors("orders", []policy.Descriptor{
+		{Entries: []policy.Entry{{Key: "endpoint", Value: "place_order"}}},
+		{Entries: []policy.Entry{{Key: "user", Value: "42"}}},
+	}, out); err != nil {
+		t.Fatal(err)
+	}
+	if r := out[0].Rules; len(r) != 1 || !r[0].Lease || r[0].Burst != 2000 || out[1].Rules[0].Lease {
+		t.Errorf("leased descriptor: %+v, the other: %+v", out[0].Rules, out[1].Rules)
+	}
+	if set, err := snap.Resolve("tenants", "acme"); err != nil || !set.Rules[0].Lease {
+		t.Errorf("a leased subject limit: %+v %v", set, err)
+	}
+	for _, tc := range []struct {
+		name, from, to string
+		want           []string
+	}{
+		{"a window", "algorithm: token_bucket, limit: 1000, period: 1s, burst: 2000,", "algorithm: fixed_window, limit: 1000, period: 1s,", []string{
+			"orders.yaml:7: namespaces[orders].descriptors[0].limits[global].lease: only a token_bucket can be leased, not a fixed_window"}},
+		{"a burst of 1", "burst: 2000,", "burst: 1,", []string{
+			"orders.yaml:7: namespaces[orders].descriptors[0].limits[global].lease: a leased token_bucket needs a burst of at least 2, not 1"}},
+		{"not alone", "          - {name: per-user,", "          - {name: also, algorithm: gcra, limit: 5, period: 1s, lease: true}\n          - {name: per-user,", []string{
+			"orders.yaml:10: namespaces[orders].descriptors[1].limits[also].lease: a leased limit stands alone in its limits (give it a namespace or a descriptor of its own; a request checks several descriptors at once)"}},
+		{"not a bool", "burst: 2000, lease: true}", "burst: 2000, lease: sure}", []string{
+			`orders.yaml:7: namespaces[orders].descriptors[0].limits[global].lease: want true or false, got sure`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(leaseYAML, tc.from) {
+				t.Fatalf("%q not in the file", tc.from)
+			}
+			var got []string
+			for _, err := range Validate([]byte(strings.Replace(leaseYAML, tc.from, tc.to, 1)), "orders.yaml") {
+				got = append(got, err.Error())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(tc.want, "\n     "))
+			}
+		})
+	}
+}

@@ -12,30 +12,14 @@ import (
 // maxLease: the lease duration d, maxLease or half the time r's burst takes
 // to refill when that is shorter, and the store rule (StoreRule(r, d)),
 // which then keeps at least half of r's burst. It fails when r is not a
-// token bucket or its burst is below 2: the only rules that cannot be
-// leased (Leasable).
+// token bucket or its burst is below 2 (limit.Rule.Leasable).
 func Lease(r limit.Rule, maxLease time.Duration) (storeRule limit.Rule, d time.Duration, err error) {
-	if err := Leasable(r); err != nil {
-		return r, 0, err
+	if err := r.Leasable(); err != nil {
+		return r, 0, fmt.Errorf("lease: %s: %w", r.Name, err)
 	}
 	d = min(maxLease, time.Duration(r.Burst)*r.Interval()/2)
 	storeRule, err = StoreRule(r, d)
 	return storeRule, d, err
-}
-
-// Leasable reports why r cannot be leased, or nil: a lease is sound for a
-// token bucket only (a unit taken now and spent a little later is, for a
-// bucket, a unit that arrived now; a window's count and a leaky bucket's
-// queue have no such reading), and its burst must hold at least 2 units
-// (one kept in the store, one spent in a lease).
-func Leasable(r limit.Rule) error {
-	if r.Algorithm != limit.TokenBucket {
-		return fmt.Errorf("lease: %s is a %v: only a token_bucket can be leased", r.Name, r.Algorithm)
-	}
-	if r.Burst < 2 {
-		return fmt.Errorf("lease: %s: a leased token bucket needs a burst of at least 2, not %d", r.Name, r.Burst)
-	}
-	return nil
 }
 
 // StoreRule is the rule a leased limit keeps in the shared store under a

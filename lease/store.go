@@ -351,12 +351,11 @@ func (h *holder) check(ctx context.Context, s *Store, cost int64) (limit.Verdict
 	}
 }
 
-// verdict is the verdict of a check the slices decided.
+// verdict is the verdict of a check the slices decided; a shadow limit's
+// denial passes, marked Shadow (limit.Combine).
 func (h *holder) verdict(st Step) limit.Verdict {
-	d := limit.Decision{Allowed: st.Allowed, Limit: h.user.Limit, Remaining: h.h.Avail(), RetryAfter: st.RetryAfter}
-	v := limit.Verdict{Allowed: st.Allowed, N: 1, RetryAfter: st.RetryAfter}
-	v.D[0] = d
-	return v
+	d := [1]limit.Decision{{Allowed: st.Allowed, Limit: h.user.Limit, Remaining: h.h.Avail(), RetryAfter: st.RetryAfter, Shadow: !st.Allowed && h.user.Shadow}}
+	return limit.Combine(d[:])
 }
 
 // take sends a take of n units for h in the background (the caller holds

@@ -1,5 +1,7 @@
 package limit
 
+import "fmt"
+
 // Part is one key's share of a request that checks several keys at once: the
 // descriptors of one request ("per user AND per IP AND endpoint-wide"), each
 // a key of its own with its own limit set and cost.
@@ -152,6 +154,22 @@ func (r *Rule) Refund(s *State, cost, mark int64) bool {
 		}
 	}
 	return false
+}
+
+// Leasable reports why r cannot be leased (Take, package lease), or nil:
+// a lease is sound for a TokenBucket only (a unit taken now and spent a
+// little later is, for a bucket, a unit that arrived now; a window's count
+// and a leaky bucket's queue have no such reading), and its Burst must hold
+// at least 2 units (at least one kept in the store, one spent from leases).
+// r must be normalized.
+func (r Rule) Leasable() error {
+	if r.Algorithm != TokenBucket {
+		return fmt.Errorf("only a token_bucket can be leased, not a %v", r.Algorithm)
+	}
+	if r.Burst < 2 {
+		return fmt.Errorf("a leased token_bucket needs a burst of at least 2, not %d", r.Burst)
+	}
+	return nil
 }
 
 // Take takes up to n units out of a TokenBucket's state at now, as many as

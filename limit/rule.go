@@ -231,6 +231,11 @@ type Rule struct {
 	// limit set (Apply, ApplyParts): the request passes and the decision,
 	// marked Shadow, says what enforcing the rule would have done.
 	Shadow bool
+	// Lease marks a limit whose instances decide from slices of its bucket
+	// taken out of the shared store (package lease) instead of asking the
+	// store on every check. Step ignores it; Normalize refuses it on a rule
+	// that cannot be leased (Leasable).
+	Lease bool
 
 	iv int64 // emission interval, set by Normalize
 }
@@ -279,6 +284,11 @@ func (r Rule) Normalize() (Rule, error) {
 		r.Burst = 0
 	default:
 		r.Burst = 0
+	}
+	if r.Lease {
+		if err := r.Leasable(); err != nil {
+			return r, ruleErr("lease", "%v", err)
+		}
 	}
 	return r, nil
 }

@@ -159,12 +159,18 @@ func TestNormalize(t *testing.T) {
 		{Rule{Algorithm: TokenBucket, Limit: 1e9, Period: ms}, "nanosecond"},
 		{Rule{Algorithm: SlidingWindowLog, Limit: 1e6, Period: s}, "sliding_window_log"},
 		{Rule{Algorithm: FixedWindow, Limit: 1, Period: 1500 * time.Microsecond}, "milliseconds"},
+		{Rule{Algorithm: FixedWindow, Limit: 10, Period: s, Lease: true}, "lease: only a token_bucket"},
+		{Rule{Algorithm: LeakyBucket, Limit: 10, Period: s, Lease: true}, "lease: only a token_bucket"},
+		{Rule{Algorithm: TokenBucket, Limit: 10, Period: s, Burst: 1, Lease: true}, "lease: a leased token_bucket needs a burst of at least 2"},
 	}
 	for _, b := range bad {
 		_, err := b.r.Normalize()
 		if !errors.Is(err, ErrInvalidRule) || !contains(err.Error(), b.want) {
 			t.Errorf("Normalize(%+v) = %v, want an ErrInvalidRule naming %q", b.r, err, b.want)
 		}
+	}
+	if r, err := (Rule{Algorithm: TokenBucket, Limit: 2, Period: s, Lease: true}).Normalize(); err != nil || !r.Lease || r.Burst != 2 {
+		t.Errorf("a leased token bucket of burst 2: %+v, %v", r, err)
 	}
 	if err := (Rule{Algorithm: TokenBucket, Limit: 5, Period: s}).Validate(); err == nil {
 		t.Error("Validate accepted a rule whose defaults are not filled")

@@ -233,6 +233,14 @@ func checkRules(rules []limit.Rule, where []string, fail func(error, ...string))
 		}
 		*r = n
 	}
+	if len(rules) > 1 {
+		for j := range rules {
+			if rules[j].Lease {
+				fail(errors.New("a leased limit stands alone in its limits (give it a namespace or a descriptor of its own; a request checks several descriptors at once)"),
+					at("limits", Elem(rules[j].Name), "lease")...)
+			}
+		}
+	}
 	return defaulted, byName, invalid
 }
 

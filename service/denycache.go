@@ -75,8 +75,13 @@ func (c *denyCache) shard(key string) *denyShard {
 }
 
 // lookup returns the cached denial of req at instant now, its durations
-// counted from now.
+// counted from now. A leased limit is never cached: its denials cost no
+// store call already, and its holder must see every check to measure its
+// demand (lease.Holder).
 func (c *denyCache) lookup(snap *policy.Snapshot, req store.Request, now int64) (limit.Verdict, bool) {
+	if req.Lease {
+		return limit.Verdict{}, false
+	}
 	sh := c.shard(req.Key)
 	sh.mu.Lock()
 	e, ok := sh.m[req.Key]
@@ -109,7 +114,7 @@ func (c *denyCache) lookup(snap *policy.Snapshot, req store.Request, now int64) 
 
 // insert remembers the denial v of req, sent at instant at.
 func (c *denyCache) insert(snap *policy.Snapshot, req store.Request, v *limit.Verdict, at int64) {
-	if v.Allowed || v.RetryAfter <= 0 || v.RetryAfter == limit.RetryNever || len(req.Rules) == 0 {
+	if v.Allowed || v.RetryAfter <= 0 || v.RetryAfter == limit.RetryNever || len(req.Rules) == 0 || req.Lease {
 		return
 	}
 	e := &denyEntry{snap: snap, rules: &req.Rules[0], cost: max(req.Cost, 1), at: at, until: at + int64(v.RetryAfter), v: *v}

@@ -87,7 +87,7 @@ func (s *Service) checkDescriptors(ctx context.Context, snap *policy.Snapshot, r
 			return err
 		}
 		res.Set = set
-		reqs = append(reqs, store.Request{Key: policy.Key(req.Namespace, req.Subject), Rules: set.Rules, Cost: req.Cost})
+		reqs = append(reqs, store.Request{Key: policy.Key(req.Namespace, req.Subject), Rules: set.Rules, Cost: req.Cost, Lease: leased(set.Rules)})
 		owners = append(owners, nil)
 	}
 	blocked := -1
@@ -106,7 +106,7 @@ func (s *Service) checkDescriptors(ctx context.Context, snap *policy.Snapshot, r
 				owners[j] = append(owners[j], i)
 				continue
 			}
-			reqs = append(reqs, store.Request{Key: m.Key, Rules: m.Rules, Cost: dr.Cost})
+			reqs = append(reqs, store.Request{Key: m.Key, Rules: m.Rules, Cost: dr.Cost, Lease: leased(m.Rules)})
 			owners = append(owners, []int{i})
 		}
 	}

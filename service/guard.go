@@ -367,9 +367,11 @@ func (s *Service) afterFailure(ctx context.Context, err error, shard int, answer
 }
 
 // seed tells the local fallback what the store said of req's subject: each
-// rule's remaining, as this instance's share of it.
+// rule's remaining, as this instance's share of it. A leased limit's
+// verdict tells what this instance holds, not what the store does: it is
+// not seeded (in an outage its local share starts full).
 func (g *guard) seed(req store.Request, v *limit.Verdict) {
-	if g.seeder == nil || v.N != len(req.Rules) {
+	if g.seeder == nil || v.N != len(req.Rules) || req.Lease {
 		return
 	}
 	n := g.instanceCount()
@@ -474,6 +476,7 @@ func ShareRule(r limit.Rule, n int) limit.Rule {
 		return r
 	}
 	s := r
+	s.Lease = false // a share is this instance's own
 	s.Limit = ceilDiv(r.Limit, int64(n))
 	if r.Burst > 0 {
 		s.Burst = ceilDiv(r.Burst, int64(n))

@@ -320,6 +320,7 @@ func (s *Service) check(ctx context.Context, req Request, start time.Time) (Resu
 		Key:   policy.Key(req.Namespace, req.Subject),
 		Rules: set.Rules,
 		Cost:  req.Cost,
+		Lease: leased(set.Rules),
 	}
 	if s.guard != nil {
 		if err := s.guarded(ctx, snap, &res, sreq, start); err != nil {
@@ -334,6 +335,11 @@ func (s *Service) check(ctx context.Context, req Request, start time.Time) (Resu
 	res.Verdict = v
 	return res, nil
 }
+
+// leased reports whether a limit set is a leased limit (it then stands
+// alone in its set: policy.New): the store decides it from this instance's
+// slices of its bucket when it leases (lease.Store), as any set otherwise.
+func leased(rules []limit.Rule) bool { return len(rules) == 1 && rules[0].Lease }
 
 // Validate reports what Check would refuse req for as bad input (an error
 // wrapping ErrInvalidNamespace, ErrInvalidSubject or ErrInvalidCost), or

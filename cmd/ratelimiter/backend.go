@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/distributedratelimiter/ratelimiter/clock"
+	"github.com/distributedratelimiter/ratelimiter/lease"
 	"github.com/distributedratelimiter/ratelimiter/metrics"
 	"github.com/distributedratelimiter/ratelimiter/overrides"
 	"github.com/distributedratelimiter/ratelimiter/service"
@@ -93,6 +94,9 @@ func redisBackend(f serveFlags, reg prometheus.Registerer, log *slog.Logger) (*b
 	if f.live.overridesFile != "" {
 		return nil, errors.New("--overrides-file applies to the memory store; with --store redis the overrides live in Redis")
 	}
+	if f.leaseDuration <= 0 || f.leaseDuration > maxLeaseDuration {
+		return nil, fmt.Errorf("--lease-duration: %v, want more than 0 and at most %v", f.leaseDuration, maxLeaseDuration)
+	}
 	opts := redisOptions(f)
 	if len(opts.Addrs) == 0 {
 		return nil, errors.New("--redis-addrs: no address")
@@ -129,8 +133,32 @@ func redisBackend(f serveFlags, reg prometheus.Registerer, log *slog.Logger) (*b
 		warnEviction(rs, log)
 		g.attach(rs)
 	}
+	// Leased limits are decided from this instance's slices of their
+	// buckets; every other check goes through to Redis as it is.
+	ls, err := lease.New(b.store, lease.Options{MaxDuration: f.leaseDuration, Instances: g.instances, Logger: log})
+	if err == nil {
+		err = metrics.RegisterLease(reg, leaseStats(ls))
+	}
+	if err != nil {
+		b.store.Close()
+		g.stop()
+		return nil, err
+	}
+	b.store = ls
 	b.closers = []func(){func() { b.store.Close() }, g.stop}
 	return b, nil
+}
+
+// maxLeaseDuration bounds --lease-duration: a unit held longer than this is
+// a unit a dead instance keeps from the others for as long.
+const maxLeaseDuration = 10 * time.Second
+
+// leaseStats adapts a lease store's counters to its metrics.
+func leaseStats(ls *lease.Store) func() metrics.LeaseStats {
+	return func() metrics.LeaseStats {
+		s := ls.Stats()
+		return metrics.LeaseStats{Takes: s.Takes, TakeErrors: s.TakeErrors, Returns: s.Returns, Taken: s.Taken, Returned: s.Returned, Local: s.Local}
+	}
 }
 
 // redisOptions are the Redis store's options from the flags.

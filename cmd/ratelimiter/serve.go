@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/distributedratelimiter/ratelimiter/config"
+	"github.com/distributedratelimiter/ratelimiter/lease"
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/metrics"
 	"github.com/distributedratelimiter/ratelimiter/policy"
@@ -43,6 +44,7 @@ type serveFlags struct {
 	redisUsername   string
 	redisPassword   string
 	redisTimeout    time.Duration
+	leaseDuration   time.Duration
 
 	live liveFlags // reloads, runtime overrides, admin API (admin.go)
 
@@ -93,6 +95,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&f.redisUsername, "redis-username", "", "redis store: ACL user name")
 	fs.StringVar(&f.redisPassword, "redis-password", "", "redis store: password (prefer the environment variable)")
 	fs.DurationVar(&f.redisTimeout, "redis-timeout", time.Second, "redis store: bound on each Redis call")
+	fs.DurationVar(&f.leaseDuration, "lease-duration", lease.DefaultDuration, "redis store: longest a slice of a leased limit (lease: true) may be spent after it was taken; the store keeps the limit's burst lowered by what its rate brings in one lease (half the burst at most)")
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format on stderr: json or text")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long requests in flight may take to finish on shutdown")

@@ -66,6 +66,39 @@ func (s *Store) ApplyAll(ctx context.Context, reqs []store.Request, out []limit.
 	return false, ErrNotConnected
 }
 
+// Take implements store.Leaser: ErrNotConnected before Set, then the real
+// store's Take (ErrInvalidRequest if it cannot lease).
+func (s *Store) Take(ctx context.Context, key string, rule limit.Rule, n int64) (store.Grant, error) {
+	l, err := s.leaser()
+	if err != nil {
+		return store.Grant{}, err
+	}
+	return l.Take(ctx, key, rule, n)
+}
+
+// Return implements store.Leaser, as Take.
+func (s *Store) Return(ctx context.Context, key string, rule limit.Rule, g store.Grant, unused int64) error {
+	l, err := s.leaser()
+	if err != nil {
+		return err
+	}
+	return l.Return(ctx, key, rule, g, unused)
+}
+
+func (s *Store) leaser() (store.Leaser, error) {
+	b := s.inner.Load()
+	switch {
+	case b != nil:
+		if l, ok := b.st.(store.Leaser); ok {
+			return l, nil
+		}
+		return nil, fmt.Errorf("%w: %T cannot lease", store.ErrInvalidRequest, b.st)
+	case s.closed.Load():
+		return nil, store.ErrClosed
+	}
+	return nil, ErrNotConnected
+}
+
 // Set hands over the real store; every later call goes to it. After Close
 // it closes st and returns store.ErrClosed; a second Set is an error.
 func (s *Store) Set(st store.Store) error {
@@ -108,4 +141,7 @@ func (s *Store) String() string {
 	return "pending (not connected yet)"
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store  = (*Store)(nil)
+	_ store.Leaser = (*Store)(nil)
+)
