@@ -20,18 +20,28 @@ import (
 //
 //  1. calls Expire before deciding, and sends the Returns it gives;
 //  2. calls Check (one check of a cost) or Admit (a batch of unit checks),
-//     which decides from the slices and may ask it to send a take of Ask
-//     units, sent at that instant;
+//     which decide from the slices and may ask it to send a take (Ask),
+//     sent at that instant;
 //  3. reports every take it sent with Granted or Failed (one take is in
 //     flight at a time);
 //  4. calls Drain when it stops, and sends the Returns it gives.
+//
+// While the bucket has units to spare, a holder asks for more whenever its
+// slices run low (Size). Every take reports the holder's demand, and the
+// store answers with the total of the standing reports. When that exceeds
+// the limit's rate and the bucket has no more to spare, the holder is
+// contended: it takes its share of its own demand (Share: the rate over
+// the total), once every half lease, and denies what that does not cover
+// until its next take.
 type Holder struct {
 	rule      limit.Rule // as the store keeps it (StoreRule)
 	d         time.Duration
 	slices    []Slice // oldest first
 	avail     int64   // the sum of the slices' Left
 	demand    rate
-	notBefore time.Time // the bucket ran dry: no take before then
+	contended bool      // the last take found no units to spare
+	share     float64   // contended: this holder's share of its demand (Share)
+	notBefore time.Time // contended: no take before then
 	asking    bool      // a take in flight
 }
 
@@ -50,6 +60,13 @@ type Return struct {
 	Unused int64
 }
 
+// Ask is a take for the caller to send (store.Leaser.Take): N units, and
+// the holder's Demand (units per second) for its report (store.Report).
+type Ask struct {
+	N      int64
+	Demand float64
+}
+
 // Step is what Check decided.
 type Step struct {
 	// Decided: Allowed says the answer (with RetryAfter when denied).
@@ -57,15 +74,15 @@ type Step struct {
 	// in flight (its own Ask or an earlier one) and checks again.
 	Decided, Allowed bool
 	RetryAfter       time.Duration
-	// Ask, when not 0, is a take of Ask units for the caller to send now,
+	// Ask, when its N is not 0, is a take for the caller to send now,
 	// whatever it decided.
-	Ask int64
+	Ask Ask
 }
 
 // NewHolder returns a Holder of a store rule (StoreRule) whose slices may be
 // spent for d after their take was sent.
 func NewHolder(storeRule limit.Rule, d time.Duration) *Holder {
-	return &Holder{rule: storeRule, d: d}
+	return &Holder{rule: storeRule, d: d, share: 1}
 }
 
 // SetRule changes the store rule and the lease duration (a reload); the
@@ -77,6 +94,10 @@ func (h *Holder) Avail() int64 { return h.avail }
 
 // Asking reports whether a take is in flight.
 func (h *Holder) Asking() bool { return h.asking }
+
+// Contended reports whether the last take found no units to spare, and
+// the share of its demand the holder then takes.
+func (h *Holder) Contended() (bool, float64) { return h.contended, h.share }
 
 // Demand is the demand seen, in units per second, at now.
 func (h *Holder) Demand(now time.Time) float64 { return h.demand.perSecond(now) }
@@ -121,42 +142,38 @@ func (h *Holder) Check(now time.Time, cost int64, instances int, wait bool) Step
 	case cost > h.rule.Burst:
 		return Step{Decided: true, RetryAfter: limit.RetryNever}
 	case h.avail >= cost:
-		h.demand.add(now, cost)
+		h.count(now, cost)
 		h.spend(cost)
 		return Step{Decided: true, Allowed: true, Ask: h.prefetch(now, instances)}
 	case now.Before(h.notBefore):
-		h.demand.add(now, cost)
+		h.count(now, cost)
 		return Step{Decided: true, RetryAfter: h.notBefore.Sub(now)}
 	case h.asking && wait:
 		return Step{}
 	case h.asking:
-		h.demand.add(now, cost)
+		h.count(now, cost)
 		return Step{Decided: true, RetryAfter: h.rule.Interval()}
 	}
-	ask := max(Size(h.demand.perSecond(now), h.d, h.rule, instances), cost) - h.avail
-	h.asking = true
+	if !wait {
+		h.count(now, cost)
+	}
+	ask := h.ask(now, max(h.want(now, instances), cost)-h.avail)
 	if wait {
 		return Step{Ask: ask}
 	}
-	h.demand.add(now, cost)
 	return Step{Decided: true, RetryAfter: h.rule.Interval(), Ask: ask}
 }
 
 // Admit decides n checks of one unit each at now, never waiting: it admits
-// as many as the slices hold and reports a take to send, if one is due.
-func (h *Holder) Admit(now time.Time, n int64, instances int) (admitted, ask int64) {
-	h.demand.add(now, n)
+// as many as the slices hold and returns a take to send, if one is due.
+func (h *Holder) Admit(now time.Time, n int64, instances int) (admitted int64, ask Ask) {
+	h.count(now, n)
 	admitted = min(n, h.avail)
 	h.spend(admitted)
-	if !h.asking && !now.Before(h.notBefore) {
-		if admitted < n {
-			ask = Size(h.demand.perSecond(now), h.d, h.rule, instances) - h.avail
-			h.asking = ask > 0
-		} else {
-			ask = h.prefetch(now, instances)
-		}
+	if admitted < n && !h.asking && !now.Before(h.notBefore) {
+		return admitted, h.ask(now, h.want(now, instances)-h.avail)
 	}
-	return admitted, ask
+	return admitted, h.prefetch(now, instances)
 }
 
 // Undo gives back cost units that an admitted check spent and a later part
@@ -167,6 +184,9 @@ func (h *Holder) Undo(cost int64) {
 		h.avail += cost
 	}
 }
+
+// count records the demand of a check (admitted or not).
+func (h *Holder) count(now time.Time, cost int64) { h.demand.add(now, cost) }
 
 // spend takes cost units off the slices, oldest first.
 func (h *Holder) spend(cost int64) {
@@ -181,32 +201,54 @@ func (h *Holder) spend(cost int64) {
 	}
 }
 
-// prefetch starts a take, and returns its size, when the slices hold less
-// than half of what the demand wants and the holder may ask.
-func (h *Holder) prefetch(now time.Time, instances int) int64 {
-	if h.asking || now.Before(h.notBefore) {
-		return 0
-	}
-	size := Size(h.demand.perSecond(now), h.d, h.rule, instances)
-	if 2*h.avail >= size {
-		return 0
-	}
+// ask starts a take of n units (at least 1).
+func (h *Holder) ask(now time.Time, n int64) Ask {
 	h.asking = true
-	return size - h.avail
+	return Ask{N: max(1, n), Demand: h.demand.perSecond(now)}
 }
 
-// Granted reports the answer to the take of asked units sent at sent: its
-// units become a slice, spendable until sent plus the lease duration. A
-// grant short of what was asked means the bucket is dry: the holder asks
-// again only after Backoff, deciding from what it holds meanwhile.
-func (h *Holder) Granted(now, sent time.Time, asked int64, g store.Grant, instances int) {
+// prefetch starts a take when the slices hold less than half of what the
+// holder wants and it may ask.
+func (h *Holder) prefetch(now time.Time, instances int) Ask {
+	if h.asking || now.Before(h.notBefore) {
+		return Ask{}
+	}
+	want := h.want(now, instances)
+	if 2*h.avail >= want {
+		return Ask{}
+	}
+	return h.ask(now, want-h.avail)
+}
+
+// want is what the slices should hold: Size of the demand, or when
+// contended of this holder's share of it.
+func (h *Holder) want(now time.Time, instances int) int64 {
+	return Size(h.share*h.demand.perSecond(now), h.d, h.rule, instances)
+}
+
+// Granted reports the answer to the take a sent at sent: its units become
+// a slice, spendable until sent plus the lease duration, and its demand
+// tally says whether the holder is contended (see Holder).
+func (h *Holder) Granted(now, sent time.Time, a Ask, g store.Grant) {
 	h.asking = false
 	if g.Taken > 0 {
 		h.slices = append(h.slices, Slice{Grant: g, Left: g.Taken, Expires: sent.Add(h.d)})
 		h.avail += g.Taken
 	}
-	if g.Taken < asked {
-		h.notBefore = now.Add(Backoff(h.demand.perSecond(now), g.Decision.RetryAfter, h.d, h.rule, instances))
+	// Contended: the bucket could not give what was asked, or the demand
+	// exceeds the rate and the bucket holds less than half its burst (the
+	// same test for every holder; a bucket that fills up while the tally
+	// says it is contended has units nobody takes, as when a holder died
+	// and its demand is still in the tally). A short grant while the tally
+	// says the rate covers the demand, as at a start when the tally has
+	// heard little, paces the holder too instead of letting it ask on
+	// every check.
+	share := Share(h.rule, g.Demand)
+	h.contended = g.Taken < a.N || (share < 1 && 2*g.Decision.Remaining < h.rule.Burst)
+	h.share, h.notBefore = 1, time.Time{}
+	if h.contended {
+		h.share = share
+		h.notBefore = sent.Add(h.d / 2)
 	}
 }
 

@@ -67,27 +67,15 @@ func MaxHeld(storeRule limit.Rule, instances int) int64 {
 	return max(1, storeRule.Burst/2)
 }
 
-// Quantum is the fair quantum of a bucket shared by instances: the store
-// rule's burst divided among them. Under saturation a holder asks once per
-// quantum of its own demand (Backoff), so each holder asks as often as its
-// demand is large, and since a take gets what the bucket gathered since the
-// previous take, each holder's share of the rate follows its share of the
-// demand. It is also the store calls' bound under saturation: one take per
-// Quantum checks.
-func Quantum(storeRule limit.Rule, instances int) int64 {
-	return max(1, storeRule.Burst/int64(max(1, instances)))
-}
-
-// Backoff is how long a holder whose take came back short (the bucket ran
-// dry) waits before it asks again: the time its demand takes to reach a
-// Quantum, at least the bucket's wait for one unit (oneUnit, from the
-// take's decision), at most two lease durations (so that a holder whose
-// demand estimate is still low is not shut out for long).
-func Backoff(demand float64, oneUnit, d time.Duration, storeRule limit.Rule, instances int) time.Duration {
-	hi := 2 * d
-	w := hi
-	if demand > 0 {
-		w = time.Duration(float64(Quantum(storeRule, instances)) / demand * float64(time.Second))
+// Share is the share of its demand each holder takes when the total
+// demand on a limit (units per second, the store's tally) exceeds its
+// rate: the rate over the demand, or 1 when the rate covers it. Every
+// holder taking that share of its own demand, the shares add up to the rate
+// and each follows its holder's demand.
+func Share(storeRule limit.Rule, demand float64) float64 {
+	r := float64(storeRule.Limit) / storeRule.Period.Seconds()
+	if demand <= r {
+		return 1
 	}
-	return max(oneUnit, storeRule.Interval(), min(w, hi))
+	return r / demand
 }

@@ -2,6 +2,7 @@ package lease_test
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -109,29 +110,18 @@ func TestSize(t *testing.T) {
 	}
 }
 
-func TestQuantumAndBackoff(t *testing.T) {
+func TestShare(t *testing.T) {
 	sr := rule(t, limit.TokenBucket, 1000, 500)
-	d := 500 * time.Millisecond
-	if q := lease.Quantum(sr, 3); q != 166 {
-		t.Errorf("Quantum among 3: %d, want 166", q)
-	}
-	if q := lease.Quantum(sr, 1000); q != 1 {
-		t.Errorf("Quantum among 1000: %d, want 1", q)
-	}
-	for _, c := range []struct {
-		demand  float64
-		oneUnit time.Duration
-		want    time.Duration
-	}{
-		{1660, 0, 100 * time.Millisecond},                      // a quantum of its demand
-		{332, 0, 500 * time.Millisecond},                       // a slower one waits longer
-		{100, 0, time.Second},                                  // capped at two leases
-		{0, 0, time.Second},                                    // no estimate yet
-		{1e9, 0, time.Millisecond},                             // at least one unit of the rate
-		{1660, 300 * time.Millisecond, 300 * time.Millisecond}, // at least the bucket's own wait
+	for _, c := range []struct{ demand, want float64 }{
+		{0, 1}, {999, 1}, {1000, 1}, {2000, 0.5}, {3000, 1.0 / 3}, {1e6, 0.001},
 	} {
-		if got := lease.Backoff(c.demand, c.oneUnit, d, sr, 3); got != c.want {
-			t.Errorf("Backoff(%v/s, %v) = %v, want %v", c.demand, c.oneUnit, got, c.want)
+		if got := lease.Share(sr, c.demand); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("Share at a demand of %v/s = %v, want %v", c.demand, got, c.want)
 		}
+	}
+	perMinute := rule(t, limit.TokenBucket, 60, 60)
+	perMinute.Period = time.Minute
+	if got := lease.Share(perMinute, 2); math.Abs(got-0.5) > 1e-12 {
+		t.Errorf("60 a minute at a demand of 2/s: %v, want 0.5", got)
 	}
 }

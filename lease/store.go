@@ -31,19 +31,22 @@
 // returned. The bucket refills at its rate as always, so the loss is an
 // under-admission of at most one MaxHeld, once.
 //
-// # How slices adapt
+// # How slices adapt, and how the limit is shared
 //
 // Each holder estimates its demand (units per second, weighted over about
-// a second) and holds what it spends in one lease (Size), asking for more
-// when it holds less than half of that: an idle instance holds one unit, a
-// busy one up to MaxHeld, half the bucket's burst. When a take comes back
-// short the bucket is dry (demand exceeds the limit): the holder decides
-// from what it holds and asks again only after Backoff, the time its own
-// demand takes to reach the fair quantum (the burst over the instance
-// count). A busy instance thus asks more often than an idle one, each take
-// gets what the bucket gathered since the one before it, and each
-// instance's share of the limit follows its share of the demand; store
-// calls stay at one per quantum of checks.
+// a second) and holds what that spends in half a lease (Size), asking for
+// more when it holds less than half of that: an idle instance holds one
+// unit, a busy one up to MaxHeld, half the bucket's burst. Every take also
+// reports the holder's demand (store.Report), and
+// the store keeps each holder's last report beside the bucket and answers
+// with their sum: the total demand on the limit. When that total
+// exceeds the limit's rate and the bucket has nothing to spare, the holder
+// is contended: it takes its share of its own demand (Share: the rate over
+// the total demand, the same for every holder) once every half lease, and
+// denies what that share does not cover until its next take. The shares
+// add up to the rate, so the limit is used in full, and each instance's
+// part of it follows its part of the demand; store calls are then two per
+// lease per instance, whatever the load.
 //
 // # When the store fails
 //
@@ -56,6 +59,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,6 +95,9 @@ type Options struct {
 	Clock clock.Clock
 	// Logger receives failed returns. Default: discard.
 	Logger *slog.Logger
+	// ID names this instance in its demand reports (store.Report); unique
+	// among the instances sharing the store. Default: a random one.
+	ID string
 }
 
 // Stats counts what a Store did.
@@ -151,6 +158,9 @@ func New(inner store.Store, o Options) (*Store, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ID == "" {
+		o.ID = fmt.Sprintf("%016x", rand.Uint64())
 	}
 	return &Store{inner: inner, leaser: l, o: o, holders: map[holderKey]*holder{}, rules: map[*limit.Rule]leased{}}, nil
 }
@@ -322,7 +332,7 @@ func (h *holder) check(ctx context.Context, s *Store, cost int64) (limit.Verdict
 		now := s.o.Clock.Now()
 		s.giveBack(h, h.h.Expire(now, nil))
 		st := h.h.Check(now, cost, s.instances(), true)
-		if st.Ask > 0 {
+		if st.Ask.N > 0 {
 			s.take(h, now, st.Ask)
 		}
 		if st.Decided {
@@ -358,18 +368,19 @@ func (h *holder) verdict(st Step) limit.Verdict {
 	return limit.Combine(d[:])
 }
 
-// take sends a take of n units for h in the background (the caller holds
-// h.mu); its answer lands in h's Holder.
-func (s *Store) take(h *holder, sent time.Time, n int64) {
+// take sends the take a for h in the background (the caller holds h.mu);
+// its answer lands in h's Holder.
+func (s *Store) take(h *holder, sent time.Time, a Ask) {
 	f := make(chan struct{})
 	h.flight = f
 	key, rule := h.key, h.h.rule
+	rep := store.Report{Holder: s.o.ID, Demand: a.Demand, For: 2 * h.h.d}
 	s.takes.Add(1)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), takeTimeout)
-		g, err := s.leaser.Take(ctx, key, rule, n)
+		g, err := s.leaser.Take(ctx, key, rule, a.N, rep)
 		cancel()
 		h.mu.Lock()
 		h.err = err
@@ -378,7 +389,7 @@ func (s *Store) take(h *holder, sent time.Time, n int64) {
 			h.h.Failed()
 		} else {
 			s.taken.Add(g.Taken)
-			h.h.Granted(s.o.Clock.Now(), sent, n, g, s.instances())
+			h.h.Granted(s.o.Clock.Now(), sent, a, g)
 		}
 		h.flight = nil
 		h.mu.Unlock()

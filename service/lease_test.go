@@ -17,8 +17,8 @@ import (
 // A leased limit reaches the store marked Lease, on the subject path and
 // the descriptors path; the deny cache neither answers nor keeps its
 // denials (the holder must see every check), and under the Guard a burst
-// of concurrent checks from three instances admits exactly what the
-// store's bucket holds.
+// of concurrent checks from three instances, time standing still, admits
+// no more than the store's bucket holds.
 func TestLeasedLimitsThroughTheService(t *testing.T) {
 	clk := clocktest.New(epoch)
 	ms := newMemstore(t, clk)
@@ -79,9 +79,13 @@ func TestLeasedLimitsThroughTheService(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			// Time stands still: the store keeps 500 of the burst of 1000.
-			if allowed != 500 || by[service.DecidedByStore] != 3000 {
-				t.Errorf("allowed %d of 3000, decided by %v; want exactly 500, all by the store", allowed, by)
+
+			// Time stands still: the store keeps 500 of the burst of 1000,
+			// and holders that found the bucket contended leave what is
+			// under half of it there until their next take, half a lease
+			// later (a time that does not come here).
+			if allowed > 500 || allowed < 250 || by[service.DecidedByStore] != 3000 {
+				t.Errorf("allowed %d of 3000, decided by %v; want 250 to 500, all by the store", allowed, by)
 			}
 		})
 	}

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/limit"
 )
@@ -128,11 +129,38 @@ type Grant struct {
 	// Decision is the bucket after the take: its Remaining, and when
 	// nothing was taken, its RetryAfter (the wait for one unit).
 	Decision limit.Decision
+	// Demand is the total demand on the key after this take's Report:
+	// the sum of the demands its holders reported and whose reports still
+	// stand, this one's included (units per second).
+	Demand float64
 	// Mark and At locate the take in the bucket (limit.Rule.Mark, and the
 	// store's instant as Unix seconds and nanoseconds when it keeps its
 	// own time), for Return; opaque to callers.
 	Mark int64
 	At   [2]int64
+}
+
+// Report is a holder's demand on a leased key, sent with each take: the
+// store keeps the last report of each holder until it lapses and answers
+// every take with their sum (Grant.Demand), the total demand on the limit,
+// from which each holder takes its share (package lease).
+type Report struct {
+	// Holder names the reporting holder (an instance); a later report of
+	// the same holder replaces this one.
+	Holder string
+	// Demand is the units per second the holder is asked for, admitted or
+	// not (>= 0).
+	Demand float64
+	// For is how long the report stands (> 0) unless replaced first.
+	For time.Duration
+}
+
+// Validate checks a Report's preconditions.
+func (r *Report) Validate() error {
+	if r.Holder == "" || r.Demand < 0 || r.Demand != r.Demand || r.For <= 0 {
+		return fmt.Errorf("%w: report %+v", ErrInvalidRequest, *r)
+	}
+	return nil
 }
 
 // Leaser is implemented by a store that hands out slices of a token bucket
@@ -142,9 +170,10 @@ type Grant struct {
 // gives back what a slice did not spend (limit.Rule.Refund: never more than
 // the history without the take would hold).
 type Leaser interface {
-	// Take takes up to n units (n >= 1) of rule's token bucket for key.
-	// Errors as Apply's.
-	Take(ctx context.Context, key string, rule limit.Rule, n int64) (Grant, error)
+	// Take takes up to n units (n >= 1) of rule's token bucket for key,
+	// and records rep, the caller's demand on the key, in the same atomic
+	// step. Errors as Apply's.
+	Take(ctx context.Context, key string, rule limit.Rule, n int64, rep Report) (Grant, error)
 	// Return gives back unused units (1 to g.Taken) of a grant.
 	Return(ctx context.Context, key string, rule limit.Rule, g Grant, unused int64) error
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -135,7 +137,7 @@ func redisBackend(f serveFlags, reg prometheus.Registerer, log *slog.Logger) (*b
 	}
 	// Leased limits are decided from this instance's slices of their
 	// buckets; every other check goes through to Redis as it is.
-	ls, err := lease.New(b.store, lease.Options{MaxDuration: f.leaseDuration, Instances: g.instances, Logger: log})
+	ls, err := lease.New(b.store, lease.Options{MaxDuration: f.leaseDuration, Instances: g.instances, Logger: log, ID: leaseHolderID()})
 	if err == nil {
 		err = metrics.RegisterLease(reg, leaseStats(ls))
 	}
@@ -152,6 +154,13 @@ func redisBackend(f serveFlags, reg prometheus.Registerer, log *slog.Logger) (*b
 // maxLeaseDuration bounds --lease-duration: a unit held longer than this is
 // a unit a dead instance keeps from the others for as long.
 const maxLeaseDuration = 10 * time.Second
+
+// leaseHolderID names this instance in its demand reports: host, process
+// and a random suffix (a restarted process is a new holder).
+func leaseHolderID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d/%04x", host, os.Getpid(), rand.Uint32()&0xffff)
+}
 
 // leaseStats adapts a lease store's counters to its metrics.
 func leaseStats(ls *lease.Store) func() metrics.LeaseStats {

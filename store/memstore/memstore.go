@@ -113,7 +113,23 @@ type Store struct {
 	dropped      atomic.Uint64
 	stop         chan struct{}
 	done         chan struct{}
+
+	// demands are the holders' reports on leased keys (Take), by key and
+	// rule name; bounded by maxDemands keys, lapsed ones dropped first.
+	demandMu sync.Mutex
+	demands  map[demandKey]map[string]report
 }
+
+type demandKey struct{ key, rule string }
+
+// report is a holder's standing report: its demand until expires.
+type report struct {
+	demand  float64
+	expires int64
+}
+
+// maxDemands bounds the leased keys whose reports a Store keeps.
+const maxDemands = 100_000
 
 // shard is one table and the mutex of its structural changes. The table
 // pointer, which every check reads, and the mutex, which inserts write, sit
@@ -754,8 +770,9 @@ func (s *Store) String() string {
 
 var _ store.Store = (*Store)(nil)
 
-// Take implements store.Leaser.
-func (s *Store) Take(_ context.Context, key string, rule limit.Rule, n int64) (store.Grant, error) {
+// Take implements store.Leaser. The reports are kept beside the bucket,
+// advisory: a report is recorded just after its take, not under its lock.
+func (s *Store) Take(_ context.Context, key string, rule limit.Rule, n int64, rep store.Report) (store.Grant, error) {
 	if s.closed.Load() {
 		return store.Grant{}, store.ErrClosed
 	}
@@ -763,9 +780,60 @@ func (s *Store) Take(_ context.Context, key string, rule limit.Rule, n int64) (s
 	if err := req.Validate(); err != nil || n < 1 || rule.Algorithm != limit.TokenBucket {
 		return store.Grant{}, fmt.Errorf("%w: take %d of a %v", store.ErrInvalidRequest, n, rule.Algorithm)
 	}
+	if err := rep.Validate(); err != nil {
+		return store.Grant{}, err
+	}
 	o := op{req: req, kind: opTake, n: n}
 	s.run(&o)
+	o.g.Demand = s.report(key, rule.Name, rep)
 	return o.g, nil
+}
+
+// report records rep for key's rule and returns the sum of the reports
+// that stand, dropping the lapsed ones.
+func (s *Store) report(key, rule string, rep store.Report) float64 {
+	now := s.clock.Now().UnixNano()
+	k := demandKey{key, rule}
+	s.demandMu.Lock()
+	defer s.demandMu.Unlock()
+	if s.demands == nil {
+		s.demands = make(map[demandKey]map[string]report)
+	}
+	m := s.demands[k]
+	if m == nil {
+		if len(s.demands) >= maxDemands {
+			s.dropLapsedLocked(now)
+		}
+		m = make(map[string]report)
+		s.demands[k] = m
+	}
+	m[rep.Holder] = report{rep.Demand, now + int64(rep.For)}
+	var sum float64
+	for h, r := range m {
+		if r.expires <= now {
+			delete(m, h)
+			continue
+		}
+		sum += r.demand
+	}
+	return sum
+}
+
+// dropLapsedLocked forgets the keys whose reports all lapsed, or every key
+// if none did; the caller holds demandMu.
+func (s *Store) dropLapsedLocked(now int64) {
+	for k, m := range s.demands {
+		lapsed := true
+		for _, r := range m {
+			lapsed = lapsed && r.expires <= now
+		}
+		if lapsed {
+			delete(s.demands, k)
+		}
+	}
+	if len(s.demands) >= maxDemands {
+		clear(s.demands)
+	}
 }
 
 // Return implements store.Leaser.

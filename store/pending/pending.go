@@ -68,12 +68,12 @@ func (s *Store) ApplyAll(ctx context.Context, reqs []store.Request, out []limit.
 
 // Take implements store.Leaser: ErrNotConnected before Set, then the real
 // store's Take (ErrInvalidRequest if it cannot lease).
-func (s *Store) Take(ctx context.Context, key string, rule limit.Rule, n int64) (store.Grant, error) {
+func (s *Store) Take(ctx context.Context, key string, rule limit.Rule, n int64, rep store.Report) (store.Grant, error) {
 	l, err := s.leaser()
 	if err != nil {
 		return store.Grant{}, err
 	}
-	return l.Take(ctx, key, rule, n)
+	return l.Take(ctx, key, rule, n, rep)
 }
 
 // Return implements store.Leaser, as Take.

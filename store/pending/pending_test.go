@@ -111,8 +111,9 @@ func TestConcurrentHandOver(t *testing.T) {
 func TestLeaserBeforeAndAfterSet(t *testing.T) {
 	p := New()
 	r := storetest.Rules(t, limit.Rule{Name: "g", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Second})[0]
+	rep := store.Report{Holder: "a", Demand: 5, For: time.Second}
 	ctx := context.Background()
-	if _, err := p.Take(ctx, "k", r, 3); !errors.Is(err, ErrNotConnected) {
+	if _, err := p.Take(ctx, "k", r, 3, rep); !errors.Is(err, ErrNotConnected) {
 		t.Fatalf("take before Set: %v", err)
 	}
 	if err := p.Return(ctx, "k", r, store.Grant{Taken: 3}, 1); !errors.Is(err, ErrNotConnected) {
@@ -122,18 +123,18 @@ func TestLeaserBeforeAndAfterSet(t *testing.T) {
 	if err := p.Set(ms); err != nil {
 		t.Fatal(err)
 	}
-	g, err := p.Take(ctx, "k", r, 3)
+	g, err := p.Take(ctx, "k", r, 3, rep)
 	if err != nil || g.Taken != 3 {
 		t.Fatalf("take after Set: %+v, %v", g, err)
 	}
 	if err := p.Return(ctx, "k", r, g, 3); err != nil {
 		t.Fatalf("return after Set: %v", err)
 	}
-	if g, err := p.Take(ctx, "k", r, 20); err != nil || g.Taken != 10 {
+	if g, err := p.Take(ctx, "k", r, 20, rep); err != nil || g.Taken != 10 {
 		t.Fatalf("the bucket after the return: %+v, %v; want all 10", g, err)
 	}
 	p.Close()
-	if _, err := p.Take(ctx, "k", r, 1); !errors.Is(err, store.ErrClosed) {
+	if _, err := p.Take(ctx, "k", r, 1, rep); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("take after Close: %v", err)
 	}
 }

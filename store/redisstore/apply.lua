@@ -24,7 +24,11 @@
 --
 -- A check of one token_bucket rule with a negative cost -n is a lease's take
 -- (limit.Rule.Take): up to n units, as many as the bucket holds; its delay
--- value is then the number taken.
+-- value is then the number taken. A take is followed by three more
+-- arguments, its holder's report (store.Report: the holder, its demand in
+-- units per second, how long the report stands in ns), and one more key,
+-- the hash of the limit's standing reports; its reset value is then the
+-- sum of the reports that stand, in thousandths of a unit per second.
 --
 -- Returns a flat array: the instant used, as Unix seconds and nanoseconds;
 -- then per check per rule: allowed (0/1), remaining, reset_after_ns,
@@ -346,6 +350,26 @@ local function step(key, alg, lim, p, burst, iv, cost)
   return sliding_log(f, lim, p, cost)
 end
 
+-- demand records a holder's report in the hash at key, one field per
+-- holder ("<demand> <s> <ns>": until when it stands), drops the lapsed ones
+-- and returns the sum of those that stand.
+local function demand(key, holder, rate, for_ns)
+  local es, ens = split(for_ns)
+  redis.call('HSET', key, holder, string.format('%.17g %d %d', rate, es, ens))
+  local all = redis.call('HGETALL', key)
+  local sum = 0
+  for i = 1, #all, 2 do
+    local r, s, ns = string.match(all[i + 1], '^(%S+) (%-?%d+) (%d+)$')
+    if r and rel(tonumber(s), tonumber(ns)) > 0 then
+      sum = sum + tonumber(r)
+    else
+      redis.call('HDEL', key, all[i])
+    end
+  end
+  redis.call('PEXPIRE', key, 60000)
+  return sum
+end
+
 local out = {now_s, now_ns}
 -- The rule table: each distinct rule once, as numbers.
 local rule = {}
@@ -380,11 +404,14 @@ for _ = 1, tonumber(ARGV[3]) do
         d, val, ttl = step(KEYS[k], r[1], r[2], r[3], r[4], r[5], n)
         d[5] = n
       end
+      d[3] = math.floor(demand(KEYS[k + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])) * 1000)
+      if val then write(KEYS[k], val, ttl) end
+      k, a = k + 2, a + 5
     else
       d, val, ttl = step(KEYS[k], r[1], r[2], r[3], r[4], r[5], cost)
+      if val then write(KEYS[k], val, ttl) end
+      k, a = k + 1, a + 2
     end
-    if val then write(KEYS[k], val, ttl) end
-    k, a = k + 1, a + 2
     emit(d)
   else
     local rules, decisions, writes = {}, {}, {}

@@ -257,25 +257,33 @@ var _ store.Partitioner = (*Store)(nil)
 
 // Take implements store.Leaser: one script call (apply.lua, a check of a
 // negative cost), batched with the checks in flight like any check.
-func (s *Store) Take(ctx context.Context, key string, rule limit.Rule, n int64) (store.Grant, error) {
+func (s *Store) Take(ctx context.Context, key string, rule limit.Rule, n int64, rep store.Report) (store.Grant, error) {
 	if s.closed.Load() {
 		return store.Grant{}, store.ErrClosed
 	}
 	if rule.Algorithm != limit.TokenBucket || n < 1 || key == "" {
 		return store.Grant{}, fmt.Errorf("%w: take %d of a %v", store.ErrInvalidRequest, n, rule.Algorithm)
 	}
+	if err := rep.Validate(); err != nil {
+		return store.Grant{}, err
+	}
 	rules := []limit.Rule{rule}
 	c := s.newCall(ctx, []store.Request{{Key: key, Rules: rules, Cost: -n}}, make([]limit.Verdict, 1))
 	c.marks = make([]int64, 1)
+	c.demand, c.rep = s.Key(key, rule.Name)+demandSuffix, rep
 	if err := s.await(ctx, c); err != nil {
 		return store.Grant{}, err
 	}
 	d := c.out[0].D[0]
-	g := store.Grant{Taken: int64(d.Delay), Mark: c.marks[0], At: c.at}
-	d.Delay = 0
+	g := store.Grant{Taken: int64(d.Delay), Demand: float64(d.ResetAfter) / 1000, Mark: c.marks[0], At: c.at}
+	d.Delay, d.ResetAfter = 0, 0
 	g.Decision = d
 	return g, nil
 }
+
+// demandSuffix names the hash of a leased limit's standing reports beside
+// its bucket (in its hash slot; a rule name has no ':').
+const demandSuffix = ":demand"
 
 // Return implements store.Leaser: refund.lua for the unused units.
 func (s *Store) Return(ctx context.Context, key string, rule limit.Rule, g store.Grant, unused int64) error {

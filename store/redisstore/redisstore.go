@@ -139,7 +139,13 @@ type call struct {
 	// (relative to at): what refund.lua needs.
 	at    [2]int64
 	marks []int64
-	err   error
+	// demand, for a lease's take (one part, one rule, cost -n), is the
+	// key of its limit's standing reports and rep the take's; the script
+	// returns their sum, in thousandths of a unit per second, in the
+	// decision's reset slot.
+	demand string
+	rep    store.Report
+	err    error
 	done  chan struct{}
 
 	one  [1]store.Request // parts of a single check, without an allocation
@@ -459,6 +465,10 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 		}
 		nkeys += len(c.keys)
 		nrefs++
+		if c.demand != "" {
+			nkeys++
+			nrefs += 3
+		}
 	}
 	keys := make([]string, 0, nkeys)
 	args := make([]string, 0, 5+argsPerRule*len(table)+nrefs)
@@ -475,6 +485,10 @@ func (s *Store) command(sha string, g []*call, nowS, nowNs string) rueidis.Compl
 			for j := range p.Rules {
 				args = append(args, strconv.Itoa(index[&p.Rules[j]]), cost)
 			}
+		}
+		if c.demand != "" {
+			keys = append(keys, c.demand)
+			args = append(args, c.rep.Holder, strconv.FormatFloat(c.rep.Demand, 'g', -1, 64), strconv.FormatInt(int64(c.rep.For), 10))
 		}
 	}
 	b := s.client.B()

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -15,8 +16,9 @@ import (
 
 // testLeases, for a store that is a store.Leaser: takes and returns beside
 // limit.Rule.Take and Refund on seeded timelines (the same units taken,
-// the same bucket after, checks of the bucket included), and concurrent
-// takes that never hand out more than the bucket holds.
+// the same bucket after, checks of the bucket included; the sum of the
+// holders' standing reports), and concurrent takes that never hand out
+// more than the bucket holds.
 func testLeases(t *testing.T, newStore Factory) {
 	clk := clocktest.New(Epoch)
 	st := newStore(t, clk)
@@ -31,6 +33,11 @@ func testLeases(t *testing.T, newStore Factory) {
 		rng := rand.New(rand.NewPCG(seed, 21))
 		key := "lease:ref:" + string(rune('a'+seed))
 		var ref limit.State
+		type standing struct {
+			demand  float64
+			expires int64
+		}
+		reports := map[string]standing{}
 		var grants []store.Grant
 		var refMarks []int64
 		for i := 0; i < 300; i++ {
@@ -45,13 +52,29 @@ func testLeases(t *testing.T, newStore Factory) {
 			switch op := rng.IntN(10); {
 			case op < 6: // a take
 				n := 1 + rng.Int64N(30)
+				rep := store.Report{Holder: string(rune('a' + rng.IntN(3))), Demand: float64(rng.IntN(100_000)) / 7,
+					For: time.Duration(1 + rng.Int64N(int64(2*time.Second)))}
 				want, wd := r.Take(&ref, now, n)
-				g, err := ls.Take(context.Background(), key, r, n)
+				reports[rep.Holder] = standing{rep.Demand, now + int64(rep.For)}
+				var demand float64
+				for h, st := range reports {
+					if st.expires <= now {
+						delete(reports, h)
+						continue
+					}
+					demand += st.demand
+				}
+				g, err := ls.Take(context.Background(), key, r, n, rep)
 				if err != nil {
 					t.Fatal(err)
 				}
+				wd.ResetAfter, g.Decision.ResetAfter = 0, 0 // a take's reset says nothing
 				if g.Taken != want || g.Decision != wd {
 					t.Fatalf("seed %d step %d: take %d: got %d %+v, want %d %+v", seed, i, n, g.Taken, g.Decision, want, wd)
+				}
+				// Redis returns the sum in thousandths.
+				if d := g.Demand - demand; d > 1e-9*demand || d < -0.001-1e-9*demand {
+					t.Fatalf("seed %d step %d: demand %v, want %v (%v)", seed, i, g.Demand, demand, reports)
 				}
 				if g.Taken > 0 {
 					grants, refMarks = append(grants, g), append(refMarks, r.Mark(ref))
@@ -85,7 +108,7 @@ func testLeases(t *testing.T, newStore Factory) {
 		go func() {
 			defer wg.Done()
 			for range 20 {
-				g, err := ls.Take(context.Background(), "lease:conc", big, 1+int64(c%5)*7)
+				g, err := ls.Take(context.Background(), "lease:conc", big, 1+int64(c%5)*7, store.Report{Holder: "c", Demand: 1, For: time.Second})
 				if err != nil {
 					t.Error(err)
 					return
@@ -98,7 +121,13 @@ func testLeases(t *testing.T, newStore Factory) {
 	if got := taken.Load(); got != 1000 {
 		t.Fatalf("32 goroutines took %d units of a bucket of 1000", got)
 	}
-	if _, err := ls.Take(context.Background(), "lease:w", rule("w", limit.FixedWindow, 5, time.Second, 0), 1); err == nil {
+	ok1 := store.Report{Holder: "a", Demand: 1, For: time.Second}
+	if _, err := ls.Take(context.Background(), "lease:w", rule("w", limit.FixedWindow, 5, time.Second, 0), 1, ok1); err == nil {
 		t.Fatal("a fixed window was leased")
+	}
+	for _, bad := range []store.Report{{Demand: 1, For: time.Second}, {Holder: "a", Demand: -1, For: time.Second}, {Holder: "a", Demand: 1}} {
+		if _, err := ls.Take(context.Background(), "lease:r", r, 1, bad); !errors.Is(err, store.ErrInvalidRequest) {
+			t.Fatalf("report %+v: %v, want ErrInvalidRequest", bad, err)
+		}
 	}
 }
