@@ -189,7 +189,7 @@ func runLeased(t *testing.T, bin, cfg string, primaries []*redistest.Server, res
 	var perSecond [int(leaseRun/time.Second) + 1]int
 	var admitted, answered, failed, toKilled int
 	var outageFrom, outageTo time.Duration // the checks the failure policy answered
-	var before [3]int // admitted per instance before the kill, after the first second
+	var before [3]int                      // admitted per instance before the kill, after the first second
 	var demand [3]int
 	by := map[string]int{}
 	for _, s := range samples {
@@ -293,5 +293,3 @@ func abs(f float64) float64 {
 	}
 	return f
 }
-
-

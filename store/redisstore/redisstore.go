@@ -146,7 +146,7 @@ type call struct {
 	demand string
 	rep    store.Report
 	err    error
-	done  chan struct{}
+	done   chan struct{}
 
 	one  [1]store.Request // parts of a single check, without an allocation
 	oneV [1]limit.Verdict
