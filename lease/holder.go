@@ -39,10 +39,11 @@ type Holder struct {
 	slices    []Slice // oldest first
 	avail     int64   // the sum of the slices' Left
 	demand    rate
-	contended bool      // the last take found no units to spare
-	share     float64   // contended: this holder's share of its demand (Share)
-	notBefore time.Time // contended: no take before then
-	asking    bool      // a take in flight
+	rtt       time.Duration // a take's round trip, weighted over the last few
+	contended bool          // the last take found no units to spare
+	share     float64       // contended: this holder's share of its demand (Share)
+	notBefore time.Time     // contended: no take before then
+	asking    bool          // a take in flight
 }
 
 // Slice is a grant being spent: Left of its units may be spent until
@@ -221,9 +222,13 @@ func (h *Holder) prefetch(now time.Time, instances int) Ask {
 }
 
 // want is what the slices should hold: Size of the demand, or when
-// contended of this holder's share of it.
+// contended of this holder's share of it, and at least what that spends in
+// two round trips of a take (so that a take far from its store, in another
+// region, lands before the slices run out).
 func (h *Holder) want(now time.Time, instances int) int64 {
-	return Size(h.share*h.demand.perSecond(now), h.d, h.rule, instances)
+	d := h.share * h.demand.perSecond(now)
+	inFlight := int64(math.Ceil(2 * d * h.rtt.Seconds()))
+	return min(max(Size(d, h.d, h.rule, instances), inFlight), MaxHeld(h.rule, instances))
 }
 
 // Granted reports the answer to the take a sent at sent: its units become
@@ -231,6 +236,11 @@ func (h *Holder) want(now time.Time, instances int) int64 {
 // tally says whether the holder is contended (see Holder).
 func (h *Holder) Granted(now, sent time.Time, a Ask, g store.Grant) {
 	h.asking = false
+	if rtt := now.Sub(sent); h.rtt == 0 {
+		h.rtt = rtt
+	} else {
+		h.rtt += (rtt - h.rtt) / 4
+	}
 	if g.Taken > 0 {
 		h.slices = append(h.slices, Slice{Grant: g, Left: g.Taken, Expires: sent.Add(h.d)})
 		h.avail += g.Taken
@@ -247,8 +257,10 @@ func (h *Holder) Granted(now, sent time.Time, a Ask, g store.Grant) {
 	h.contended = g.Taken < a.N || (share < 1 && 2*g.Decision.Remaining < h.rule.Burst)
 	h.share, h.notBefore = 1, time.Time{}
 	if h.contended {
+		// The next take, half a lease on, is sent a round trip early so
+		// that it lands as this one's share runs out.
 		h.share = share
-		h.notBefore = sent.Add(h.d / 2)
+		h.notBefore = sent.Add(max(h.d/2-h.rtt, h.d/4))
 	}
 }
 

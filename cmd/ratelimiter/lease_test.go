@@ -132,7 +132,7 @@ func runLeased(t *testing.T, bin, cfg string, primaries []*redistest.Server, res
 	var mu sync.Mutex
 	var samples []leaseSample
 	var wg sync.WaitGroup
-	inFlight := make(chan struct{}, 1024)
+	inFlight := make(chan struct{}, 4096) // 3,000/s for --store-max-wait (1s) while Redis restarts, and more
 	notSent := 0
 	var shaBefore, evalBefore int64
 	killed, restarted := false, false
