@@ -106,6 +106,9 @@ func (h *Holder) Demand(now time.Time) float64 { return h.demand.perSecond(now) 
 // Expire ends the slices whose lease ended by now and appends what they did
 // not spend to ret.
 func (h *Holder) Expire(now time.Time, ret []Return) []Return {
+	if len(h.slices) == 0 || now.Before(h.slices[0].Expires) {
+		return ret // the oldest slice expires first: one take in flight at a time
+	}
 	n := 0
 	for _, sl := range h.slices {
 		if now.Before(sl.Expires) {
