@@ -22,18 +22,9 @@ import (
 // are never reached):
 //
 //	cd bench && go test -run='^$' -bench=Descriptors -benchtime=2s
-func BenchmarkDescriptors(b *testing.B) {
-	b.Run("standalone", func(b *testing.B) {
-		srv := redistest.Standalone(b)
-		runDescriptors(b, redisstore.Options{Addrs: []string{srv.Addr()}})
-	})
-	b.Run("cluster", func(b *testing.B) {
-		c := redistest.Cluster(b, 3, 0)
-		runDescriptors(b, redisstore.Options{Addrs: c.Addrs(), Mode: redisstore.Cluster})
-	})
-}
+func BenchmarkDescriptors(b *testing.B) { onRedis(b, runDescriptors) }
 
-func runDescriptors(b *testing.B, opts redisstore.Options) {
+func runDescriptors(b *testing.B, opts redisstore.Options, _ []*redistest.Server) {
 	rule := func(name string) []limit.Rule {
 		r, err := limit.Rule{Name: name, Algorithm: limit.TokenBucket, Limit: 1_000_000_000, Period: time.Hour}.Normalize()
 		if err != nil {
@@ -65,6 +56,24 @@ func runDescriptors(b *testing.B, opts redisstore.Options) {
 			})
 		})
 	}
+}
+
+// onRedis runs run on a standalone Redis and on a 3-primary Cluster, as
+// sub-benchmarks "standalone" and "cluster", with the store options that
+// reach each and its primaries.
+func onRedis(b *testing.B, run func(b *testing.B, opts redisstore.Options, primaries []*redistest.Server)) {
+	b.Run("standalone", func(b *testing.B) {
+		srv := redistest.Standalone(b)
+		run(b, redisstore.Options{Addrs: []string{srv.Addr()}}, []*redistest.Server{srv})
+	})
+	b.Run("cluster", func(b *testing.B) {
+		c := redistest.Cluster(b, 3, 0)
+		primaries, err := c.Primaries()
+		if err != nil {
+			b.Fatal(err)
+		}
+		run(b, redisstore.Options{Addrs: c.Addrs(), Mode: redisstore.Cluster}, primaries)
+	})
 }
 
 func newStore(b *testing.B, opts redisstore.Options) *redisstore.Store {

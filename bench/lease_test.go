@@ -27,20 +27,7 @@ import (
 //
 // The limit, 10,000,000/s, is never reached: the comparison is of the
 // cost of a check, not of a denial.
-func BenchmarkLease(b *testing.B) {
-	b.Run("standalone", func(b *testing.B) {
-		srv := redistest.Standalone(b)
-		runLease(b, redisstore.Options{Addrs: []string{srv.Addr()}}, []*redistest.Server{srv})
-	})
-	b.Run("cluster", func(b *testing.B) {
-		c := redistest.Cluster(b, 3, 0)
-		primaries, err := c.Primaries()
-		if err != nil {
-			b.Fatal(err)
-		}
-		runLease(b, redisstore.Options{Addrs: c.Addrs(), Mode: redisstore.Cluster}, primaries)
-	})
-}
+func BenchmarkLease(b *testing.B) { onRedis(b, runLease) }
 
 func runLease(b *testing.B, opts redisstore.Options, primaries []*redistest.Server) {
 	r, err := limit.Rule{Name: "global", Algorithm: limit.TokenBucket, Limit: 10_000_000, Period: time.Second, Lease: true}.Normalize()

@@ -131,24 +131,16 @@ func runLeased(t *testing.T, bin, cfg string, primaries []*redistest.Server, res
 	defer client.CloseIdleConnections()
 	var mu sync.Mutex
 	var samples []leaseSample
-	var wg sync.WaitGroup
-	inFlight := make(chan struct{}, 4096) // 3,000/s for --store-max-wait (1s) while Redis restarts, and more
-	notSent := 0
 	var shaBefore, evalBefore int64
 	killed, restarted := false, false
 	start := time.Now()
 	total := int(leaseLoad * leaseRun.Seconds())
-	for i := range total {
-		due := time.Duration(float64(i) / leaseLoad * float64(time.Second))
-		if w := time.Until(start.Add(due)); w > 0 {
-			time.Sleep(w) // pacing the generator: not a wait for the system under test
-		}
-		if !killed && due >= killAt {
+	events := func(_ int, due time.Time) {
+		if at := due.Sub(start); !killed && at >= killAt {
 			killed = true
 			syscall.Kill(servers[0].cmd.Process.Pid, syscall.SIGKILL) // a process this test started
 			t.Logf("%v: killed instance 0 (60%% of the load) by SIGKILL", time.Since(start).Round(time.Millisecond))
-		}
-		if !restarted && due >= restartAt {
+		} else if !restarted && at >= restartAt {
 			restarted = true
 			shaBefore, evalBefore = scripts() // the restart resets the node's counts
 			if err := restart.Restart(); err != nil {
@@ -156,6 +148,10 @@ func runLeased(t *testing.T, bin, cfg string, primaries []*redistest.Server, res
 			}
 			t.Logf("%v: restarted Redis %s", time.Since(start).Round(time.Millisecond), restart.Addr())
 		}
+	}
+	// 4,096 in flight: 3,000/s may wait up to --store-max-wait (1s) while
+	// a Cluster primary restarts.
+	notSent := pace(start, total, leaseLoad, 4096, events, func(i int, _ time.Time) {
 		inst := 0
 		switch k := i % 10; {
 		case k >= leaseShares[0]+leaseShares[1]:
@@ -163,25 +159,13 @@ func runLeased(t *testing.T, bin, cfg string, primaries []*redistest.Server, res
 		case k >= leaseShares[0]:
 			inst = 1
 		}
-		select {
-		case inFlight <- struct{}{}:
-		default:
-			notSent++
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-inFlight }()
-			s := leaseSample{instance: inst}
-			s.status, s.by, s.err = leaseCheck(client, addrs[inst])
-			s.at = time.Since(start)
-			mu.Lock()
-			samples = append(samples, s)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+		s := leaseSample{instance: inst}
+		s.status, s.by, s.err = leaseCheck(client, addrs[inst])
+		s.at = time.Since(start)
+		mu.Lock()
+		samples = append(samples, s)
+		mu.Unlock()
+	})
 	elapsed := time.Since(start)
 	sha, eval := scripts()
 	calls, eval := shaBefore+sha, evalBefore+eval

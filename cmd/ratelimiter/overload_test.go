@@ -67,18 +67,37 @@ func closedLoop(addrs []string, ns string, workers int, d time.Duration) float64
 
 // openLoop sends rate checks a second for d, round robin over addrs and
 // subjects, each at its scheduled instant whatever happened to the earlier
-// ones, with at most maxInFlight outstanding (a check due while that many
-// are out is counted as not sent: the generator's own limit, reported).
+// ones, with at most maxInFlight outstanding (pace).
 func openLoop(addrs []string, ns string, subjects int, rate float64, d time.Duration, maxInFlight int) (samples []loadSample, notSent int) {
 	var mu sync.Mutex
+	notSent = pace(time.Now(), int(rate*d.Seconds()), rate, maxInFlight, nil, func(i int, due time.Time) {
+		s := loadSample{subject: i % subjects}
+		s.status, s.err = checkFresh(addrs[i%len(addrs)], ns, fmt.Sprint("s-", s.subject))
+		s.latency = time.Since(due)
+		mu.Lock()
+		samples = append(samples, s)
+		mu.Unlock()
+	})
+	return samples, notSent
+}
+
+// pace is an open loop: it makes call i of total at start + i/rate, from a
+// goroutine of its own, whatever happened to the earlier calls, and returns
+// when all are done. At most maxInFlight calls are outstanding: a call due
+// while that many are out is not made but counted in notSent (the
+// generator's own limit, for the test to report). before, when not nil,
+// runs in pace's goroutine as call i falls due, before it is made: events
+// at set instants of the load (a kill, a restart).
+func pace(start time.Time, total int, rate float64, maxInFlight int, before, call func(i int, due time.Time)) (notSent int) {
 	var wg sync.WaitGroup
 	inFlight := make(chan struct{}, maxInFlight)
-	start := time.Now()
-	total := int(rate * d.Seconds())
 	for i := range total {
 		due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
 		if w := time.Until(due); w > 0 {
 			time.Sleep(w) // pacing the generator: not a wait for the system under test
+		}
+		if before != nil {
+			before(i, due)
 		}
 		select {
 		case inFlight <- struct{}{}:
@@ -90,16 +109,11 @@ func openLoop(addrs []string, ns string, subjects int, rate float64, d time.Dura
 		go func() {
 			defer wg.Done()
 			defer func() { <-inFlight }()
-			s := loadSample{subject: i % subjects}
-			s.status, s.err = checkFresh(addrs[i%len(addrs)], ns, fmt.Sprint("s-", s.subject))
-			s.latency = time.Since(due)
-			mu.Lock()
-			samples = append(samples, s)
-			mu.Unlock()
+			call(i, due)
 		}()
 	}
 	wg.Wait()
-	return samples, notSent
+	return notSent
 }
 
 func quantile(ds []time.Duration, p float64) time.Duration {

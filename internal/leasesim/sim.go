@@ -49,7 +49,8 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
 )
 
-// Config is one simulation. Zero fields take the Full configuration's.
+// Config is one simulation; the zero Config is Full, and a zero Run is one
+// Day.
 type Config struct {
 	Regions int
 	// Day is the period of the demand's daily cycle; Run how long to
