@@ -125,3 +125,13 @@ func TestShare(t *testing.T) {
 		t.Errorf("60 a minute at a demand of 2/s: %v, want 0.5", got)
 	}
 }
+
+// expNeg's polynomial below 1e-4 agrees with the exponential.
+func TestExpNeg(t *testing.T) {
+	for _, x := range []float64{0, 1e-9, 1e-6, 5e-5, 9.99e-5, 1e-4, 0.5, 3} {
+		got, want := lease.ExpNeg(x), math.Exp(-x)
+		if d := math.Abs(got-want) / want; d > 2e-13 {
+			t.Errorf("expNeg(%g) = %.17g, want %.17g (relative error %g)", x, got, want, d)
+		}
+	}
+}

@@ -138,7 +138,8 @@ type leased struct {
 type holder struct {
 	mu     sync.Mutex
 	key    string
-	user   limit.Rule // as configured, for the verdicts
+	seen   *limit.Rule // the address of the rule last asked with (guarded by Store.mu)
+	user   limit.Rule  // as configured, for the verdicts
 	h      *Holder
 	flight chan struct{} // closed when the take in flight is done
 	err    error         // the last take's error, for the checks that waited
@@ -272,17 +273,29 @@ func (s *Store) lease(r *limit.Rule) (leased, error) {
 	return l, nil
 }
 
-// holder returns the holder of req's key and rule.
+// holder returns the holder of req's key and rule. The common case, the
+// rule of the snapshot the holder last saw, costs one map lookup under
+// s.mu.
 func (s *Store) holder(req store.Request) (*holder, error) {
 	if len(req.Rules) != 1 {
 		return nil, fmt.Errorf("%w: a leased limit stands alone in its set (%d rules)", store.ErrInvalidRequest, len(req.Rules))
 	}
 	user := &req.Rules[0]
+	k := holderKey{req.Key, user.Name}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, store.ErrClosed
+	}
+	if h := s.holders[k]; h != nil && h.seen == user {
+		s.mu.Unlock()
+		return h, nil
+	}
+	s.mu.Unlock()
 	l, err := s.lease(user)
 	if err != nil {
 		return nil, err
 	}
-	k := holderKey{req.Key, user.Name}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -293,11 +306,12 @@ func (s *Store) holder(req store.Request) (*holder, error) {
 		if len(s.holders) >= MaxHolders {
 			s.forgetIdleLocked()
 		}
-		h = &holder{key: req.Key, user: *user, h: NewHolder(l.rule, l.d)}
+		h = &holder{key: req.Key, seen: user, user: *user, h: NewHolder(l.rule, l.d)}
 		s.holders[k] = h
 		s.mu.Unlock()
 		return h, nil
 	}
+	h.seen = user
 	s.mu.Unlock()
 	h.mu.Lock()
 	if h.user != *user {
