@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test of the project, on a fresh machine too: installs
-# redis-server (Debian package) when it is missing, then runs the Go suite with
-# the race detector (real redis-server processes on loopback ports, started
-# and stopped by the tests), vets the benchmark module, and runs the
-# JavaScript package's tests.
+# redis-server and promtool (Debian packages) when they are missing, then runs
+# the Go suite with the race detector (real redis-server processes on loopback
+# ports, started and stopped by the tests; the alert rules' unit tests under
+# promtool), vets the benchmark module, and runs the JavaScript package's
+# tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-redis.sh
+scripts/install-tools.sh
 
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './clients/*'))
 if [ -n "$unformatted" ]; then
