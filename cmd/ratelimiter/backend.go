@@ -103,6 +103,11 @@ func redisBackend(f serveFlags, reg prometheus.Registerer, log *slog.Logger) (*b
 	if len(opts.Addrs) == 0 {
 		return nil, errors.New("--redis-addrs: no address")
 	}
+	observe, err := metrics.RegisterRedis(reg)
+	if err != nil {
+		return nil, err
+	}
+	opts.Observe = observe
 	rs, err := redisstore.New(opts)
 	switch {
 	case errors.Is(err, store.ErrUnavailable):
@@ -123,7 +128,7 @@ func redisBackend(f serveFlags, reg prometheus.Registerer, log *slog.Logger) (*b
 		p, ovp := pending.New(), overrides.NewPending()
 		b.store, b.overrides = p, ovp
 		b.connect = func(ctx context.Context, connected func(context.Context)) {
-			connectLater(ctx, f, p, ovp, g, connected, log)
+			connectLater(ctx, f, opts, p, ovp, g, connected, log)
 		}
 	} else {
 		if b.overrides, err = redisOverrides(f, rs, log); err != nil {
@@ -201,7 +206,7 @@ const maxConnectBackoff = 5 * time.Second
 
 // dialRedis connects to Redis, retrying with a backoff capped at
 // maxConnectBackoff, until it answers or ctx is done.
-func dialRedis(ctx context.Context, f serveFlags, log *slog.Logger) (*redisstore.Store, error) {
+func dialRedis(ctx context.Context, opts redisstore.Options, log *slog.Logger) (*redisstore.Store, error) {
 	backoff := 100 * time.Millisecond
 	for {
 		t := time.NewTimer(backoff)
@@ -211,7 +216,7 @@ func dialRedis(ctx context.Context, f serveFlags, log *slog.Logger) (*redisstore
 			return nil, ctx.Err()
 		case <-t.C:
 		}
-		st, err := redisstore.New(redisOptions(f))
+		st, err := redisstore.New(opts)
 		if err == nil {
 			return st, nil
 		}
@@ -227,9 +232,9 @@ func dialRedis(ctx context.Context, f serveFlags, log *slog.Logger) (*redisstore
 // heartbeat, hands the override store its Redis one, calls connected (the
 // overrides written elsewhere meanwhile are loaded) and hands the store to
 // p, from which moment checks are the store's again.
-func connectLater(ctx context.Context, f serveFlags, p *pending.Store, ovp *overrides.Pending, g *guarding,
+func connectLater(ctx context.Context, f serveFlags, opts redisstore.Options, p *pending.Store, ovp *overrides.Pending, g *guarding,
 	connected func(context.Context), log *slog.Logger) {
-	rs, err := dialRedis(ctx, f, log)
+	rs, err := dialRedis(ctx, opts, log)
 	if err != nil {
 		if ctx.Err() == nil {
 			log.Error("redis refuses this instance; serving by the failure policies until restarted", "err", err)

@@ -217,6 +217,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := metrics.RegisterBuildInfo(reg); err != nil {
+		return err
+	}
 	b, err := newBackend(f, reg, log)
 	if err != nil {
 		return err

@@ -101,6 +101,11 @@ type Options struct {
 	// replies: it recovers a client from a missed event (a demoted primary
 	// answering READONLY). Default 2s; negative disables it.
 	TopologyRefresh time.Duration
+	// Observe, when set, is called after every script call of checks
+	// with its round trip (sending included, for a pipeline the whole
+	// pipeline's) and the checks it carried, failed or not: what the
+	// store's metrics show. It must be fast and safe for concurrent use.
+	Observe func(took time.Duration, checks int)
 }
 
 // Store is the Redis store.Store. It is safe for concurrent use.
@@ -110,6 +115,7 @@ type Store struct {
 	clock      clock.Clock
 	cluster    bool
 	maxBatch   int
+	observe    func(time.Duration, int)
 	maxIn      int
 	timeout    time.Duration
 	sha        string
@@ -220,6 +226,7 @@ func NewFromClient(c rueidis.Client, opts Options) *Store {
 		cluster:  opts.Mode == Cluster,
 		maxBatch: opts.MaxBatch,
 		maxIn:    opts.MaxInFlight,
+		observe:  opts.Observe,
 		timeout:  opts.Timeout,
 		sha:      scriptSHA,
 	}
@@ -393,13 +400,22 @@ func (s *Store) send(calls []*call) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
+	start := time.Now()
 	results := s.client.DoMulti(ctx, cmds...)
 	for i, g := range groups {
 		res := results[i]
 		if err, ok := rueidis.IsRedisErr(res.Error()); ok && err.IsNoScript() {
 			res = s.client.Do(ctx, s.command("", g, nowS, nowNs))
 		}
+		s.observed(start, len(g))
 		s.complete(g, res)
+	}
+}
+
+// observed reports a script call of checks sent at start (Options.Observe).
+func (s *Store) observed(start time.Time, checks int) {
+	if s.observe != nil {
+		s.observe(time.Since(start), checks)
 	}
 }
 

@@ -84,10 +84,12 @@ func (s *Store) sendApart(groups [][]*call, cmds rueidis.Commands, nowS, nowNs s
 			defer s.wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 			defer cancel()
+			start := time.Now()
 			res := s.client.Do(ctx, cmds[i])
 			if err, ok := rueidis.IsRedisErr(res.Error()); ok && err.IsNoScript() {
 				res = s.client.Do(ctx, s.command("", g, nowS, nowNs))
 			}
+			s.observed(start, len(g))
 			s.complete(g, res)
 		}()
 	}
