@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # install-tools.sh — make the test command's other tools available:
-#   promtool (Debian package prometheus): the unit tests of the alert rules.
+#   promtool (Debian package prometheus): the unit tests of the alert rules;
+#   chromium (Debian package chromium): the live page's test in a headless
+#   browser.
 #
 # Idempotent: a tool already on PATH is left alone. Installs from Debian's
 # packages without their recommendations (no node exporter). The prometheus
@@ -14,13 +16,14 @@ die() { log "ERROR: $*"; exit 1; }
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
-	log "promtool already on PATH ($(promtool --version 2>&1 | head -n1))"
+	log "promtool and chromium already on PATH ($(promtool --version 2>&1 | head -n1); $(chromium --version 2>/dev/null | head -n1))"
 	exit 0
 fi
 
-command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and apt-get not available; install promtool by hand"
+command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and apt-get not available; install promtool and chromium by hand"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
 	command -v sudo >/dev/null 2>&1 || die "must run as root (or have sudo) to install ${missing[*]}"
@@ -45,4 +48,5 @@ fi
 
 hash -r
 command -v promtool >/dev/null 2>&1 || die "install finished but promtool still not on PATH"
-log "installed: $(promtool --version 2>&1 | head -n1)"
+command -v chromium >/dev/null 2>&1 || die "install finished but chromium still not on PATH"
+log "installed: $(promtool --version 2>&1 | head -n1); $(chromium --version 2>/dev/null | head -n1)"

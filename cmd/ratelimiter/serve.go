@@ -26,6 +26,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/transport/extract"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 	"github.com/distributedratelimiter/ratelimiter/transport/rls"
+	"github.com/distributedratelimiter/ratelimiter/transport/ui"
 )
 
 // serveFlags are the settings of `ratelimiter serve`.
@@ -253,7 +254,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 
 	srvs := &servers{log: log}
 	defer srvs.close() // on an error return; after a graceful shutdown, a no-op
-	if err := addListeners(srvs, f, svc, lv, reg, log,
+	if err := addListeners(srvs, f, svc, lv, top, reg, log,
 		"config", source, "version", snap.Version(), "namespaces", strings.Join(snap.Names(), ","), "store", f.store); err != nil {
 		return err
 	}
@@ -283,11 +284,24 @@ wait:
 	return nil
 }
 
+// liveUI is the live page (/ui/): its data behind the admin token when
+// there is one, the most denied subjects when top-K tracking is on.
+func liveUI(reg *prometheus.Registry, top *topk.Tracker, auth *httpapi.Auth) http.Handler {
+	o := ui.Options{Gatherer: reg}
+	if top != nil {
+		o.Top = top
+	}
+	if auth != nil {
+		o.Guard = auth.Wrap
+	}
+	return ui.Handler(o)
+}
+
 // addListeners binds every listener of serve on srvs: the admin API on its
 // own address, the reverse proxy, Envoy's RLS, and the API, last, whose
 // "listening" line (with apiAttrs) tells a caller that every listener is
 // up. The caller closes srvs on an error.
-func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, reg *prometheus.Registry, log *slog.Logger, apiAttrs ...any) error {
+func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, top *topk.Tracker, reg *prometheus.Registry, log *slog.Logger, apiAttrs ...any) error {
 	if lv.admin != nil && f.live.adminListen != "" {
 		if err := srvs.add("admin", f.live.adminListen, f.http.browserServer(lv.admin, log)); err != nil {
 			return fmt.Errorf("--admin-listen: %w", err)
@@ -315,6 +329,7 @@ func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, r
 	mux := http.NewServeMux()
 	mux.Handle("/json", rls.JSONHandler(rlsServer))
 	mux.Handle("/", httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: mainAdmin, Auth: lv.auth, Extract: ex}))
+	mux.Handle("/ui/", liveUI(reg, top, lv.auth))
 	if err := srvs.add("", f.listen, f.http.browserServer(mux, log), apiAttrs...); err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
