@@ -70,6 +70,7 @@ func ApplyParts(parts []Part, now int64, out []Verdict, changed []bool) bool {
 			k++
 		}
 		out[i] = Combine(ds[k-len(p.Rules) : k])
+		out[i].At = now
 	}
 	return allowed
 }

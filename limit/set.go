@@ -19,6 +19,11 @@ type Verdict struct {
 	// rule denies it), and the shadow rule's Decision says what enforcing
 	// it would have done.
 	Shadow bool
+	// At is the instant the verdict was decided at, in the timeline of
+	// the now it was decided with (for the stores, Unix nanoseconds: the
+	// memory store's clock, Redis's TIME; a deny cache's answer, the
+	// instant it answered for); 0 when unknown.
+	At int64
 	// N is the number of decisions, one per rule, in the rules' order.
 	N int
 	// D holds the decisions; only D[:N] is meaningful. For a denied set,
@@ -69,7 +74,7 @@ func (v *Verdict) Binding() int {
 // cost >= 0.
 func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bool) {
 	if len(rules) == 1 { // the common case: one rule steps its state in place
-		v.N = 1
+		v.N, v.At = 1, now
 		d := &v.D[0]
 		if states[0].Alg == rules[0].Algorithm {
 			changed = rules[0].stepInPlace(&states[0], now, cost, d)
@@ -110,7 +115,9 @@ func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bo
 			changed = true
 		}
 	}
-	return Combine(ds[:len(rules)]), changed
+	v = Combine(ds[:len(rules)])
+	v.At = now
+	return v, changed
 }
 
 // Combine builds the Verdict of a limit set from its per-rule decisions (for

@@ -276,6 +276,7 @@ func (s *Service) guarded(ctx context.Context, snap *policy.Snapshot, res *Resul
 	now := int64(start.Sub(s.epoch)) // monotonic span: see Service.epoch
 	if g.deny != nil {
 		if v, ok := g.deny.lookup(snap, req, now); ok {
+			v.At = start.UnixNano() // the instant it answers for
 			res.Verdict, res.DecidedBy = v, DecidedByDenyCache
 			return nil
 		}

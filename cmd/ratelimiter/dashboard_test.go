@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/internal/redistest"
 )
@@ -37,8 +38,8 @@ var metricName = regexp.MustCompile(`\bratelimiter_[a-z0-9_]+\b`)
 
 // The Grafana dashboard (deploy/grafana) and the alert rules
 // (deploy/prometheus) name only metrics that a live instance exports: an
-// instance on Redis, after allowed, denied and leased checks, scraped over
-// HTTP. A renamed metric fails here, not on an operator's screen.
+// instance on Redis with the audit on, after allowed, denied and leased
+// checks, scraped over HTTP. A renamed metric fails here, not on an operator's screen.
 func TestDashboardAndAlertsNameExportedMetrics(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the server on Redis")
@@ -49,7 +50,7 @@ func TestDashboardAndAlertsNameExportedMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := redistest.Standalone(t)
-	s := startServer(t, bin, "--config", cfg, "--store", "redis", "--redis-addrs", srv.Addr())
+	s := startServer(t, bin, "--config", cfg, "--store", "redis", "--redis-addrs", srv.Addr(), "--audit-rate", "1")
 	client := &http.Client{}
 	for range 20 {
 		for _, body := range []string{`{"namespace":"orders","subject":"u1"}`, `{"namespace":"global","subject":"all"}`} {
@@ -65,7 +66,12 @@ func TestDashboardAndAlertsNameExportedMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	exported := scrapeFamilies(t, client, s.addr)
+	// The audit's series appear with its first replay, 250ms on.
+	var exported map[string]bool
+	within(t, 10*time.Second, "the audit's first replay", func() bool {
+		exported = scrapeFamilies(t, client, s.addr)
+		return exported["ratelimiter_audit_over_admissions_total"]
+	})
 
 	var dash struct {
 		Panels []struct {

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/distributedratelimiter/ratelimiter/audit"
 	"github.com/distributedratelimiter/ratelimiter/config"
 	"github.com/distributedratelimiter/ratelimiter/lease"
 	"github.com/distributedratelimiter/ratelimiter/limit"
@@ -66,6 +67,7 @@ type serveFlags struct {
 
 	topK      int           // counters per stripe of the top-K tracker; 0 off
 	topWindow time.Duration // its window
+	auditRate float64       // fraction of subjects audited online; 0 off
 }
 
 // serveCmd runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
@@ -106,6 +108,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	f.proxy.register(fs)
 	fs.IntVar(&f.topK, "top-k", topk.DefaultCapacity, "counters per stripe (8 stripes) of the tracker of the most denied subjects, served at GET /v1/admin/top/{namespace}; 0 turns it off")
 	fs.DurationVar(&f.topWindow, "top-window", topk.DefaultWindow, "window of the most-denied tracker: counts cover the last one to two windows")
+	fs.Float64Var(&f.auditRate, "audit-rate", 0, "fraction of subjects (0 to 1, by a hash of namespace and subject) whose checks are replayed against an exact reference of their limits, counting over- and under-admissions (ratelimiter_audit_*); 0 turns the audit off")
 	fs.StringVar(&f.rlsListen, "rls-listen", "", "`address` to serve Envoy's rate limit service (gRPC, envoy.service.ratelimit.v3) on; off when empty")
 	fs.StringVar(&f.envoyConfig, "envoy-config", "", "envoyproxy/ratelimit configuration: a YAML `file`, or a directory of *.yaml/*.yml files, one domain each (a namespace with descriptors); reloaded like --config")
 	fs.StringVar(&f.envoyAlgorithm, "envoy-algorithm", "fixed_window", "what enforces --envoy-config's rate limits: fixed_window (envoyproxy/ratelimit's windows) or token_bucket (smooth)")
@@ -204,6 +207,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if f.topK < 0 || f.topK > maxTopK || f.topWindow <= 0 {
 		return fmt.Errorf("--top-k %d, --top-window %v: want a count from 0 to %d and a positive window", f.topK, f.topWindow, maxTopK)
 	}
+	if !(f.auditRate >= 0 && f.auditRate <= 1) {
+		return fmt.Errorf("--audit-rate %v: want a fraction from 0 to 1", f.auditRate)
+	}
 	snap, source, err := loadPolicy(f.source())
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
@@ -227,11 +233,20 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	}
 	defer b.close()
 	var top *topk.Tracker
-	var observer service.Observer = obs
+	observers := []service.Observer{obs}
 	if f.topK > 0 {
 		top = topk.New(topk.Options{Capacity: f.topK, Window: f.topWindow})
-		observer = service.Observers(obs, top)
+		observers = append(observers, top)
 	}
+	if f.auditRate > 0 {
+		a, stop, err := startAudit(ctx, f, reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		observers = append(observers, a)
+	}
+	observer := service.Observers(observers...)
 	svc, err := service.New(b.store, snap, service.Options{Observer: observer, Guard: b.guard, Shadow: f.shadow})
 	if err != nil {
 		return err
@@ -282,6 +297,21 @@ wait:
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// startAudit starts the online audit (--audit-rate) and registers its
+// metrics; stop ends its replay. Under-admissions are counted on the
+// memory store alone, where this process holds every state.
+func startAudit(ctx context.Context, f serveFlags, reg prometheus.Registerer) (*audit.Auditor, func(), error) {
+	a := audit.New(audit.Options{Rate: f.auditRate, Exclusive: f.store == "memory"})
+	if err := metrics.RegisterAudit(reg, a.Stats); err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	tick := time.NewTicker(audit.DefaultHorizon / 2)
+	done := make(chan struct{})
+	go func() { defer close(done); a.Run(ctx, tick.C) }()
+	return a, func() { cancel(); tick.Stop(); <-done }, nil
 }
 
 // liveUI is the live page (/ui/): its data behind the admin token when

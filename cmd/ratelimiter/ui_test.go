@@ -38,7 +38,8 @@ const uiConfig = `namespaces:
 // The live page in headless Chromium (Debian's chromium, driven by
 // chromedp): it loads with no console error or exception, shows the
 // namespaces, and its numbers move once traffic flows (checks per second,
-// deny ratio, p99, the most limited subject). The test saves a screenshot
+// deny ratio, p99, the most limited subject, the audit's replayed checks
+// with no disagreement). The test saves a screenshot
 // (to $UI_SCREENSHOT when set: that is how docs/ui.png is made).
 func TestLivePageInChromium(t *testing.T) {
 	if testing.Short() {
@@ -53,7 +54,7 @@ func TestLivePageInChromium(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(uiConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := startServer(t, bin, "--config", cfg)
+	s := startServer(t, bin, "--config", cfg, "--audit-rate", "1")
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium),
@@ -124,8 +125,8 @@ func TestLivePageInChromium(t *testing.T) {
 	defer func() { close(stop); wg.Wait() }()
 
 	// The page's numbers move: wait (in the page, up to 30s) until the
-	// rate, the deny ratio, the p99 and the top subject show the traffic,
-	// and its sparkline has five points.
+	// rate, the deny ratio, the p99, the audit and the top subject show
+	// the traffic, and its sparkline has five points.
 	const shows = `(() => {
 		const row = document.querySelector('tr[data-ns="orders"]');
 		if (!row) return false;
@@ -133,6 +134,7 @@ func TestLivePageInChromium(t *testing.T) {
 		const deny = row.querySelector('td.deny').textContent;
 		const p99 = row.querySelector('td.p99').textContent;
 		return rate > 0 && deny.endsWith('%') && deny !== '0.0%' && p99 !== '–' && row.dataset.points >= 5 &&
+			/^0 \/ 0 of [1-9]/.test(row.querySelector('td.audit').textContent) &&
 			document.getElementById('top').textContent.includes('flooder');
 	})()`
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](shows, chromedp.WithPollingTimeout(30*time.Second), chromedp.WithPollingInterval(200*time.Millisecond))); err != nil {

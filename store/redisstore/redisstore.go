@@ -589,6 +589,7 @@ func (s *Store) complete(g []*call, res rueidis.RedisResult) {
 				k++
 			}
 			c.out[i] = limit.Combine(ds[:len(p.Rules)])
+			c.out[i].At = at[0]*1e9 + at[1]
 		}
 		close(c.done)
 	}

@@ -4,8 +4,8 @@
 //
 // The page polls GET /ui/data, a JSON document of the instance's
 // cumulative counts read from its Prometheus registry at the request
-// (decisions and check durations per namespace, who decided, the store's
-// state, the configuration and build in force) and the most denied
+// (decisions and check durations per namespace, who decided, the accuracy
+// audit, the store's state, the configuration and build in force) and the most denied
 // subjects of each namespace (the top-K tracker); the page turns the
 // differences between two polls into rates and quantiles. Nothing is
 // added to the check path: the counts are those /metrics serves.
@@ -125,6 +125,15 @@ type Namespace struct {
 	// upper bound in seconds (the last is +Inf, as null bound).
 	Buckets []Bucket     `json:"buckets"`
 	Top     []topk.Entry `json:"top"`
+	// Audit holds the accuracy audit's counts; nil when it is off.
+	Audit *Audit `json:"audit"`
+}
+
+// Audit is a namespace's accuracy audit so far (package audit).
+type Audit struct {
+	Checks float64 `json:"checks"`
+	Over   float64 `json:"over"`
+	Under  float64 `json:"under"`
 }
 
 // Bucket is one cumulative histogram bucket; Le is null for +Inf.
@@ -167,6 +176,20 @@ func collect(o Options) (Doc, error) {
 					n.Buckets = append(n.Buckets, Bucket{Le: &le, Count: b.GetCumulativeCount()})
 				}
 				n.Buckets = append(n.Buckets, Bucket{Count: m.GetHistogram().GetSampleCount()})
+			case "ratelimiter_audit_checks_total", "ratelimiter_audit_over_admissions_total", "ratelimiter_audit_under_admissions_total":
+				n := ns(l["namespace"])
+				if n.Audit == nil {
+					n.Audit = &Audit{}
+				}
+				v := m.GetCounter().GetValue()
+				switch mf.GetName() {
+				case "ratelimiter_audit_checks_total":
+					n.Audit.Checks += v
+				case "ratelimiter_audit_over_admissions_total":
+					n.Audit.Over += v
+				default:
+					n.Audit.Under += v
+				}
 			case "ratelimiter_store_connected":
 				doc.Store.Connected = value(m)
 			case "ratelimiter_store_breakers_open":

@@ -47,7 +47,12 @@ func registry(t *testing.T) *prometheus.Registry {
 	connected.Set(1)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ratelimiter_config_info"}, []string{"version"})
 	info.WithLabelValues("3f2a").Set(1)
-	reg.MustRegister(decisions, by, dur, connected, info)
+	audited := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ratelimiter_audit_checks_total"}, []string{"namespace"})
+	audited.WithLabelValues("orders").Add(100)
+	overs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ratelimiter_audit_over_admissions_total"}, []string{"namespace", "limit", "algorithm"})
+	overs.WithLabelValues("orders", "per-minute", "token_bucket").Add(3)
+	overs.WithLabelValues("orders", "per-hour", "token_bucket").Add(1)
+	reg.MustRegister(decisions, by, dur, connected, info, audited, overs)
 	return reg
 }
 
@@ -78,6 +83,9 @@ func TestData(t *testing.T) {
 	}
 	if len(n.Buckets) != 3 || *n.Buckets[0].Le != 0.001 || n.Buckets[0].Count != 3 || n.Buckets[1].Count != 3 || n.Buckets[2].Le != nil || n.Buckets[2].Count != 4 {
 		t.Errorf("buckets %+v: want 3 at 1ms, 3 at 10ms, 4 in all", n.Buckets)
+	}
+	if n.Audit == nil || n.Audit.Checks != 100 || n.Audit.Over != 4 || n.Audit.Under != 0 {
+		t.Errorf("audit %+v: want 100 checks, 4 over", n.Audit)
 	}
 	if len(n.Top) != 1 || n.Top[0].Subject != "bad-client" || n.Top[0].Denied != 42 {
 		t.Errorf("top %+v", n.Top)

@@ -120,6 +120,8 @@ function render(doc) {
       el("td", { class: "p50" }, fmtDuration(quantile(0.5, n.buckets, b && b.buckets))),
       el("td", { class: "p99" }, fmtDuration(quantile(0.99, n.buckets, b && b.buckets))),
       el("td", { class: "by" }, by || "–"),
+      el("td", { class: "audit" + (n.audit && n.audit.over + n.audit.under > 0 ? " high" : "") },
+        n.audit ? n.audit.over + " / " + n.audit.under + " of " + n.audit.checks : "off"),
       el("td", {}, canvas));
     body.append(row);
     spark(canvas, h);
