@@ -61,7 +61,23 @@ func RegisterRedis(reg prometheus.Registerer) (func(took time.Duration, checks i
 // from the binary's build information (the module version, the VCS
 // revision when built from a checkout, "unknown" otherwise).
 func RegisterBuildInfo(reg prometheus.Registerer) error {
-	version, revision, goVersion := "unknown", "unknown", "unknown"
+	version, revision, goVersion := Build()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "ratelimiter_build_info",
+		Help:        "The build this instance runs, as labels; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	g.Set(1)
+	if err := reg.Register(g); err != nil {
+		return fmt.Errorf("metrics: register: %w", err)
+	}
+	return nil
+}
+
+// Build returns the binary's module version, VCS revision and Go version,
+// "unknown" for what its build information does not say.
+func Build() (version, revision, goVersion string) {
+	version, revision, goVersion = "unknown", "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
 		if v := bi.Main.Version; v != "" {
@@ -73,14 +89,5 @@ func RegisterBuildInfo(reg prometheus.Registerer) error {
 			}
 		}
 	}
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "ratelimiter_build_info",
-		Help:        "The build this instance runs, as labels; the value is always 1.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
-	})
-	g.Set(1)
-	if err := reg.Register(g); err != nil {
-		return fmt.Errorf("metrics: register: %w", err)
-	}
-	return nil
+	return version, revision, goVersion
 }

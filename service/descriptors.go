@@ -244,12 +244,12 @@ func (s *Service) guardedAll(ctx context.Context, snap *policy.Snapshot, res *Re
 	if bs := g.breakers; bs != nil {
 		for j := range reqs {
 			if sh := g.shard(reqs[j].Key); !bs.closed(sh) {
-				return s.fallbackAll(res, reqs, out, fmt.Errorf("%w: circuit breaker open", store.ErrUnavailable))
+				return s.fallbackAll(ctx, res, reqs, out, fmt.Errorf("%w: circuit breaker open", store.ErrUnavailable))
 			}
 		}
 		var err error
 		if done, err = bs.cbs[shard].Allow(); err != nil {
-			return s.fallbackAll(res, reqs, out, fmt.Errorf("%w: circuit breaker: %w", store.ErrUnavailable, err))
+			return s.fallbackAll(ctx, res, reqs, out, fmt.Errorf("%w: circuit breaker: %w", store.ErrUnavailable, err))
 		}
 	}
 	if g.waiting.Add(1) > g.maxWaiting {
@@ -285,16 +285,19 @@ func (s *Service) guardedAll(ctx context.Context, snap *policy.Snapshot, res *Re
 		res.DecidedBy = DecidedByShed
 		return fmt.Errorf("%w: no answer within %v while the store answered others: %w", ErrOverloaded, g.maxWait, err)
 	case failedPolicy:
-		return s.fallbackAll(res, reqs, out, err)
+		return s.fallbackAll(ctx, res, reqs, out, err)
 	}
 	return err
 }
 
 // fallbackAll answers a request of several parts by its namespace's
 // failure policy after the store failed with cause.
-func (s *Service) fallbackAll(res *Result, reqs []store.Request, out []limit.Verdict, cause error) error {
+func (s *Service) fallbackAll(ctx context.Context, res *Result, reqs []store.Request, out []limit.Verdict, cause error) error {
 	g := s.guard
 	res.StoreError = cause
+	if span := s.fallbackSpan(ctx, res, cause); span != nil {
+		defer span.End()
+	}
 	switch res.Set.Namespace.OnStoreError {
 	case policy.FailOpen:
 		for j := range reqs {

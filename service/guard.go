@@ -285,12 +285,12 @@ func (s *Service) guarded(ctx context.Context, snap *policy.Snapshot, res *Resul
 	var done func(error)
 	if bs := g.breakers; bs != nil {
 		if !bs.closed(shard) {
-			return s.fallback(res, req, fmt.Errorf("%w: circuit breaker open", store.ErrUnavailable))
+			return s.fallback(ctx, res, req, fmt.Errorf("%w: circuit breaker open", store.ErrUnavailable))
 		}
 		var err error
 		if done, err = bs.cbs[shard].Allow(); err != nil {
 			// It opened since: do not wait on the store.
-			return s.fallback(res, req, fmt.Errorf("%w: circuit breaker: %w", store.ErrUnavailable, err))
+			return s.fallback(ctx, res, req, fmt.Errorf("%w: circuit breaker: %w", store.ErrUnavailable, err))
 		}
 	}
 	if g.waiting.Add(1) > g.maxWaiting {
@@ -325,7 +325,7 @@ func (s *Service) guarded(ctx context.Context, snap *policy.Snapshot, res *Resul
 		res.DecidedBy = DecidedByShed
 		return fmt.Errorf("%w: no answer within %v while the store answered others: %w", ErrOverloaded, g.maxWait, err)
 	case failedPolicy:
-		return s.fallback(res, req, err)
+		return s.fallback(ctx, res, req, err)
 	}
 	return err
 }
@@ -392,9 +392,12 @@ func (g *guard) instanceCount() int {
 
 // fallback answers req by its namespace's failure policy after the store
 // failed with cause.
-func (s *Service) fallback(res *Result, req store.Request, cause error) error {
+func (s *Service) fallback(ctx context.Context, res *Result, req store.Request, cause error) error {
 	g := s.guard
 	res.StoreError = cause
+	if span := s.fallbackSpan(ctx, res, cause); span != nil {
+		defer span.End()
+	}
 	switch res.Set.Namespace.OnStoreError {
 	case policy.FailOpen:
 		res.Verdict, res.DecidedBy = policyVerdict(req.Rules, true, 0), DecidedByOpen

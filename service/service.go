@@ -28,6 +28,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/distributedratelimiter/ratelimiter/clock"
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/policy"
@@ -182,6 +184,9 @@ type Options struct {
 	// trying a policy before enforcing it: decisions are made and counted
 	// as usual, and a denied request consumes nothing, as always.
 	Shadow bool
+	// Tracer, when not nil, puts every check in OpenTelemetry spans
+	// (trace.go). Nil: no tracing code runs.
+	Tracer trace.Tracer
 }
 
 // Service runs checks. Create it with New; the zero value is not usable.
@@ -191,6 +196,7 @@ type Service struct {
 	clock   clock.Clock
 	maxCost int64
 	shadow  bool
+	tracer  trace.Tracer // nil: no tracing
 
 	snap   atomic.Pointer[policy.Snapshot]
 	swapMu sync.Mutex // serializes Swap so the Observer sees swaps in order
@@ -220,7 +226,10 @@ func New(st store.Store, snap *policy.Snapshot, opts Options) (*Service, error) 
 	if opts.Clock == nil {
 		opts.Clock = clock.System
 	}
-	s := &Service{store: st, obs: opts.Observer, clock: opts.Clock, maxCost: opts.MaxCost, shadow: opts.Shadow}
+	s := &Service{store: st, obs: opts.Observer, clock: opts.Clock, maxCost: opts.MaxCost, shadow: opts.Shadow, tracer: opts.Tracer}
+	if s.tracer != nil {
+		s.store = tracedStore{Store: st, tracer: s.tracer}
+	}
 	s.epoch = s.clock.Now()
 	if opts.Guard != nil {
 		g, err := newGuard(*opts.Guard, st, opts.Observer)
@@ -281,19 +290,27 @@ func (s *Service) Swap(snap *policy.Snapshot) (old *policy.Snapshot, err error) 
 // that ended first, or a check shed for overload (ErrOverloaded, with
 // Result.DecidedBy DecidedByShed).
 func (s *Service) Check(ctx context.Context, req Request) (Result, error) {
+	if s.tracer != nil {
+		return s.checkTraced(ctx, req)
+	}
 	var start time.Time
 	if s.obs != nil || s.guard != nil {
 		start = s.clock.Now()
 	}
 	res, err := s.check(ctx, req, start)
 	if s.shadow && err == nil && !res.Verdict.Allowed {
-		res.Shadowed = true
-		res.Verdict.Allowed, res.Verdict.Shadow, res.Verdict.RetryAfter = true, true, 0
+		shadow(&res)
 	}
 	if s.obs != nil {
 		s.obs.ObserveCheck(res, err, s.clock.Now().Sub(start))
 	}
 	return res, err
+}
+
+// shadow admits a denied result (Options.Shadow).
+func shadow(res *Result) {
+	res.Shadowed = true
+	res.Verdict.Allowed, res.Verdict.Shadow, res.Verdict.RetryAfter = true, true, 0
 }
 
 func (s *Service) check(ctx context.Context, req Request, start time.Time) (Result, error) {

@@ -150,7 +150,14 @@ type server struct {
 
 func startServer(t *testing.T, bin string, args ...string) *server {
 	t.Helper()
-	s := launchServer(t, bin, args...)
+	return startServerEnv(t, bin, nil, args...)
+}
+
+// startServerEnv is startServer with env added to the process's
+// environment.
+func startServerEnv(t *testing.T, bin string, env []string, args ...string) *server {
+	t.Helper()
+	s := launchServerEnv(t, bin, env, args...)
 	line := s.waitLog(t, "listening", 20*time.Second)
 	s.addr, _ = line["addr"].(string)
 	if s.addr == "" {
@@ -163,9 +170,14 @@ func startServer(t *testing.T, bin string, args ...string) *server {
 // listen.
 func launchServer(t *testing.T, bin string, args ...string) *server {
 	t.Helper()
+	return launchServerEnv(t, bin, nil, args...)
+}
+
+func launchServerEnv(t *testing.T, bin string, env []string, args ...string) *server {
+	t.Helper()
 	s := &server{done: make(chan struct{}), seen: make(chan struct{}, 1)}
 	s.cmd = exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--log-format", "json"}, args...)...)
-	s.cmd.Env = cleanEnv()
+	s.cmd.Env = append(cleanEnv(), env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/distributedratelimiter/ratelimiter/audit"
 	"github.com/distributedratelimiter/ratelimiter/config"
@@ -24,6 +26,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/topk"
+	"github.com/distributedratelimiter/ratelimiter/tracing"
 	"github.com/distributedratelimiter/ratelimiter/transport/extract"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 	"github.com/distributedratelimiter/ratelimiter/transport/rls"
@@ -68,6 +71,7 @@ type serveFlags struct {
 	topK      int           // counters per stripe of the top-K tracker; 0 off
 	topWindow time.Duration // its window
 	auditRate float64       // fraction of subjects audited online; 0 off
+	tracing   bool          // OpenTelemetry spans, exported as OTEL_* says
 }
 
 // serveCmd runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
@@ -108,6 +112,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	f.proxy.register(fs)
 	fs.IntVar(&f.topK, "top-k", topk.DefaultCapacity, "counters per stripe (8 stripes) of the tracker of the most denied subjects, served at GET /v1/admin/top/{namespace}; 0 turns it off")
 	fs.DurationVar(&f.topWindow, "top-window", topk.DefaultWindow, "window of the most-denied tracker: counts cover the last one to two windows")
+	fs.BoolVar(&f.tracing, "tracing", false, "OpenTelemetry spans of every check (HTTP and gRPC server spans, policy, store call, failure policy), exported over OTLP/HTTP as the standard OTEL_* environment variables say (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...); off: no tracing code runs")
 	fs.Float64Var(&f.auditRate, "audit-rate", 0, "fraction of subjects (0 to 1, by a hash of namespace and subject) whose checks are replayed against an exact reference of their limits, counting over- and under-admissions (ratelimiter_audit_*); 0 turns the audit off")
 	fs.StringVar(&f.rlsListen, "rls-listen", "", "`address` to serve Envoy's rate limit service (gRPC, envoy.service.ratelimit.v3) on; off when empty")
 	fs.StringVar(&f.envoyConfig, "envoy-config", "", "envoyproxy/ratelimit configuration: a YAML `file`, or a directory of *.yaml/*.yml files, one domain each (a namespace with descriptors); reloaded like --config")
@@ -247,7 +252,23 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 		observers = append(observers, a)
 	}
 	observer := service.Observers(observers...)
-	svc, err := service.New(b.store, snap, service.Options{Observer: observer, Guard: b.guard, Shadow: f.shadow})
+	var tracer trace.Tracer
+	if f.tracing {
+		version, revision, _ := metrics.Build()
+		tp, shutdown, err := tracing.Start(ctx, version+" "+revision)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := shutdown(sctx); err != nil {
+				log.Warn("tracing: flushing the last spans failed", "err", err)
+			}
+		}()
+		tracer = tp.Tracer("github.com/distributedratelimiter/ratelimiter")
+	}
+	svc, err := service.New(b.store, snap, service.Options{Observer: observer, Guard: b.guard, Shadow: f.shadow, Tracer: tracer})
 	if err != nil {
 		return err
 	}
@@ -347,7 +368,7 @@ func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, t
 	}
 	rlsServer := rls.New(svc, rls.Options{UnknownDomainOK: f.envoyConfig != ""})
 	if f.rlsListen != "" {
-		if err := srvs.add("rls", f.rlsListen, func(net.Listener) (netServer, error) { return newRLS(rlsServer), nil }); err != nil {
+		if err := srvs.add("rls", f.rlsListen, func(net.Listener) (netServer, error) { return newRLS(rlsServer, f.tracing), nil }); err != nil {
 			return fmt.Errorf("--rls-listen: %w", err)
 		}
 	}
@@ -360,7 +381,13 @@ func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, t
 	mux.Handle("/json", rls.JSONHandler(rlsServer))
 	mux.Handle("/", httpapi.New(svc, httpapi.Options{Logger: log, Gatherer: reg, Admin: mainAdmin, Auth: lv.auth, Extract: ex}))
 	mux.Handle("/ui/", liveUI(reg, top, lv.auth))
-	if err := srvs.add("", f.listen, f.http.browserServer(mux, log), apiAttrs...); err != nil {
+	var api http.Handler = mux
+	if f.tracing {
+		api = otelhttp.NewHandler(mux, "ratelimiter.http", otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+			return r.Method + " " + r.URL.Path // the routes are few and fixed; unknown paths answer 404 in a span of their own
+		}))
+	}
+	if err := srvs.add("", f.listen, f.http.browserServer(api, log), apiAttrs...); err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
 	return nil
