@@ -180,6 +180,11 @@ func (s *stripe) rotate(now time.Time, window time.Duration, capacity int) {
 	}
 }
 
+// Namespaces returns the namespaces with counters, sorted.
+func (t *Tracker) Namespaces() []string {
+	return slices.Sorted(maps.Keys(*t.nss.Load()))
+}
+
 // Window returns the length of a window: counts cover one to two of them.
 func (t *Tracker) Window() time.Duration { return t.o.Window }
 

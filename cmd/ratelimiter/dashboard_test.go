@@ -50,7 +50,7 @@ func TestDashboardAndAlertsNameExportedMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := redistest.Standalone(t)
-	s := startServer(t, bin, "--config", cfg, "--store", "redis", "--redis-addrs", srv.Addr(), "--audit-rate", "1")
+	s := startServer(t, bin, "--config", cfg, "--store", "redis", "--redis-addrs", srv.Addr(), "--audit-rate", "1", "--top-k-metrics", "10")
 	client := &http.Client{}
 	for range 20 {
 		for _, body := range []string{`{"namespace":"orders","subject":"u1"}`, `{"namespace":"global","subject":"all"}`} {
@@ -70,7 +70,7 @@ func TestDashboardAndAlertsNameExportedMetrics(t *testing.T) {
 	var exported map[string]bool
 	within(t, 10*time.Second, "the audit's first replay", func() bool {
 		exported = scrapeFamilies(t, client, s.addr)
-		return exported["ratelimiter_audit_over_admissions_total"]
+		return exported["ratelimiter_audit_over_admissions_total"] && exported["ratelimiter_top_denied"]
 	})
 
 	var dash struct {

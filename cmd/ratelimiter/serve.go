@@ -71,6 +71,7 @@ type serveFlags struct {
 	topK      int           // counters per stripe of the top-K tracker; 0 off
 	topWindow time.Duration // its window
 	auditRate float64       // fraction of subjects audited online; 0 off
+	topK2Prom int           // most denied subjects per namespace exported as metric labels; 0 off
 	tracing   bool          // OpenTelemetry spans, exported as OTEL_* says
 }
 
@@ -113,6 +114,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.IntVar(&f.topK, "top-k", topk.DefaultCapacity, "counters per stripe (8 stripes) of the tracker of the most denied subjects, served at GET /v1/admin/top/{namespace}; 0 turns it off")
 	fs.DurationVar(&f.topWindow, "top-window", topk.DefaultWindow, "window of the most-denied tracker: counts cover the last one to two windows")
 	fs.BoolVar(&f.tracing, "tracing", false, "OpenTelemetry spans of every check (HTTP and gRPC server spans, policy, store call, failure policy), exported over OTLP/HTTP as the standard OTEL_* environment variables say (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...); off: no tracing code runs")
+	fs.IntVar(&f.topK2Prom, "top-k-metrics", 0, "export the `N` most denied subjects of each namespace as ratelimiter_top_denied{namespace,rank,subject} (for a dashboard); subjects are personal data and every one that passes through the top leaves a series in Prometheus: off (0) by default; at most 100")
 	fs.Float64Var(&f.auditRate, "audit-rate", 0, "fraction of subjects (0 to 1, by a hash of namespace and subject) whose checks are replayed against an exact reference of their limits, counting over- and under-admissions (ratelimiter_audit_*); 0 turns the audit off")
 	fs.StringVar(&f.rlsListen, "rls-listen", "", "`address` to serve Envoy's rate limit service (gRPC, envoy.service.ratelimit.v3) on; off when empty")
 	fs.StringVar(&f.envoyConfig, "envoy-config", "", "envoyproxy/ratelimit configuration: a YAML `file`, or a directory of *.yaml/*.yml files, one domain each (a namespace with descriptors); reloaded like --config")
@@ -212,6 +214,9 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if f.topK < 0 || f.topK > maxTopK || f.topWindow <= 0 {
 		return fmt.Errorf("--top-k %d, --top-window %v: want a count from 0 to %d and a positive window", f.topK, f.topWindow, maxTopK)
 	}
+	if f.topK2Prom < 0 || f.topK2Prom > 100 || (f.topK2Prom > 0 && f.topK == 0) {
+		return fmt.Errorf("--top-k-metrics %d: want 0 to 100, and --top-k on", f.topK2Prom)
+	}
 	if !(f.auditRate >= 0 && f.auditRate <= 1) {
 		return fmt.Errorf("--audit-rate %v: want a fraction from 0 to 1", f.auditRate)
 	}
@@ -242,6 +247,11 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if f.topK > 0 {
 		top = topk.New(topk.Options{Capacity: f.topK, Window: f.topWindow})
 		observers = append(observers, top)
+		if f.topK2Prom > 0 {
+			if err := metrics.RegisterTop(reg, top, f.topK2Prom); err != nil {
+				return err
+			}
+		}
 	}
 	if f.auditRate > 0 {
 		a, stop, err := startAudit(ctx, f, reg)
