@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -40,10 +38,7 @@ const evictionConfig = `namespaces:
 // memory store counts the entries it evicted that carried spent budget.
 func TestFloodDoesNotFreeLimitedSubject(t *testing.T) {
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte(evictionConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, evictionConfig)
 	s := startServer(t, bin, "--config", cfg, "--max-keys", "2000")
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	viaAPI := func(subject string) (int, string) {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -66,10 +64,7 @@ func TestAuditUnderBurstsMemory(t *testing.T) {
 		t.Skip("runs the server under bursts")
 	}
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "audit.yaml")
-	if err := os.WriteFile(cfg, []byte(auditConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, auditConfig)
 	s := startServer(t, bin, "--config", cfg, "--audit-rate", "1")
 	addrs := []string{s.addr}
 	subjects := []string{"s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12"}
@@ -124,10 +119,7 @@ func TestAuditSeesARestartsLostWrites(t *testing.T) {
 		t.Skip("runs the server on Redis")
 	}
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "audit.yaml")
-	if err := os.WriteFile(cfg, []byte(auditConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, auditConfig)
 	srv := redistest.Standalone(t)
 	// No deny cache: it would keep denying the spent subjects after the
 	// restart (exactly: their denials hold until their retry instants).

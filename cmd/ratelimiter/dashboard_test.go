@@ -45,10 +45,7 @@ func TestDashboardAndAlertsNameExportedMetrics(t *testing.T) {
 		t.Skip("runs the server on Redis")
 	}
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "dashboard.yaml")
-	if err := os.WriteFile(cfg, []byte(dashboardConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, dashboardConfig)
 	srv := redistest.Standalone(t)
 	s := startServer(t, bin, "--config", cfg, "--store", "redis", "--redis-addrs", srv.Addr(), "--audit-rate", "1", "--top-k-metrics", "10")
 	client := &http.Client{}

@@ -3,8 +3,6 @@ package main
 import (
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,10 +34,7 @@ const routesConfig = `namespaces:
 func TestProxyRoutesAndRequestDescriptors(t *testing.T) {
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("placed")) }))
 	defer upstream.Close()
-	cfg := filepath.Join(t.TempDir(), "routes.yaml")
-	if err := os.WriteFile(cfg, []byte(routesConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, routesConfig)
 	bin := buildBinary(t)
 	start := func(extra ...string) string {
 		srv := startServer(t, bin, append([]string{"--config", cfg, "--proxy-listen", "127.0.0.1:0", "--proxy-upstream", upstream.URL,

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,10 +71,7 @@ func postCheck(client *http.Client, addr, ns, subject string, cost int64) (int, 
 
 func runDistributed(t *testing.T, redisArgs ...string) {
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte(distributedConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, distributedConfig)
 	var addrs []string
 	for i := 0; i < 3; i++ {
 		// Default flags: a busy but healthy Redis decides every check

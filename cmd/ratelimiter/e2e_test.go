@@ -135,6 +135,16 @@ func cleanEnv() []string {
 	return env
 }
 
+// writeConfig writes a configuration file for a test and returns its path.
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // server is a running `ratelimiter serve` and its log.
 type server struct {
 	cmd  *exec.Cmd

@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -187,10 +185,7 @@ func byPolicy(m map[string]float64) float64 {
 
 func runBursts(t *testing.T, reps int, redisArgs ...string) {
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte(burstConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, burstConfig)
 	var addrs []string
 	for range 3 {
 		s := startServer(t, bin, append([]string{"--config", cfg, "--store", "redis"}, redisArgs...)...)
@@ -289,10 +284,7 @@ func checkBy(t *testing.T, client *http.Client, addr, ns, subject string) (int, 
 func TestOutageRemembersSpentBudget(t *testing.T) {
 	srv := redistest.Standalone(t)
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte(burstConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, burstConfig)
 	var addrs []string
 	for range 3 {
 		s := startServer(t, bin, "--config", cfg, "--store", "redis", "--redis-addrs", srv.Addr())
@@ -386,10 +378,7 @@ func inRanges(slot uint16, ranges []string) bool {
 func TestExactAfterClusterFailover(t *testing.T) {
 	c := redistest.Cluster(t, 3, 1, redistest.WithArgs("--cluster-require-full-coverage", "no"))
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte(burstConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, burstConfig)
 	var addrs []string
 	for range 3 {
 		s := startServer(t, bin, "--config", cfg, "--store", "redis", "--redis-mode", "cluster",

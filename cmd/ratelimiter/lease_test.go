@@ -3,8 +3,6 @@ package main
 import (
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,10 +64,7 @@ func TestLeasedGlobalLimit(t *testing.T) {
 		t.Skip("runs three servers on Redis for 20s, twice")
 	}
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "lease.yaml")
-	if err := os.WriteFile(cfg, []byte(leaseConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, leaseConfig)
 	t.Run("standalone", func(t *testing.T) {
 		srv := redistest.Standalone(t)
 		runLeased(t, bin, cfg, []*redistest.Server{srv}, srv, "--redis-addrs", srv.Addr())

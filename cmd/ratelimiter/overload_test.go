@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -126,10 +124,7 @@ func quantile(ds []time.Duration, p float64) time.Duration {
 func TestSustainedOverload(t *testing.T) {
 	srv := redistest.Standalone(t)
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte(overloadConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, overloadConfig)
 	var servers []*server
 	var addrs []string
 	for range 3 {

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -193,9 +191,6 @@ func TestTopDeniedSubjects(t *testing.T) {
 func startTight(t *testing.T, args ...string) *server {
 	t.Helper()
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "tight.yaml")
-	if err := os.WriteFile(cfg, []byte(tightConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, tightConfig)
 	return startServer(t, bin, append([]string{"--config", cfg}, args...)...)
 }

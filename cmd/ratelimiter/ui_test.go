@@ -50,10 +50,7 @@ func TestLivePageInChromium(t *testing.T) {
 		t.Fatal("chromium is not on PATH: run scripts/install-tools.sh (Debian package chromium)")
 	}
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "ui.yaml")
-	if err := os.WriteFile(cfg, []byte(uiConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, uiConfig)
 	s := startServer(t, bin, "--config", cfg, "--audit-rate", "1")
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -177,10 +174,7 @@ func TestLivePageDataNeedsTheAdminToken(t *testing.T) {
 		t.Skip("runs the server")
 	}
 	bin := buildBinary(t)
-	cfg := filepath.Join(t.TempDir(), "ui.yaml")
-	if err := os.WriteFile(cfg, []byte(uiConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeConfig(t, uiConfig)
 	s := startServer(t, bin, "--config", cfg, "--admin-token-file", writeToken(t))
 	for _, tc := range []struct {
 		path, token string
