@@ -13,7 +13,7 @@ import (
 
 // Observe sees every check in exactly one script call, on a standalone
 // Redis and on a Cluster, and the calls carry several checks when many
-// callers check at once.
+// callers check one key at once (on a Cluster, each key batches apart).
 func TestObserveCountsEveryCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs redis-server")
@@ -69,8 +69,10 @@ func TestObserveCountsEveryCheck(t *testing.T) {
 			if checks != callers*each {
 				t.Errorf("observed %d checks, want %d", checks, callers*each)
 			}
-			if calls < 1 || calls > checks {
-				t.Errorf("observed %d calls for %d checks", calls, checks)
+			// 64 callers of one key, at most 2 script calls of it in flight:
+			// the others queue and go together, on a Cluster too.
+			if calls < 1 || 4*calls > checks {
+				t.Errorf("observed %d script calls for %d checks, want at most a quarter as many", calls, checks)
 			}
 		})
 	}

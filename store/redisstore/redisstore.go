@@ -27,7 +27,9 @@
 // batching adds no latency when idle and divides the per-call cost of Redis
 // under load. On a standalone or Sentinel deployment any checks may share a
 // call; on a Cluster only checks of the same key do (a hot subject coalesced
-// into one call), since one script may touch one slot only.
+// into one call), since one script may touch one slot only: each key has
+// its own calls in flight (at most MaxInFlight) and its own queue behind
+// them, so a key on a slow node holds up no other key.
 package redisstore
 
 import (
@@ -124,9 +126,17 @@ type Store struct {
 
 	mu       sync.Mutex
 	pending  []*call
+	keys     map[string]keyQueue // Cluster: the keys with script calls in flight
 	inflight int
 	closed   atomic.Bool
 	wg       sync.WaitGroup
+}
+
+// keyQueue is a Cluster key's script calls in flight and the checks of the
+// key queued behind them, which go together in the next call.
+type keyQueue struct {
+	inflight int
+	pending  []*call
 }
 
 // call is one queued check: one part (Apply) or several (ApplyAll),
@@ -229,6 +239,7 @@ func NewFromClient(c rueidis.Client, opts Options) *Store {
 		observe:  opts.Observe,
 		timeout:  opts.Timeout,
 		sha:      scriptSHA,
+		keys:     map[string]keyQueue{},
 	}
 	if s.prefix == "" {
 		s.prefix = "rl:"
@@ -317,6 +328,10 @@ func (s *Store) enqueue(c *call) {
 		close(c.done)
 		return
 	}
+	if s.cluster && c.batch != "" {
+		s.enqueueKey(c) // unlocks s.mu
+		return
+	}
 	s.pending = append(s.pending, c)
 	if s.inflight >= s.maxIn {
 		s.mu.Unlock()
@@ -338,6 +353,55 @@ func (s *Store) enqueue(c *call) {
 		return
 	}
 	go s.flushLoop()
+}
+
+// enqueueKey queues c, a check of one Cluster key; the caller holds s.mu,
+// which enqueueKey releases. On a Cluster a script call holds the checks of
+// one key, so batches form per key: while MaxInFlight calls of the key are
+// out, its checks wait for the next one, and a key on a slow or dead node
+// holds up no other key.
+func (s *Store) enqueueKey(c *call) {
+	q := s.keys[c.batch]
+	if q.inflight >= s.maxIn {
+		q.pending = append(q.pending, c)
+		s.keys[c.batch] = q
+		s.mu.Unlock()
+		return
+	}
+	q.inflight++
+	s.keys[c.batch] = q
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go s.flushKey(c.batch, c)
+}
+
+// flushKey sends first, a check of key, then what queued for the key
+// meanwhile, until nothing is queued.
+func (s *Store) flushKey(key string, first *call) {
+	defer s.wg.Done()
+	one := [1]*call{first}
+	calls := one[:]
+	for {
+		if calls = dropAbandoned(calls); len(calls) > 0 {
+			groups := chunk(calls, s.maxBatch)
+			cmds, nowS, nowNs := s.commands(groups)
+			s.sendTogether(groups, cmds, nowS, nowNs)
+		}
+		s.mu.Lock()
+		q := s.keys[key]
+		if len(q.pending) == 0 {
+			if q.inflight--; q.inflight == 0 {
+				delete(s.keys, key)
+			} else {
+				s.keys[key] = q
+			}
+			s.mu.Unlock()
+			return
+		}
+		calls, q.pending = q.pending, nil
+		s.keys[key] = q
+		s.mu.Unlock()
+	}
 }
 
 // flushFrom sends batch, then goes on flushing while checks are queued.
@@ -382,15 +446,7 @@ func (s *Store) send(calls []*call) {
 		return
 	}
 	groups := s.group(calls)
-	cmds := make(rueidis.Commands, len(groups))
-	nowS, nowNs := "", ""
-	if s.clock != nil {
-		now := s.clock.Now().UnixNano()
-		nowS, nowNs = strconv.FormatInt(now/1e9, 10), strconv.FormatInt(now%1e9, 10)
-	}
-	for i, g := range groups {
-		cmds[i] = s.command(s.sha, g, nowS, nowNs)
-	}
+	cmds, nowS, nowNs := s.commands(groups)
 	if s.cluster {
 		// Always apart, even for one group: a flush of one key on a dead
 		// node must not hold a flusher slot, and with it every other
@@ -398,6 +454,25 @@ func (s *Store) send(calls []*call) {
 		s.sendApart(groups, cmds, nowS, nowNs)
 		return
 	}
+	s.sendTogether(groups, cmds, nowS, nowNs)
+}
+
+// commands builds the script call of each group; nowS and nowNs are the
+// client clock's instant (Options.Clock), empty for Redis's own.
+func (s *Store) commands(groups [][]*call) (cmds rueidis.Commands, nowS, nowNs string) {
+	cmds = make(rueidis.Commands, len(groups))
+	if s.clock != nil {
+		now := s.clock.Now().UnixNano()
+		nowS, nowNs = strconv.FormatInt(now/1e9, 10), strconv.FormatInt(now%1e9, 10)
+	}
+	for i, g := range groups {
+		cmds[i] = s.command(s.sha, g, nowS, nowNs)
+	}
+	return cmds, nowS, nowNs
+}
+
+// sendTogether sends the groups' script calls pipelined and completes them.
+func (s *Store) sendTogether(groups [][]*call, cmds rueidis.Commands, nowS, nowNs string) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	start := time.Now()
@@ -422,15 +497,10 @@ func (s *Store) observed(start time.Time, checks int) {
 // group splits calls into script calls of at most maxBatch checks; on a
 // Cluster, each script call holds checks of a single key.
 func (s *Store) group(calls []*call) [][]*call {
-	var groups [][]*call
 	if !s.cluster {
-		for len(calls) > 0 {
-			n := min(len(calls), s.maxBatch)
-			groups = append(groups, calls[:n])
-			calls = calls[n:]
-		}
-		return groups
+		return chunk(calls, s.maxBatch)
 	}
+	var groups [][]*call
 	byKey := make(map[string]int, len(calls))
 	for _, c := range calls {
 		if c.batch == "" {
@@ -444,6 +514,17 @@ func (s *Store) group(calls []*call) [][]*call {
 			groups = append(groups, nil)
 		}
 		groups[i] = append(groups[i], c)
+	}
+	return groups
+}
+
+// chunk splits calls into groups of at most n.
+func chunk(calls []*call, n int) [][]*call {
+	groups := make([][]*call, 0, (len(calls)+n-1)/n)
+	for len(calls) > 0 {
+		k := min(len(calls), n)
+		groups = append(groups, calls[:k])
+		calls = calls[k:]
 	}
 	return groups
 }
