@@ -4,6 +4,7 @@
 //
 //	ratelimiter serve [--config FILE] [--listen ADDR] [--store memory] [--max-keys N]
 //	ratelimiter check --server URL --namespace NS --subject S [--cost N]
+//	ratelimiter bench [--server URL] [--mode check|checks] [--callers N] [--rate R] [--pid PID]
 //	ratelimiter config validate FILE
 //	ratelimiter version
 //
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serveCmd(ctx, args[1:], stderr)
 	case "check":
 		return checkCmd(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "config":
 		return configCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
@@ -75,6 +78,7 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `Usage:
   ratelimiter serve [--config FILE] [--listen ADDR] [--store memory] [--max-keys N]
   ratelimiter check [--server URL] --namespace NS --subject S [--cost N]
+  ratelimiter bench [--server URL] [--mode check|checks] [--callers N] [--rate R] [--pid PID]
   ratelimiter config validate FILE
   ratelimiter version
 

@@ -6,6 +6,8 @@
 //
 //	POST /v1/check    {"namespace":"orders","subject":"user-42","cost":1}
 //	                  200 allowed, 429 denied; JSON body and rate limit headers
+//	POST /v1/checks   [{...},{...}]: up to MaxChecks checks decided in order,
+//	                  200 with an array of /v1/check's bodies, each with its "status"
 //	ANY  /v1/gate?namespace=orders
 //	                  subject from the namespace's subject header, cost from
 //	                  X-RateLimit-Cost (default 1); 200 or 429, same headers,
@@ -76,6 +78,9 @@ type Options struct {
 	// MaxBodyBytes bounds the body of /v1/check; larger bodies get 413.
 	// Default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxBatchBodyBytes bounds the body of /v1/checks. Default
+	// DefaultMaxBatchBodyBytes.
+	MaxBatchBodyBytes int64
 	// Admin, when not nil, serves /v1/admin/ (NewAdmin). When nil, those
 	// routes answer 404 saying the admin API is not served here.
 	Admin http.Handler
@@ -89,10 +94,11 @@ type Options struct {
 }
 
 type api struct {
-	svc     *service.Service
-	log     *slog.Logger
-	maxBody int64
-	extract extract.Options
+	svc          *service.Service
+	log          *slog.Logger
+	maxBody      int64
+	maxBatchBody int64
+	extract      extract.Options
 	// readyLogged is when readyz last logged a store error (Unix ns).
 	readyLogged atomic.Int64
 }
@@ -110,13 +116,17 @@ func New(svc *service.Service, opts Options) http.Handler {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	a := &api{svc: svc, log: opts.Logger, maxBody: opts.MaxBodyBytes, extract: opts.Extract}
+	if opts.MaxBatchBodyBytes <= 0 {
+		opts.MaxBatchBodyBytes = DefaultMaxBatchBodyBytes
+	}
+	a := &api{svc: svc, log: opts.Logger, maxBody: opts.MaxBodyBytes, maxBatchBody: opts.MaxBatchBodyBytes, extract: opts.Extract}
 	mux := http.NewServeMux()
 	route := func(method, path string, h http.HandlerFunc, allow string) {
 		mux.HandleFunc(method+" "+path, h)
 		mux.HandleFunc(path, methodNotAllowed(allow))
 	}
 	route(http.MethodPost, "/v1/check", a.check, "POST")
+	route(http.MethodPost, "/v1/checks", a.checks, "POST")
 	mux.HandleFunc("/v1/gate", a.gate)
 	route(http.MethodGet, "/healthz", healthz, "GET, HEAD")
 	route(http.MethodGet, "/readyz", a.readyz, "GET, HEAD")
@@ -254,20 +264,29 @@ func verdictStatus(res *service.Result) int {
 // an unknown namespace, 503 with Retry-After for a check shed for overload,
 // 503 when the store failed, 500 otherwise (a bug, logged).
 func (a *api) writeCheckError(w http.ResponseWriter, err error) {
+	status, msg := checkErrorStatus(err)
+	switch {
+	case service.Classify(err) == service.Overloaded:
+		headers.SetShed(w.Header())
+	case status == http.StatusInternalServerError:
+		a.log.Error("httpapi: check failed", "err", err)
+	}
+	writeError(w, status, msg)
+}
+
+// checkErrorStatus is the status and message of a check that failed.
+func checkErrorStatus(err error) (int, string) {
 	switch service.Classify(err) {
 	case service.Invalid:
-		writeError(w, http.StatusBadRequest, err.Error())
+		return http.StatusBadRequest, err.Error()
 	case service.UnknownNamespace:
-		writeError(w, http.StatusNotFound, err.Error())
+		return http.StatusNotFound, err.Error()
 	case service.Overloaded:
-		headers.SetShed(w.Header())
-		writeError(w, http.StatusServiceUnavailable, "rate limiter overloaded, retry later: "+err.Error())
+		return http.StatusServiceUnavailable, "rate limiter overloaded, retry later: " + err.Error()
 	case service.Unavailable, service.Canceled, service.DeadlineExceeded:
-		writeError(w, http.StatusServiceUnavailable, "rate limit store unavailable: "+err.Error())
-	default:
-		a.log.Error("httpapi: check failed", "err", err)
-		writeError(w, http.StatusInternalServerError, "internal error: "+err.Error())
+		return http.StatusServiceUnavailable, "rate limit store unavailable: " + err.Error()
 	}
+	return http.StatusInternalServerError, "internal error: " + err.Error()
 }
 
 // writeError answers status with {"error":msg}.

@@ -1,0 +1,153 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/client"
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store/memstore"
+	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
+)
+
+// server is the service's own HTTP API on the memory store, counting the
+// requests of /v1/checks it serves.
+func server(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	r, err := limit.Rule{Name: "per-hour", Algorithm: limit.TokenBucket, Limit: 50, Period: time.Hour}.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := policy.New([]policy.Namespace{{Name: "orders", Rules: []limit.Rule{r}}}, "v1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memstore.New(memstore.Options{})
+	t.Cleanup(func() { st.Close() })
+	svc, err := service.New(st, snap, service.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int64
+	h := httpapi.New(svc, httpapi.Options{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/checks" {
+			requests.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &requests
+}
+
+func newClient(t *testing.T, url string, o client.Options) *client.Client {
+	t.Helper()
+	c, err := client.New(url, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// 2,000 concurrent checks of 40 subjects: each subject admitted exactly 50
+// times of 50, in far fewer requests than checks.
+func TestConcurrentChecksBatchAndStayExact(t *testing.T) {
+	srv, requests := server(t)
+	c := newClient(t, srv.URL, client.Options{})
+	var mu sync.Mutex
+	admitted := map[string]int{}
+	var wg sync.WaitGroup
+	for i := range 2000 {
+		wg.Go(func() {
+			subject := fmt.Sprint("user-", i%40)
+			res, err := c.Check(context.Background(), client.Request{Namespace: "orders", Subject: subject})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Allowed != (res.Status == http.StatusOK) || res.Subject != subject || len(res.Limits) != 1 {
+				t.Errorf("result %+v", res)
+			}
+			if res.Allowed {
+				mu.Lock()
+				admitted[subject]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for s, n := range admitted {
+		if n != 50 {
+			t.Errorf("%s admitted %d, want 50", s, n)
+		}
+	}
+	if len(admitted) != 40 {
+		t.Errorf("%d subjects admitted, want 40", len(admitted))
+	}
+	t.Logf("2,000 checks in %d requests", requests.Load())
+	if n := requests.Load(); n >= 2000/4 {
+		t.Errorf("2,000 concurrent checks took %d requests: want batches (at most a quarter as many)", n)
+	}
+}
+
+// Peeks consume nothing; a cost is charged; the server's refusal of one
+// check is that check's error, not its neighbours'.
+func TestCostsPeeksAndErrors(t *testing.T) {
+	srv, _ := server(t)
+	c := newClient(t, srv.URL, client.Options{})
+	ctx := context.Background()
+	res, err := c.Check(ctx, client.Request{Namespace: "orders", Subject: "a", Cost: 49})
+	if err != nil || !res.Allowed || res.Limits[0].Remaining != 1 {
+		t.Fatalf("cost 49: %+v %v", res, err)
+	}
+	for range 3 {
+		if res, err := c.Check(ctx, client.Request{Namespace: "orders", Subject: "a", Peek: true}); err != nil || !res.Allowed || res.Limits[0].Remaining != 1 {
+			t.Fatalf("peek: %+v %v", res, err)
+		}
+	}
+	if res, err := c.Check(ctx, client.Request{Namespace: "orders", Subject: "a", Cost: 2}); err != nil || res.Allowed || res.Status != 429 || res.RetryAfter() <= 0 {
+		t.Fatalf("cost 2 of 1 left: %+v %v, want 429 with a retry", res, err)
+	}
+	var e *client.Error
+	if _, err := c.Check(ctx, client.Request{Namespace: "nope", Subject: "a"}); !errors.As(err, &e) || e.Status != 404 {
+		t.Errorf("unknown namespace: %v, want a 404 *Error", err)
+	}
+	if _, err := c.Check(ctx, client.Request{Namespace: "orders", Subject: "a", Cost: -1}); !errors.As(err, &e) || e.Status != 400 {
+		t.Errorf("negative cost: %v, want a 400 *Error", err)
+	}
+}
+
+// A call keeps its own deadline; a server that is gone is an error.
+func TestDeadlinesAndDownServer(t *testing.T) {
+	srv, requests := server(t)
+	c := newClient(t, srv.URL, client.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Check(ctx, client.Request{Namespace: "orders", Subject: "a"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled call: %v", err)
+	}
+	if requests.Load() != 0 {
+		t.Errorf("a canceled call was sent")
+	}
+	srv.Close()
+	if _, err := c.Check(context.Background(), client.Request{Namespace: "orders", Subject: "a"}); err == nil {
+		t.Error("a check against a closed server succeeded")
+	}
+	c.Close()
+	if _, err := c.Check(context.Background(), client.Request{Namespace: "orders", Subject: "a"}); !errors.Is(err, client.ErrClosed) {
+		t.Errorf("after Close: %v", err)
+	}
+	if _, err := client.New("localhost:8080", client.Options{}); err == nil {
+		t.Error("a base URL without a scheme was accepted")
+	}
+}

@@ -1,0 +1,77 @@
+package loadgen
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store/memstore"
+	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
+)
+
+// server is the service's HTTP API on the memory store: 10 checks an hour
+// per subject.
+func server(t *testing.T) string {
+	t.Helper()
+	r, err := limit.Rule{Name: "per-hour", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour}.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := policy.New([]policy.Namespace{{Name: "orders", Rules: []limit.Rule{r}}}, "v1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memstore.New(memstore.Options{})
+	t.Cleanup(func() { st.Close() })
+	svc, err := service.New(st, snap, service.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(httpapi.New(svc, httpapi.Options{}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// Both modes, closed and open loop: every check answered and counted,
+// 10 admitted per subject at most, the latencies in order, the CPU time of
+// this process (the server here) read from /proc.
+func TestRun(t *testing.T) {
+	url := server(t)
+	for _, tc := range []struct {
+		mode string
+		rate float64
+	}{{ModeCheck, 0}, {ModeChecks, 0}, {ModeCheck, 400}, {ModeChecks, 400}} {
+		cfg := Config{URL: url, Mode: tc.mode, Namespace: "orders", Subjects: 5, Callers: 8, Duration: 300 * time.Millisecond, Rate: tc.rate, PID: os.Getpid()}
+		r, err := Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s rate %v: %d checks, %d allowed, %d denied, %d errors, p50 %v p99 %v, CPU %v", tc.mode, tc.rate, r.Checks, r.Allowed, r.Denied, r.Errors, r.P50, r.P99, r.ServerCPU)
+		if r.Checks == 0 || r.Errors != 0 || r.Allowed+r.Denied != r.Checks {
+			t.Errorf("%s: %d checks, %d errors (%s)", tc.mode, r.Checks, r.Errors, r.FirstError)
+		}
+		if r.Allowed > 5*10 {
+			t.Errorf("%s: %d admitted, more than the 5 subjects x 10 the server allows over the whole test", tc.mode, r.Allowed)
+		}
+		if !(r.P50 <= r.P90 && r.P90 <= r.P99 && r.P99 <= r.P999) || r.P50 <= 0 {
+			t.Errorf("%s: percentiles out of order: %v %v %v %v", tc.mode, r.P50, r.P90, r.P99, r.P999)
+		}
+		if tc.rate > 0 && r.Checks+r.NotSent > int64(tc.rate*cfg.Duration.Seconds())+1 {
+			t.Errorf("%s open loop: %d checks and %d not sent in %v at %v/s", tc.mode, r.Checks, r.NotSent, cfg.Duration, tc.rate)
+		}
+		if r.ServerCPU < 0 || r.String() == "" {
+			t.Errorf("%s: CPU %v", tc.mode, r.ServerCPU)
+		}
+	}
+	if _, err := Run(context.Background(), Config{URL: url, Mode: "grpc", Namespace: "orders", Subjects: 1, Callers: 1, Duration: time.Millisecond}); err == nil {
+		t.Error("an unknown mode was accepted")
+	}
+	if _, err := processCPU(1 << 30); err == nil {
+		t.Error("the CPU time of no process was read")
+	}
+}
