@@ -65,7 +65,7 @@ type Report struct {
 	NotSent                 int64 // open loop: due while Callers were out
 	P50, P90, P99, P999     time.Duration
 	// ServerCPU is the server's CPU time over the run (PID given).
-	ServerCPU time.Duration
+	ServerCPU  time.Duration
 	FirstError string
 }
 
