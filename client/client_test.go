@@ -5,49 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/client"
-	"github.com/distributedratelimiter/ratelimiter/limit"
-	"github.com/distributedratelimiter/ratelimiter/policy"
-	"github.com/distributedratelimiter/ratelimiter/service"
-	"github.com/distributedratelimiter/ratelimiter/store/memstore"
-	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
+	"github.com/distributedratelimiter/ratelimiter/internal/apitest"
 )
-
-// server is the service's own HTTP API on the memory store, counting the
-// requests of /v1/checks it serves.
-func server(t *testing.T) (*httptest.Server, *atomic.Int64) {
-	t.Helper()
-	r, err := limit.Rule{Name: "per-hour", Algorithm: limit.TokenBucket, Limit: 50, Period: time.Hour}.Normalize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := policy.New([]policy.Namespace{{Name: "orders", Rules: []limit.Rule{r}}}, "v1", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := memstore.New(memstore.Options{})
-	t.Cleanup(func() { st.Close() })
-	svc, err := service.New(st, snap, service.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var requests atomic.Int64
-	h := httpapi.New(svc, httpapi.Options{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/checks" {
-			requests.Add(1)
-		}
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &requests
-}
 
 func newClient(t *testing.T, url string, o client.Options) *client.Client {
 	t.Helper()
@@ -62,7 +25,7 @@ func newClient(t *testing.T, url string, o client.Options) *client.Client {
 // 2,000 concurrent checks of 40 subjects: each subject admitted exactly 50
 // times of 50, in far fewer requests than checks.
 func TestConcurrentChecksBatchAndStayExact(t *testing.T) {
-	srv, requests := server(t)
+	srv := apitest.New(t, 50)
 	c := newClient(t, srv.URL, client.Options{})
 	var mu sync.Mutex
 	admitted := map[string]int{}
@@ -94,8 +57,8 @@ func TestConcurrentChecksBatchAndStayExact(t *testing.T) {
 	if len(admitted) != 40 {
 		t.Errorf("%d subjects admitted, want 40", len(admitted))
 	}
-	t.Logf("2,000 checks in %d requests", requests.Load())
-	if n := requests.Load(); n >= 2000/4 {
+	t.Logf("2,000 checks in %d requests", srv.Batches.Load())
+	if n := srv.Batches.Load(); n >= 2000/4 {
 		t.Errorf("2,000 concurrent checks took %d requests: want batches (at most a quarter as many)", n)
 	}
 }
@@ -103,7 +66,7 @@ func TestConcurrentChecksBatchAndStayExact(t *testing.T) {
 // Peeks consume nothing; a cost is charged; the server's refusal of one
 // check is that check's error, not its neighbours'.
 func TestCostsPeeksAndErrors(t *testing.T) {
-	srv, _ := server(t)
+	srv := apitest.New(t, 50)
 	c := newClient(t, srv.URL, client.Options{})
 	ctx := context.Background()
 	res, err := c.Check(ctx, client.Request{Namespace: "orders", Subject: "a", Cost: 49})
@@ -129,14 +92,14 @@ func TestCostsPeeksAndErrors(t *testing.T) {
 
 // A call keeps its own deadline; a server that is gone is an error.
 func TestDeadlinesAndDownServer(t *testing.T) {
-	srv, requests := server(t)
+	srv := apitest.New(t, 50)
 	c := newClient(t, srv.URL, client.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := c.Check(ctx, client.Request{Namespace: "orders", Subject: "a"}); !errors.Is(err, context.Canceled) {
 		t.Errorf("canceled call: %v", err)
 	}
-	if requests.Load() != 0 {
+	if srv.Batches.Load() != 0 {
 		t.Errorf("a canceled call was sent")
 	}
 	srv.Close()

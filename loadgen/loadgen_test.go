@@ -2,46 +2,18 @@ package loadgen
 
 import (
 	"context"
-	"net/http/httptest"
 	"os"
 	"testing"
 	"time"
 
-	"github.com/distributedratelimiter/ratelimiter/limit"
-	"github.com/distributedratelimiter/ratelimiter/policy"
-	"github.com/distributedratelimiter/ratelimiter/service"
-	"github.com/distributedratelimiter/ratelimiter/store/memstore"
-	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
+	"github.com/distributedratelimiter/ratelimiter/internal/apitest"
 )
-
-// server is the service's HTTP API on the memory store: 10 checks an hour
-// per subject.
-func server(t *testing.T) string {
-	t.Helper()
-	r, err := limit.Rule{Name: "per-hour", Algorithm: limit.TokenBucket, Limit: 10, Period: time.Hour}.Normalize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := policy.New([]policy.Namespace{{Name: "orders", Rules: []limit.Rule{r}}}, "v1", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := memstore.New(memstore.Options{})
-	t.Cleanup(func() { st.Close() })
-	svc, err := service.New(st, snap, service.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(httpapi.New(svc, httpapi.Options{}))
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
 
 // Both modes, closed and open loop: every check answered and counted,
 // 10 admitted per subject at most, the latencies in order, the CPU time of
 // this process (the server here) read from /proc.
 func TestRun(t *testing.T) {
-	url := server(t)
+	url := apitest.New(t, 10).URL
 	for _, tc := range []struct {
 		mode string
 		rate float64

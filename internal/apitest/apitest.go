@@ -1,0 +1,61 @@
+// Package apitest serves the service's own HTTP API over the memory store
+// on a loopback port, for the tests of its clients (package client, package
+// loadgen): the real handler, the real service, no stand-in.
+package apitest
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/policy"
+	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/store/memstore"
+	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
+)
+
+// Server serves namespace "orders" with a token bucket of perHour checks an
+// hour per subject until the test ends, and counts the requests of
+// POST /v1/checks.
+type Server struct {
+	URL string
+	// Batches counts the requests of POST /v1/checks.
+	Batches atomic.Int64
+	srv     *httptest.Server
+}
+
+// Close stops serving: a client then finds no server.
+func (s *Server) Close() { s.srv.Close() }
+
+// New starts a Server.
+func New(t testing.TB, perHour int64) *Server {
+	t.Helper()
+	r, err := limit.Rule{Name: "per-hour", Algorithm: limit.TokenBucket, Limit: perHour, Period: time.Hour}.Normalize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := policy.New([]policy.Namespace{{Name: "orders", Rules: []limit.Rule{r}}}, "v1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memstore.New(memstore.Options{})
+	t.Cleanup(func() { st.Close() })
+	svc, err := service.New(st, snap, service.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{}
+	h := httpapi.New(svc, httpapi.Options{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/checks" {
+			s.Batches.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s.URL, s.srv = srv.URL, srv
+	return s
+}
