@@ -9,7 +9,10 @@
 // that queueing in the server is not hidden (coordinated omission).
 //
 // Checks go over HTTP, one per request (ModeCheck, POST /v1/check) or
-// coalesced by the Go client (ModeChecks, POST /v1/checks: package client).
+// coalesced by the Go client (ModeChecks, POST /v1/checks: package client),
+// or over the native gRPC API, one unary call each (ModeGRPC) or every
+// caller's checks on one shared stream (ModeStream: package
+// client/grpcclient).
 // With the server's PID, the report holds the server's CPU time per check,
 // read from /proc (Linux).
 package loadgen
@@ -29,19 +32,27 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/distributedratelimiter/ratelimiter/api/ratelimiterv1"
 	"github.com/distributedratelimiter/ratelimiter/client"
+	"github.com/distributedratelimiter/ratelimiter/client/grpcclient"
 )
 
 // Modes.
 const (
 	ModeCheck  = "check"  // one check per POST /v1/check
 	ModeChecks = "checks" // the batching client, POST /v1/checks
+	ModeGRPC   = "grpc"   // one unary Check per check, the native gRPC API
+	ModeStream = "stream" // the stream client: every caller on one CheckStream
 )
 
 // Config is one run.
 type Config struct {
-	URL       string // the server's base URL
-	Mode      string // ModeCheck or ModeChecks
+	URL       string // the server's base URL (ModeCheck, ModeChecks)
+	GRPC      string // the native gRPC API's address (ModeGRPC, ModeStream)
+	Mode      string
 	Namespace string
 	// Subjects are the distinct subjects checked, round robin; 1 is one
 	// hot subject.
@@ -265,8 +276,45 @@ func checker(cfg Config) (func(subject string) (int, error), func(), error) {
 			}
 			return denied, nil
 		}, func() { c.Close() }, nil
+	case ModeGRPC:
+		conn, err := grpc.NewClient(cfg.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, err
+		}
+		rl := pb.NewRateLimiterClient(conn)
+		return func(subject string) (int, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			res, err := rl.Check(ctx, &pb.CheckRequest{Namespace: cfg.Namespace, Subject: subject})
+			switch {
+			case err != nil:
+				return failed, err
+			case res.GetError() != "":
+				return failed, errors.New(res.GetError())
+			case res.GetAllowed():
+				return allowed, nil
+			}
+			return denied, nil
+		}, func() { conn.Close() }, nil
+	case ModeStream:
+		c, err := grpcclient.New(cfg.GRPC)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(subject string) (int, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			res, err := c.Check(ctx, client.Request{Namespace: cfg.Namespace, Subject: subject})
+			switch {
+			case err != nil:
+				return failed, err
+			case res.Allowed:
+				return allowed, nil
+			}
+			return denied, nil
+		}, func() { c.Close() }, nil
 	}
-	return nil, nil, fmt.Errorf("loadgen: mode %q: want %s or %s", cfg.Mode, ModeCheck, ModeChecks)
+	return nil, nil, fmt.Errorf("loadgen: mode %q: want %s, %s, %s or %s", cfg.Mode, ModeCheck, ModeChecks, ModeGRPC, ModeStream)
 }
 
 // progress prints a line a second until the returned function is called.

@@ -28,6 +28,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/topk"
 	"github.com/distributedratelimiter/ratelimiter/tracing"
 	"github.com/distributedratelimiter/ratelimiter/transport/extract"
+	"github.com/distributedratelimiter/ratelimiter/transport/grpcapi"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 	"github.com/distributedratelimiter/ratelimiter/transport/rls"
 	"github.com/distributedratelimiter/ratelimiter/transport/ui"
@@ -59,7 +60,8 @@ type serveFlags struct {
 
 	proxy proxyFlags // reverse-proxy mode (proxy.go)
 
-	rlsListen string // Envoy's rate limit service (rls.go)
+	rlsListen  string // Envoy's rate limit service (rls.go)
+	grpcListen string // the native gRPC API (rls.go)
 
 	envoyConfig    string // envoyproxy/ratelimit's configuration (file or directory)
 	envoyAlgorithm string // what enforces its rate limits
@@ -116,6 +118,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.BoolVar(&f.tracing, "tracing", false, "OpenTelemetry spans of every check (HTTP and gRPC server spans, policy, store call, failure policy), exported over OTLP/HTTP as the standard OTEL_* environment variables say (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...); off: no tracing code runs")
 	fs.IntVar(&f.topK2Prom, "top-k-metrics", 0, "export the `N` most denied subjects of each namespace as ratelimiter_top_denied{namespace,rank,subject} (for a dashboard); subjects are personal data and every one that passes through the top leaves a series in Prometheus: off (0) by default; at most 100")
 	fs.Float64Var(&f.auditRate, "audit-rate", 0, "fraction of subjects (0 to 1, by a hash of namespace and subject) whose checks are replayed against an exact reference of their limits, counting over- and under-admissions (ratelimiter_audit_*); 0 turns the audit off")
+	fs.StringVar(&f.grpcListen, "grpc-listen", "", "`address` to serve the native gRPC API on (ratelimiter.v1.RateLimiter: Check, CheckMany, CheckStream; proto/ratelimiter/v1); off when empty")
 	fs.StringVar(&f.rlsListen, "rls-listen", "", "`address` to serve Envoy's rate limit service (gRPC, envoy.service.ratelimit.v3) on; off when empty")
 	fs.StringVar(&f.envoyConfig, "envoy-config", "", "envoyproxy/ratelimit configuration: a YAML `file`, or a directory of *.yaml/*.yml files, one domain each (a namespace with descriptors); reloaded like --config")
 	fs.StringVar(&f.envoyAlgorithm, "envoy-algorithm", "fixed_window", "what enforces --envoy-config's rate limits: fixed_window (envoyproxy/ratelimit's windows) or token_bucket (smooth)")
@@ -377,6 +380,12 @@ func addListeners(srvs *servers, f serveFlags, svc *service.Service, lv *live, t
 		}
 	}
 	rlsServer := rls.New(svc, rls.Options{UnknownDomainOK: f.envoyConfig != ""})
+	if f.grpcListen != "" {
+		native := grpcapi.New(svc)
+		if err := srvs.add("grpc", f.grpcListen, func(net.Listener) (netServer, error) { return newNative(native, f.tracing), nil }); err != nil {
+			return fmt.Errorf("--grpc-listen: %w", err)
+		}
+	}
 	if f.rlsListen != "" {
 		if err := srvs.add("rls", f.rlsListen, func(net.Listener) (netServer, error) { return newRLS(rlsServer, f.tracing), nil }); err != nil {
 			return fmt.Errorf("--rls-listen: %w", err)

@@ -23,7 +23,7 @@ type netServer interface {
 }
 
 // listener is a server bound to its address, named for logs and errors
-// ("" for the API, "admin", "proxy", "rls").
+// ("" for the API, "admin", "proxy", "grpc", "rls").
 type listener struct {
 	name  string
 	srv   netServer

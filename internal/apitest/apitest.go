@@ -1,9 +1,10 @@
-// Package apitest serves the service's own HTTP API over the memory store
-// on a loopback port, for the tests of its clients (package client, package
+// Package apitest serves the service's own HTTP and gRPC APIs over the
+// memory store on a loopback port, for the tests of its clients (package client, package
 // loadgen): the real handler, the real service, no stand-in.
 package apitest
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -14,7 +15,9 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
+	"github.com/distributedratelimiter/ratelimiter/transport/grpcapi"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
+	"google.golang.org/grpc"
 )
 
 // Server serves namespace "orders" with a token bucket of perHour checks an
@@ -33,6 +36,39 @@ func (s *Server) Close() { s.srv.Close() }
 // New starts a Server.
 func New(t testing.TB, perHour int64) *Server {
 	t.Helper()
+	svc := Service(t, perHour)
+	s := &Server{}
+	h := httpapi.New(svc, httpapi.Options{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/checks" {
+			s.Batches.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	s.URL, s.srv = srv.URL, srv
+	return s
+}
+
+// NewGRPC serves Service(t, perHour) over the native gRPC API on a
+// loopback port until the test ends, and returns its address.
+func NewGRPC(t testing.TB, perHour int64) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	grpcapi.New(Service(t, perHour)).Register(g)
+	go g.Serve(ln)
+	t.Cleanup(g.Stop)
+	return ln.Addr().String()
+}
+
+// Service is a service of namespace "orders" with a token bucket of
+// perHour checks an hour per subject, on the memory store.
+func Service(t testing.TB, perHour int64) *service.Service {
+	t.Helper()
 	r, err := limit.Rule{Name: "per-hour", Algorithm: limit.TokenBucket, Limit: perHour, Period: time.Hour}.Normalize()
 	if err != nil {
 		t.Fatal(err)
@@ -47,15 +83,5 @@ func New(t testing.TB, perHour int64) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{}
-	h := httpapi.New(svc, httpapi.Options{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/checks" {
-			s.Batches.Add(1)
-		}
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	s.URL, s.srv = srv.URL, srv
-	return s
+	return svc
 }

@@ -59,6 +59,22 @@ func CeilMillis(d time.Duration) int64 {
 	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
+// ErrorStatus is the HTTP status of a check that failed with err, for every
+// transport that speaks in HTTP statuses (the JSON API, /v1/checks, the
+// native gRPC API's answers): 400 bad input, 404 unknown namespace, 503 the
+// store or the instance unable to decide now, 500 anything else (a bug).
+func ErrorStatus(err error) int {
+	switch service.Classify(err) {
+	case service.Invalid:
+		return http.StatusBadRequest
+	case service.UnknownNamespace:
+		return http.StatusNotFound
+	case service.Overloaded, service.Unavailable, service.Canceled, service.DeadlineExceeded:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
 // CeilSeconds returns d in whole seconds rounded up; 0 for d <= 0.
 func CeilSeconds(d time.Duration) int64 {
 	if d <= 0 {

@@ -276,17 +276,16 @@ func (a *api) writeCheckError(w http.ResponseWriter, err error) {
 
 // checkErrorStatus is the status and message of a check that failed.
 func checkErrorStatus(err error) (int, string) {
-	switch service.Classify(err) {
-	case service.Invalid:
-		return http.StatusBadRequest, err.Error()
-	case service.UnknownNamespace:
-		return http.StatusNotFound, err.Error()
-	case service.Overloaded:
-		return http.StatusServiceUnavailable, "rate limiter overloaded, retry later: " + err.Error()
-	case service.Unavailable, service.Canceled, service.DeadlineExceeded:
-		return http.StatusServiceUnavailable, "rate limit store unavailable: " + err.Error()
+	status := headers.ErrorStatus(err)
+	switch {
+	case service.Classify(err) == service.Overloaded:
+		return status, "rate limiter overloaded, retry later: " + err.Error()
+	case status == http.StatusServiceUnavailable:
+		return status, "rate limit store unavailable: " + err.Error()
+	case status == http.StatusInternalServerError:
+		return status, "internal error: " + err.Error()
 	}
-	return http.StatusInternalServerError, "internal error: " + err.Error()
+	return status, err.Error()
 }
 
 // writeError answers status with {"error":msg}.

@@ -1,0 +1,119 @@
+// Package grpcapi serves the native gRPC API (ratelimiter.v1.RateLimiter,
+// proto/ratelimiter/v1) over a service: Check, CheckMany (up to MaxChecks in
+// order) and CheckStream (each check decided as it arrives, concurrently up
+// to MaxStreamInFlight per stream, answered as soon as it is decided, with
+// its request's id). A check that cannot be decided is answered with its
+// status and error, like POST /v1/checks; the stream and the call go on.
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/distributedratelimiter/ratelimiter/api/ratelimiterv1"
+	"github.com/distributedratelimiter/ratelimiter/service"
+	"github.com/distributedratelimiter/ratelimiter/transport/headers"
+)
+
+// MaxChecks bounds the checks of one CheckMany.
+const MaxChecks = 1000
+
+// MaxStreamInFlight bounds the checks of one stream being decided at once:
+// past it, the stream's next message waits (flow control does the rest).
+const MaxStreamInFlight = 256
+
+// Server implements pb.RateLimiterServer. Create it with New.
+type Server struct {
+	pb.UnimplementedRateLimiterServer
+	svc *service.Service
+}
+
+// New returns the server of svc.
+func New(svc *service.Service) *Server { return &Server{svc: svc} }
+
+// Register registers s on g.
+func (s *Server) Register(g grpc.ServiceRegistrar) { pb.RegisterRateLimiterServer(g, s) }
+
+// Check implements pb.RateLimiterServer.
+func (s *Server) Check(ctx context.Context, req *pb.CheckRequest) (*pb.CheckResponse, error) {
+	return s.decide(ctx, req), nil
+}
+
+// CheckMany implements pb.RateLimiterServer.
+func (s *Server) CheckMany(ctx context.Context, req *pb.CheckManyRequest) (*pb.CheckManyResponse, error) {
+	if n := len(req.GetChecks()); n == 0 || n > MaxChecks {
+		return nil, status.Errorf(codes.InvalidArgument, "%d checks, want 1 to %d", n, MaxChecks)
+	}
+	out := &pb.CheckManyResponse{Results: make([]*pb.CheckResponse, len(req.Checks))}
+	for i, c := range req.Checks {
+		out.Results[i] = s.decide(ctx, c)
+	}
+	return out, nil
+}
+
+// CheckStream implements pb.RateLimiterServer.
+func (s *Server) CheckStream(stream pb.RateLimiter_CheckStreamServer) error {
+	ctx := stream.Context()
+	var mu sync.Mutex // Send is not safe for concurrent use
+	var sendErr error
+	slots := make(chan struct{}, MaxStreamInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			res := s.decide(ctx, req)
+			mu.Lock()
+			defer mu.Unlock()
+			if sendErr == nil {
+				sendErr = stream.Send(res)
+			}
+		})
+	}
+}
+
+// decide answers one check.
+func (s *Server) decide(ctx context.Context, req *pb.CheckRequest) *pb.CheckResponse {
+	cost := req.GetCost()
+	switch {
+	case req.GetPeek():
+		cost = 0
+	case cost == 0:
+		cost = 1
+	}
+	res, err := s.svc.Check(ctx, service.Request{Namespace: req.GetNamespace(), Subject: req.GetSubject(), Cost: cost})
+	out := &pb.CheckResponse{Id: req.GetId()}
+	if err != nil {
+		out.Status, out.Error = int32(headers.ErrorStatus(err)), err.Error()
+		return out
+	}
+	v := &res.Verdict
+	out.Allowed, out.DecidedBy = v.Allowed, res.DecidedBy.String()
+	out.Status = http.StatusOK
+	if !v.Allowed {
+		out.Status = http.StatusTooManyRequests
+	}
+	out.RetryAfterMs, out.DelayMs = headers.CeilMillis(v.RetryAfter), headers.CeilMillis(v.Delay)
+	ds := v.Decisions()
+	out.Limits = make([]*pb.Limit, len(ds))
+	for i, d := range ds {
+		out.Limits[i] = &pb.Limit{Name: res.Set.Rules[i].Name, Limit: d.Limit, Remaining: d.Remaining,
+			ResetAfterMs: headers.CeilMillis(d.ResetAfter), RetryAfterMs: headers.CeilMillis(d.RetryAfter)}
+	}
+	return out
+}
