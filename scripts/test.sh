@@ -18,12 +18,13 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 (cd bench && go vet ./...)
-go test -race -count=1 -timeout 20m $(go list ./... | grep -v '/cmd/ratelimiter$')
-# The end-to-end tests run several real servers under the load the product
-# is for (bursts of thousands of concurrent checks, an open loop of 3,000
-# checks a second): alone, so that another package's tests do not take the
-# two cores they are measured on.
-go test -race -count=1 -timeout 20m ./cmd/ratelimiter
+go test -race -count=1 -timeout 20m $(go list ./... | grep -v -e '/cmd/ratelimiter$' -e '/internal/chaostest$')
+# The end-to-end and fault tests run real servers and proxies under the load
+# the product is for (bursts of thousands of concurrent checks, an open loop
+# of 3,000 checks a second, faults injected mid-flood): one package at a
+# time, so that another package's tests do not take the two cores they are
+# measured on.
+go test -race -count=1 -timeout 20m -p 1 ./internal/chaostest ./cmd/ratelimiter
 # The race detector changes allocation counts, so the zero-allocation
 # assertions skip themselves under -race; run them once without it.
 go test -count=1 -run 'Allocations|DoesNotAllocate' ./metrics/ ./service/ ./policy/
