@@ -168,3 +168,144 @@ function errorMessage(status, text) {
   const snippet = String(text ?? '').trim().slice(0, 200);
   return snippet === '' ? `rate limiter: HTTP ${status}` : `rate limiter: HTTP ${status}: ${snippet}`;
 }
+
+/**
+ * BatchingClient: the same check() as RateLimiterClient, but the checks
+ * made while others are on their way (and those made in the same tick) go
+ * together in one POST {baseUrl}/v1/checks, so a busy application pays one
+ * request for many decisions. A lone check goes at once (after the current
+ * tick). Each check keeps its own signal; one aborted before its request is
+ * sent is not sent. A check the service could not decide rejects alone.
+ *
+ *   POST /v1/checks  [{"namespace","subject","cost"}, ...]  (at most 1,000)
+ *   200 [{...the /v1/check body..., "status": 200|429}, {"status": 4xx|5xx, "error": "..."}]
+ */
+export class BatchingClient {
+  /**
+   * @param {object} options
+   * @param {string} options.baseUrl e.g. "http://ratelimiter:8080"
+   * @param {number} [options.timeoutMs] per request (default 1000)
+   * @param {number} [options.maxBatch] checks per request, 1 to 1000 (default 256)
+   * @param {number} [options.maxInFlight] requests out at once (default 2)
+   * @param {typeof fetch} [options.fetch]
+   * @param {Record<string, string>} [options.headers]
+   */
+  constructor({ baseUrl, timeoutMs = 1000, maxBatch = 256, maxInFlight = 2, fetch: fetchImpl = globalThis.fetch, headers = {} } = {}) {
+    if (typeof baseUrl !== 'string' || baseUrl === '') throw new TypeError('baseUrl is required');
+    new URL(baseUrl);
+    if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new TypeError('timeoutMs must be a positive number');
+    if (!(Number.isSafeInteger(maxBatch) && maxBatch >= 1 && maxBatch <= 1000)) throw new TypeError('maxBatch must be 1 to 1000');
+    if (!(Number.isSafeInteger(maxInFlight) && maxInFlight >= 1)) throw new TypeError('maxInFlight must be 1 or more');
+    if (typeof fetchImpl !== 'function') throw new TypeError('no fetch: use Node.js >= 18 or pass options.fetch');
+    this.url = baseUrl.replace(/\/+$/, '') + '/v1/checks';
+    this.timeoutMs = timeoutMs;
+    this.maxBatch = maxBatch;
+    this.maxInFlight = maxInFlight;
+    this.fetch = fetchImpl;
+    this.headers = { ...headers, 'content-type': 'application/json', accept: 'application/json' };
+    this.pending = [];
+    this.inFlight = 0;
+    this.scheduled = false;
+  }
+
+  /**
+   * @param {{namespace: string, subject: string, cost?: number}} request
+   * @param {{signal?: AbortSignal}} [options]
+   * @returns {Promise<CheckResult>}
+   */
+  check({ namespace, subject, cost = 1 } = {}, { signal } = {}) {
+    if (typeof namespace !== 'string' || namespace === '') throw new TypeError('namespace must be a non-empty string');
+    if (typeof subject !== 'string' || subject === '') throw new TypeError('subject must be a non-empty string');
+    if (!Number.isSafeInteger(cost) || cost < 0) throw new TypeError('cost must be a whole number >= 0');
+    if (signal?.aborted) return Promise.reject(new RateLimiterError('rate limiter: check aborted', { code: 'ABORTED' }));
+    return new Promise((resolve, reject) => {
+      this.pending.push({ body: { namespace, subject, cost }, resolve, reject, signal });
+      this.#schedule();
+    });
+  }
+
+  #schedule() {
+    if (this.scheduled || this.inFlight >= this.maxInFlight) return;
+    this.scheduled = true;
+    // After this tick: the checks made in it go together.
+    queueMicrotask(() => {
+      this.scheduled = false;
+      if (this.inFlight < this.maxInFlight && this.pending.length > 0) this.#flush();
+    });
+  }
+
+  async #flush() {
+    this.inFlight++;
+    try {
+      while (this.pending.length > 0) {
+        const batch = this.pending.splice(0, this.maxBatch).filter((c) => {
+          if (!c.signal?.aborted) return true;
+          c.reject(new RateLimiterError('rate limiter: check aborted', { code: 'ABORTED' }));
+          return false;
+        });
+        if (batch.length > 0) await this.#send(batch);
+      }
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  async #send(batch) {
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, this.timeoutMs);
+    let status;
+    let text;
+    try {
+      const res = await this.fetch(this.url, {
+        method: 'POST',
+        headers: this.headers,
+        body: JSON.stringify(batch.map((c) => c.body)),
+        signal: controller.signal,
+      });
+      status = res.status;
+      text = await res.text();
+    } catch (err) {
+      const e = timedOut
+        ? new RateLimiterError(`rate limiter: no answer within ${this.timeoutMs} ms`, { code: 'TIMEOUT', cause: err })
+        : new RateLimiterError(`rate limiter: request failed: ${err?.message ?? err}`, { code: 'NETWORK', cause: err });
+      for (const c of batch) c.reject(e);
+      return;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (status !== 200) {
+      const e = new RateLimiterError(errorMessage(status, text), { status, code: 'HTTP_STATUS' });
+      for (const c of batch) c.reject(e);
+      return;
+    }
+    let items;
+    try {
+      items = JSON.parse(text);
+    } catch (err) {
+      items = null;
+    }
+    if (!Array.isArray(items) || items.length !== batch.length) {
+      const e = new RateLimiterError(`rate limiter: ${Array.isArray(items) ? items.length : 'no'} answers for ${batch.length} checks`, { status, code: 'BAD_RESPONSE' });
+      for (const c of batch) c.reject(e);
+      return;
+    }
+    batch.forEach((c, i) => {
+      const it = items[i];
+      if (c.signal?.aborted) {
+        c.reject(new RateLimiterError('rate limiter: check aborted', { code: 'ABORTED' }));
+      } else if (it && typeof it.error === 'string') {
+        c.reject(new RateLimiterError(it.error, { status: it.status, code: 'HTTP_STATUS' }));
+      } else {
+        try {
+          c.resolve(decodeDecision(it?.status, JSON.stringify(it)));
+        } catch (err) {
+          c.reject(err);
+        }
+      }
+    });
+  }
+}

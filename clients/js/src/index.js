@@ -1,6 +1,6 @@
 // @distributedratelimiter/client: the HTTP client, the Express-style
 // middleware and the reference implementation of the algorithms.
-export { RateLimiterClient, RateLimiterError } from './client.js';
+export { RateLimiterClient, RateLimiterError, BatchingClient } from './client.js';
 export { rateLimit, bindingLimit } from './express.js';
 export {
   InMemoryLimiter,
