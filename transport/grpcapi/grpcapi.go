@@ -1,8 +1,8 @@
 // Package grpcapi serves the native gRPC API (ratelimiter.v1.RateLimiter,
 // proto/ratelimiter/v1) over a service: Check, CheckMany (up to MaxChecks in
-// order) and CheckStream (each check decided as it arrives, concurrently up
-// to MaxStreamInFlight per stream, answered as soon as it is decided, with
-// its request's id). A check that cannot be decided is answered with its
+// order) and CheckStream (each check decided as it arrives, by up to
+// MaxStreamWorkers goroutines per stream, answered as soon as it is
+// decided, with its request's id). A check that cannot be decided is answered with its
 // status and error, like POST /v1/checks; the stream and the call go on.
 package grpcapi
 
@@ -25,9 +25,13 @@ import (
 // MaxChecks bounds the checks of one CheckMany.
 const MaxChecks = 1000
 
-// MaxStreamInFlight bounds the checks of one stream being decided at once:
-// past it, the stream's next message waits (flow control does the rest).
+// MaxStreamInFlight bounds the checks of one stream received and not yet
+// answered: past it, the stream's next message waits (flow control does
+// the rest).
 const MaxStreamInFlight = 256
+
+// MaxStreamWorkers bounds the goroutines deciding one stream's checks.
+const MaxStreamWorkers = 64
 
 // Server implements pb.RateLimiterServer. Create it with New.
 type Server struct {
@@ -58,14 +62,22 @@ func (s *Server) CheckMany(ctx context.Context, req *pb.CheckManyRequest) (*pb.C
 	return out, nil
 }
 
-// CheckStream implements pb.RateLimiterServer.
+// CheckStream implements pb.RateLimiterServer. The stream's checks are
+// decided by up to MaxStreamWorkers goroutines of its own, started as the
+// stream needs them and kept until it ends (a goroutine per message would
+// grow a fresh stack for every check), each answer sent as soon as it is
+// decided.
 func (s *Server) CheckStream(stream pb.RateLimiter_CheckStreamServer) error {
 	ctx := stream.Context()
 	var mu sync.Mutex // Send is not safe for concurrent use
 	var sendErr error
-	slots := make(chan struct{}, MaxStreamInFlight)
+	work := make(chan *pb.CheckRequest, MaxStreamInFlight)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		close(work)
+		wg.Wait()
+	}()
+	workers := 0
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -74,16 +86,20 @@ func (s *Server) CheckStream(stream pb.RateLimiter_CheckStreamServer) error {
 		if err != nil {
 			return err
 		}
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			res := s.decide(ctx, req)
-			mu.Lock()
-			defer mu.Unlock()
-			if sendErr == nil {
-				sendErr = stream.Send(res)
-			}
-		})
+		if workers < MaxStreamWorkers && (workers == 0 || len(work) > 0) {
+			workers++
+			wg.Go(func() {
+				for req := range work {
+					res := s.decide(ctx, req)
+					mu.Lock()
+					if sendErr == nil {
+						sendErr = stream.Send(res)
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		work <- req
 	}
 }
 
