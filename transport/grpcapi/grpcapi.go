@@ -55,9 +55,15 @@ func (s *Server) CheckMany(ctx context.Context, req *pb.CheckManyRequest) (*pb.C
 	if n := len(req.GetChecks()); n == 0 || n > MaxChecks {
 		return nil, status.Errorf(codes.InvalidArgument, "%d checks, want 1 to %d", n, MaxChecks)
 	}
+	reqs := make([]service.Request, len(req.Checks))
+	for i, c := range req.Checks {
+		reqs[i] = request(c)
+	}
+	res, errs := make([]service.Result, len(reqs)), make([]error, len(reqs))
+	s.svc.CheckMany(ctx, reqs, res, errs)
 	out := &pb.CheckManyResponse{Results: make([]*pb.CheckResponse, len(req.Checks))}
 	for i, c := range req.Checks {
-		out.Results[i] = s.decide(ctx, c)
+		out.Results[i] = response(c.GetId(), &res[i], errs[i])
 	}
 	return out, nil
 }
@@ -105,6 +111,13 @@ func (s *Server) CheckStream(stream pb.RateLimiter_CheckStreamServer) error {
 
 // decide answers one check.
 func (s *Server) decide(ctx context.Context, req *pb.CheckRequest) *pb.CheckResponse {
+	res, err := s.svc.Check(ctx, request(req))
+	return response(req.GetId(), &res, err)
+}
+
+// request is the service's request of a check; cost 0 means 1 unless a
+// peek.
+func request(req *pb.CheckRequest) service.Request {
 	cost := req.GetCost()
 	switch {
 	case req.GetPeek():
@@ -112,8 +125,12 @@ func (s *Server) decide(ctx context.Context, req *pb.CheckRequest) *pb.CheckResp
 	case cost == 0:
 		cost = 1
 	}
-	res, err := s.svc.Check(ctx, service.Request{Namespace: req.GetNamespace(), Subject: req.GetSubject(), Cost: cost})
-	out := &pb.CheckResponse{Id: req.GetId()}
+	return service.Request{Namespace: req.GetNamespace(), Subject: req.GetSubject(), Cost: cost}
+}
+
+// response is the answer of check id, decided as res or failed with err.
+func response(id uint64, res *service.Result, err error) *pb.CheckResponse {
+	out := &pb.CheckResponse{Id: id}
 	if err != nil {
 		out.Status, out.Error = int32(headers.ErrorStatus(err)), err.Error()
 		return out

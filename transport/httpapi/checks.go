@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+
+	"github.com/distributedratelimiter/ratelimiter/service"
 )
 
 // MaxChecks bounds the checks of one POST /v1/checks.
@@ -16,9 +18,9 @@ const MaxChecks = 1000
 const DefaultMaxBatchBodyBytes = 1 << 20
 
 // checks serves POST /v1/checks: a JSON array of checks, each as /v1/check
-// takes it, decided one after the other in the array's order (two checks
-// of one subject in one request are decided as if sent one after the
-// other), answered 200 with an array of results in the same order. Each
+// takes it, the checks of one subject decided in the array's order (as if
+// sent one after the other; service.CheckMany), answered 200 with an array
+// of results in the same order. Each
 // result is /v1/check's body with "status", the status /v1/check would have
 // answered (200, 429; 400, 404 or 503 with "error" for a check that could
 // not be decided). A check's failure is its own: the others are decided.
@@ -39,14 +41,39 @@ func (a *api) checks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	reqs := make([]service.Request, len(items))
+	bad := make([]error, len(items))
+	for i, item := range items {
+		reqs[i], bad[i] = decodeCheck(item)
+	}
+	// The well-formed checks are decided together (service.CheckMany: in
+	// order per subject, concurrently across subjects on Redis).
+	var good []int
+	for i := range reqs {
+		if bad[i] == nil {
+			good = append(good, i)
+		}
+	}
+	goodReqs := make([]service.Request, len(good))
+	for j, i := range good {
+		goodReqs[j] = reqs[i]
+	}
+	results, errs := make([]service.Result, len(good)), make([]error, len(good))
+	a.svc.CheckMany(r.Context(), goodReqs, results, errs)
 	out := getBuf()
 	defer putBuf(out)
 	b := append((*out)[:0], '[')
-	for i, item := range items {
+	j := 0
+	for i := range items {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = a.checkOne(r, b, item)
+		if bad[i] != nil {
+			b = appendItemError(b, http.StatusBadRequest, bad[i].Error())
+			continue
+		}
+		b = a.appendResult(b, &results[j], errs[j])
+		j++
 	}
 	b = append(b, ']')
 	*out = b
@@ -57,14 +84,8 @@ func (a *api) checks(w http.ResponseWriter, r *http.Request) {
 	w.Write(b)
 }
 
-// checkOne decides one element of a /v1/checks array and appends its
-// result to b.
-func (a *api) checkOne(r *http.Request, b []byte, item []byte) []byte {
-	req, err := decodeCheck(item)
-	if err != nil {
-		return appendItemError(b, http.StatusBadRequest, err.Error())
-	}
-	res, err := a.svc.Check(r.Context(), req)
+// appendResult appends one decided element of a /v1/checks array.
+func (a *api) appendResult(b []byte, res *service.Result, err error) []byte {
 	if err != nil {
 		status, msg := checkErrorStatus(err)
 		if status == http.StatusInternalServerError {
@@ -72,13 +93,12 @@ func (a *api) checkOne(r *http.Request, b []byte, item []byte) []byte {
 		}
 		return appendItemError(b, status, msg)
 	}
-	b = appendCheckBody(b, &res)
+	b = appendCheckBody(b, res)
 	// appendCheckBody ends with "}\n": the status goes in before them.
 	b = b[:len(b)-2]
 	b = append(b, `,"status":`...)
-	b = strconv.AppendInt(b, int64(verdictStatus(&res)), 10)
-	b = append(b, '}')
-	return b
+	b = strconv.AppendInt(b, int64(verdictStatus(res)), 10)
+	return append(b, '}')
 }
 
 func appendItemError(b []byte, status int, msg string) []byte {

@@ -1,0 +1,47 @@
+package service
+
+import (
+	"context"
+	"sync"
+)
+
+// MaxManyConcurrency bounds the subjects CheckMany decides at once on a
+// remote store.
+const MaxManyConcurrency = 64
+
+// CheckMany decides reqs, each as Check would, into res and errs (of the
+// same length): the checks of one namespace and subject one after the
+// other, in the order of reqs, as if sent in sequence. With a remote store
+// (a Guard: Redis), the checks of different subjects are decided
+// concurrently, so that the store batches them into few round trips; with
+// an in-process store, in order, on this goroutine (nothing to wait for).
+func (s *Service) CheckMany(ctx context.Context, reqs []Request, res []Result, errs []error) {
+	if s.guard == nil || len(reqs) < 2 {
+		for i := range reqs {
+			res[i], errs[i] = s.Check(ctx, reqs[i])
+		}
+		return
+	}
+	type key struct{ ns, subject string }
+	order := make(map[key][]int, len(reqs))
+	var keys []key
+	for i, r := range reqs {
+		k := key{r.Namespace, r.Subject}
+		if _, ok := order[k]; !ok {
+			keys = append(keys, k)
+		}
+		order[k] = append(order[k], i)
+	}
+	slots := make(chan struct{}, MaxManyConcurrency)
+	var wg sync.WaitGroup
+	for _, k := range keys {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			for _, i := range order[k] {
+				res[i], errs[i] = s.Check(ctx, reqs[i])
+			}
+		})
+	}
+	wg.Wait()
+}
