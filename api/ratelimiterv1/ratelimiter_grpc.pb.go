@@ -34,8 +34,9 @@ const (
 type RateLimiterClient interface {
 	// Check decides one check.
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
-	// CheckMany decides up to 1,000 checks in order (two checks of one
-	// subject as if sent one after the other), each answered on its own.
+	// CheckMany decides up to 1,000 checks, the checks of one subject in
+	// their order (as if sent one after the other; on a shared store,
+	// different subjects concurrently), each answered on its own, in order.
 	CheckMany(ctx context.Context, in *CheckManyRequest, opts ...grpc.CallOption) (*CheckManyResponse, error)
 	// CheckStream decides the checks of a stream concurrently and answers
 	// each as soon as it is decided, with the id of its request: answers may
@@ -90,8 +91,9 @@ type RateLimiter_CheckStreamClient = grpc.BidiStreamingClient[CheckRequest, Chec
 type RateLimiterServer interface {
 	// Check decides one check.
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
-	// CheckMany decides up to 1,000 checks in order (two checks of one
-	// subject as if sent one after the other), each answered on its own.
+	// CheckMany decides up to 1,000 checks, the checks of one subject in
+	// their order (as if sent one after the other; on a shared store,
+	// different subjects concurrently), each answered on its own, in order.
 	CheckMany(context.Context, *CheckManyRequest) (*CheckManyResponse, error)
 	// CheckStream decides the checks of a stream concurrently and answers
 	// each as soon as it is decided, with the id of its request: answers may

@@ -6,7 +6,7 @@
 //
 //	POST /v1/check    {"namespace":"orders","subject":"user-42","cost":1}
 //	                  200 allowed, 429 denied; JSON body and rate limit headers
-//	POST /v1/checks   [{...},{...}]: up to MaxChecks checks decided in order,
+//	POST /v1/checks   [{...},{...}]: up to MaxChecks checks, each subject's in order,
 //	                  200 with an array of /v1/check's bodies, each with its "status"
 //	ANY  /v1/gate?namespace=orders
 //	                  subject from the namespace's subject header, cost from
