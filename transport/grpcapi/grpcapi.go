@@ -1,9 +1,10 @@
 // Package grpcapi serves the native gRPC API (ratelimiter.v1.RateLimiter,
-// proto/ratelimiter/v1) over a service: Check, CheckMany (up to MaxChecks,
-// each subject's in order: service.CheckMany) and CheckStream (each check decided as it arrives, by up to
-// MaxStreamWorkers goroutines per stream, answered as soon as it is
-// decided, with its request's id). A check that cannot be decided is answered with its
-// status and error, like POST /v1/checks; the stream and the call go on.
+// proto/ratelimiter/v1) over a service: Check; CheckMany, up to MaxChecks,
+// each subject's in order (service.CheckMany); and CheckStream, each check
+// decided as it arrives by up to MaxStreamWorkers goroutines per stream and
+// answered as soon as it is decided, with its request's id. A check that
+// cannot be decided is answered with its status and error, like POST
+// /v1/checks; the stream and the call go on.
 package grpcapi
 
 import (
