@@ -5,6 +5,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 
 	"github.com/distributedratelimiter/ratelimiter/transport/grpcapi"
 	"github.com/distributedratelimiter/ratelimiter/transport/rls"
@@ -22,7 +23,8 @@ func newNative(s *grpcapi.Server, traced bool) netServer {
 
 // newGRPC is a gRPC server of one service, registered by register, with
 // the standard gRPC health service, which reports NOT_SERVING once
-// shutdown begins.
+// shutdown begins, and server reflection, so that grpcurl can list and
+// describe it.
 func newGRPC(name string, register func(grpc.ServiceRegistrar), traced bool) netServer {
 	var opts []grpc.ServerOption
 	if traced {
@@ -30,6 +32,7 @@ func newGRPC(name string, register func(grpc.ServiceRegistrar), traced bool) net
 	}
 	g := grpc.NewServer(opts...)
 	register(g)
+	reflection.Register(g) // grpcurl -plaintext ADDR list / describe
 	hs := health.NewServer()
 	hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(g, hs)
