@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the project, on a fresh machine too: installs
-# redis-server, promtool and chromium (Debian packages) when they are missing,
-# then runs the Go suite with the race detector (real redis-server processes
-# on loopback ports, started and stopped by the tests; the alert rules' unit
-# tests under promtool; the live page in headless Chromium), vets the
-# benchmark module, and runs the JavaScript package's tests.
+# redis-server, promtool, chromium, nginx and caddy (Debian packages) when
+# they are missing, then runs the Go suite with the race detector (real
+# redis-server processes on loopback ports, started and stopped by the tests;
+# the alert rules' unit tests under promtool; the live page in headless
+# Chromium; nginx and Caddy in front of a backend), vets the benchmark
+# module, and runs the JavaScript package's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -8,10 +8,11 @@
 //	                  200 allowed, 429 denied; JSON body and rate limit headers
 //	POST /v1/checks   [{...},{...}]: up to MaxChecks checks, each subject's in order,
 //	                  200 with an array of /v1/check's bodies, each with its "status"
-//	ANY  /v1/gate?namespace=orders
+//	ANY  /v1/gate?namespace=orders[&deny_status=403]
 //	                  subject from the namespace's subject header, cost from
-//	                  X-RateLimit-Cost (default 1); 200 or 429, same headers,
-//	                  empty body (nginx auth_request, Caddy forward_auth)
+//	                  X-RateLimit-Cost (default 1); 200 or 429 (or deny_status:
+//	                  401 or 403, which nginx's auth_request can map), same
+//	                  headers, empty body (nginx auth_request, Caddy forward_auth)
 //	GET  /healthz     200 "ok" while the process serves
 //	GET  /readyz      200 when the service has a policy and can decide: its store
 //	                  answers, or (Redis mode) the failure policies answer for it
@@ -319,6 +320,16 @@ func (a *api) gate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "namespace "+name+" has no subject header configured")
 		return
 	}
+	denyStatus := http.StatusTooManyRequests
+	if v := r.URL.Query().Get("deny_status"); v != "" {
+		switch v {
+		case "401", "403", "429":
+			denyStatus, _ = strconv.Atoi(v)
+		default:
+			writeError(w, http.StatusBadRequest, "query parameter deny_status must be 401, 403 or 429, got "+strconv.Quote(truncate(v, 16)))
+			return
+		}
+	}
 	cost, err := headers.RequestCost(r, ns)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -346,7 +357,11 @@ func (a *api) gate(w http.ResponseWriter, r *http.Request) {
 	sb := getBuf()
 	defer putBuf(sb)
 	*sb = headers.Set(w.Header(), &res, "", *sb)
-	w.WriteHeader(verdictStatus(&res))
+	status := verdictStatus(&res)
+	if status == http.StatusTooManyRequests {
+		status = denyStatus
+	}
+	w.WriteHeader(status)
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {

@@ -433,6 +433,17 @@ func TestGate(t *testing.T) {
 		t.Fatalf("6th: %d %q", w.Code, w.Body)
 	}
 	wantHeaders(t, w.Header(), map[string]string{"Retry-After": "7200", "X-RateLimit-Remaining": "0"})
+	// deny_status: the status of a denial, for proxies (nginx's
+	// auth_request) that turn a 429 into a 500; the headers are the same.
+	for _, st := range []int{401, 403, 429} {
+		w = f.do(http.MethodGet, "/v1/gate?namespace=tiny&deny_status="+strconv.Itoa(st), "", "X-User-ID", "gate-user")
+		if w.Code != st || w.Header().Get("Retry-After") != "7200" {
+			t.Errorf("deny_status=%d: %d %v", st, w.Code, w.Header())
+		}
+	}
+	if w = f.do(http.MethodGet, "/v1/gate?namespace=tiny&deny_status=403", "", "X-User-ID", "other"); w.Code != http.StatusOK {
+		t.Errorf("an admitted request with deny_status: %d", w.Code)
+	}
 
 	// Cost from the namespace's trusted cost header; the subject header is
 	// per namespace.
@@ -459,6 +470,7 @@ func TestGate(t *testing.T) {
 		{"/v1/gate?namespace=fifty", []string{"X-Api-Key", "u", "X-RateLimit-Cost", "-3"}, 400, "-3; a gated request costs at least 1"},
 		{"/v1/gate?namespace=fifty", []string{"X-Api-Key", "u", "X-RateLimit-Cost", "0"}, 400, "0; a gated request costs at least 1"},
 		{"/v1/gate?namespace=tiny", []string{"X-User-ID", strings.Repeat("u", 300)}, 400, "invalid subject"},
+		{"/v1/gate?namespace=tiny&deny_status=200", []string{"X-User-ID", "u"}, 400, "deny_status must be 401, 403 or 429"},
 	}
 	for _, b := range bad {
 		assertError(t, f.do(http.MethodGet, b.target, "", b.hdr...), b.status, b.want)
