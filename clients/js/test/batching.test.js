@@ -1,19 +1,11 @@
-// BatchingClient against the real Go server: this test builds
-// cmd/ratelimiter from the repository (a Go toolchain on PATH is required,
-// as for the conformance test: without it the test fails with what to
-// install, never skips), starts `ratelimiter serve` on a free loopback
-// port, and stops that process when done.
+// BatchingClient against the real Go server (test-support/real-server.js:
+// built from this repository, started on a free loopback port, stopped
+// when done).
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { BatchingClient, RateLimiterError } from '../src/client.js';
-
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+import { startServer } from '../test-support/real-server.js';
 
 const CONFIG = `namespaces:
   - name: orders
@@ -23,37 +15,6 @@ const CONFIG = `namespaces:
         limit: 5
         period: 10h
 `;
-
-/** Builds and starts the server; resolves with its base URL. */
-async function startServer(t) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'rl-js-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const bin = path.join(dir, 'ratelimiter');
-  const build = spawnSync('go', ['build', '-o', bin, './cmd/ratelimiter'], { cwd: repoRoot, encoding: 'utf8' });
-  assert.ok(!build.error && build.status === 0, `building the server needs Go on PATH (go.mod names the version): ${build.error ?? build.stderr}`);
-  const cfg = path.join(dir, 'config.yaml');
-  writeFileSync(cfg, CONFIG);
-  const proc = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--log-format', 'json', '--config', cfg], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  t.after(() => proc.kill('SIGKILL')); // the process this test started, by its handle
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    proc.stderr.setEncoding('utf8');
-    proc.stderr.on('data', (chunk) => {
-      buf += chunk;
-      for (const line of buf.split('\n')) {
-        try {
-          const rec = JSON.parse(line);
-          if (rec.msg === 'listening' && rec.addr) resolve(`http://${rec.addr}`);
-        } catch {
-          // a partial line
-        }
-      }
-    });
-    proc.on('exit', (code) => reject(new Error(`the server exited with ${code}: ${buf}`)));
-  });
-}
 
 /** fetch that counts its calls. */
 function countingFetch() {
@@ -66,7 +27,7 @@ function countingFetch() {
 }
 
 test('BatchingClient against the real server', async (t) => {
-  const baseUrl = await startServer(t);
+  const { baseUrl } = await startServer(t, CONFIG);
 
   await t.test('800 concurrent checks of 8 subjects: exactly 5 admitted each, in far fewer requests', async () => {
     const fetch = countingFetch();
