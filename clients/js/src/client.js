@@ -58,14 +58,7 @@ export class RateLimiterClient {
    * @param {Record<string, string>} [options.headers] extra request headers
    */
   constructor({ baseUrl, timeoutMs = 1000, fetch: fetchImpl = globalThis.fetch, headers = {} } = {}) {
-    if (typeof baseUrl !== 'string' || baseUrl === '') throw new TypeError('baseUrl is required');
-    new URL(baseUrl); // throws on a malformed URL
-    if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new TypeError('timeoutMs must be a positive number');
-    if (typeof fetchImpl !== 'function') throw new TypeError('no fetch: use Node.js >= 18 or pass options.fetch');
-    this.url = baseUrl.replace(/\/+$/, '') + '/v1/check';
-    this.timeoutMs = timeoutMs;
-    this.fetch = fetchImpl;
-    this.headers = { ...headers, 'content-type': 'application/json', accept: 'application/json' };
+    Object.assign(this, transport({ baseUrl, timeoutMs, fetchImpl, headers }, '/v1/check'));
   }
 
   /**
@@ -77,48 +70,64 @@ export class RateLimiterClient {
    * @returns {Promise<CheckResult>}
    */
   async check({ namespace, subject, cost = 1 } = {}, { signal } = {}) {
-    if (typeof namespace !== 'string' || namespace === '') throw new TypeError('namespace must be a non-empty string');
-    if (typeof subject !== 'string' || subject === '') throw new TypeError('subject must be a non-empty string');
-    if (!Number.isSafeInteger(cost) || cost < 0) throw new TypeError('cost must be a whole number >= 0');
-
-    const controller = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, this.timeoutMs);
-    const onAbort = () => controller.abort();
-    if (signal) {
-      if (signal.aborted) controller.abort();
-      else signal.addEventListener('abort', onAbort, { once: true });
-    }
-
-    let status;
-    let text;
-    try {
-      const res = await this.fetch(this.url, {
-        method: 'POST',
-        headers: this.headers,
-        body: JSON.stringify({ namespace, subject, cost }),
-        signal: controller.signal,
-      });
-      status = res.status;
-      text = await res.text(); // still under the timeout
-    } catch (err) {
-      if (timedOut) {
-        throw new RateLimiterError(`rate limiter: no answer within ${this.timeoutMs} ms`, { code: 'TIMEOUT', cause: err });
-      }
-      if (controller.signal.aborted) {
-        throw new RateLimiterError('rate limiter: check aborted', { code: 'ABORTED', cause: err });
-      }
-      throw new RateLimiterError(`rate limiter: request failed: ${err?.message ?? err}`, { code: 'NETWORK', cause: err });
-    } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    }
-
+    validateRequest({ namespace, subject, cost });
+    const { status, text } = await post(this, JSON.stringify({ namespace, subject, cost }), signal);
     if (status === 200 || status === 429) return decodeDecision(status, text);
     throw new RateLimiterError(errorMessage(status, text), { status, code: 'HTTP_STATUS' });
+  }
+}
+
+/** The options both clients share, checked; path is the endpoint's. */
+function transport({ baseUrl, timeoutMs, fetchImpl, headers }, path) {
+  if (typeof baseUrl !== 'string' || baseUrl === '') throw new TypeError('baseUrl is required');
+  new URL(baseUrl); // throws on a malformed URL
+  if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new TypeError('timeoutMs must be a positive number');
+  if (typeof fetchImpl !== 'function') throw new TypeError('no fetch: use Node.js >= 18 or pass options.fetch');
+  return {
+    url: baseUrl.replace(/\/+$/, '') + path,
+    timeoutMs,
+    fetch: fetchImpl,
+    headers: { ...headers, 'content-type': 'application/json', accept: 'application/json' },
+  };
+}
+
+function validateRequest({ namespace, subject, cost }) {
+  if (typeof namespace !== 'string' || namespace === '') throw new TypeError('namespace must be a non-empty string');
+  if (typeof subject !== 'string' || subject === '') throw new TypeError('subject must be a non-empty string');
+  if (!Number.isSafeInteger(cost) || cost < 0) throw new TypeError('cost must be a whole number >= 0');
+}
+
+/**
+ * POSTs body to c.url within c.timeoutMs (the answer's body included) and
+ * resolves with its status and text; rejects with a RateLimiterError of
+ * code TIMEOUT, ABORTED (signal) or NETWORK.
+ */
+async function post(c, body, signal) {
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, c.timeoutMs);
+  const onAbort = () => controller.abort();
+  if (signal) {
+    if (signal.aborted) controller.abort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  }
+  try {
+    const res = await c.fetch(c.url, { method: 'POST', headers: c.headers, body, signal: controller.signal });
+    return { status: res.status, text: await res.text() }; // still under the timeout
+  } catch (err) {
+    if (timedOut) {
+      throw new RateLimiterError(`rate limiter: no answer within ${c.timeoutMs} ms`, { code: 'TIMEOUT', cause: err });
+    }
+    if (controller.signal.aborted) {
+      throw new RateLimiterError('rate limiter: check aborted', { code: 'ABORTED', cause: err });
+    }
+    throw new RateLimiterError(`rate limiter: request failed: ${err?.message ?? err}`, { code: 'NETWORK', cause: err });
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
   }
 }
 
@@ -133,6 +142,11 @@ function decodeDecision(status, text) {
       cause: err,
     });
   }
+  return decision(status, body);
+}
+
+/** The decision of a parsed /v1/check body answered with status. */
+function decision(status, body) {
   // A 429 from something in front of the service (a proxy) has no decision.
   if (body === null || typeof body !== 'object' || body.allowed !== (status === 200)) {
     throw new RateLimiterError(`rate limiter: HTTP ${status} without a matching decision`, {
@@ -191,18 +205,11 @@ export class BatchingClient {
    * @param {Record<string, string>} [options.headers]
    */
   constructor({ baseUrl, timeoutMs = 1000, maxBatch = 256, maxInFlight = 2, fetch: fetchImpl = globalThis.fetch, headers = {} } = {}) {
-    if (typeof baseUrl !== 'string' || baseUrl === '') throw new TypeError('baseUrl is required');
-    new URL(baseUrl);
-    if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new TypeError('timeoutMs must be a positive number');
+    Object.assign(this, transport({ baseUrl, timeoutMs, fetchImpl, headers }, '/v1/checks'));
     if (!(Number.isSafeInteger(maxBatch) && maxBatch >= 1 && maxBatch <= 1000)) throw new TypeError('maxBatch must be 1 to 1000');
     if (!(Number.isSafeInteger(maxInFlight) && maxInFlight >= 1)) throw new TypeError('maxInFlight must be 1 or more');
-    if (typeof fetchImpl !== 'function') throw new TypeError('no fetch: use Node.js >= 18 or pass options.fetch');
-    this.url = baseUrl.replace(/\/+$/, '') + '/v1/checks';
-    this.timeoutMs = timeoutMs;
     this.maxBatch = maxBatch;
     this.maxInFlight = maxInFlight;
-    this.fetch = fetchImpl;
-    this.headers = { ...headers, 'content-type': 'application/json', accept: 'application/json' };
     this.pending = [];
     this.inFlight = 0;
     this.scheduled = false;
@@ -214,9 +221,7 @@ export class BatchingClient {
    * @returns {Promise<CheckResult>}
    */
   check({ namespace, subject, cost = 1 } = {}, { signal } = {}) {
-    if (typeof namespace !== 'string' || namespace === '') throw new TypeError('namespace must be a non-empty string');
-    if (typeof subject !== 'string' || subject === '') throw new TypeError('subject must be a non-empty string');
-    if (!Number.isSafeInteger(cost) || cost < 0) throw new TypeError('cost must be a whole number >= 0');
+    validateRequest({ namespace, subject, cost });
     if (signal?.aborted) return Promise.reject(new RateLimiterError('rate limiter: check aborted', { code: 'ABORTED' }));
     return new Promise((resolve, reject) => {
       this.pending.push({ body: { namespace, subject, cost }, resolve, reject, signal });
@@ -251,31 +256,13 @@ export class BatchingClient {
   }
 
   async #send(batch) {
-    const controller = new AbortController();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, this.timeoutMs);
     let status;
     let text;
     try {
-      const res = await this.fetch(this.url, {
-        method: 'POST',
-        headers: this.headers,
-        body: JSON.stringify(batch.map((c) => c.body)),
-        signal: controller.signal,
-      });
-      status = res.status;
-      text = await res.text();
+      ({ status, text } = await post(this, JSON.stringify(batch.map((c) => c.body))));
     } catch (err) {
-      const e = timedOut
-        ? new RateLimiterError(`rate limiter: no answer within ${this.timeoutMs} ms`, { code: 'TIMEOUT', cause: err })
-        : new RateLimiterError(`rate limiter: request failed: ${err?.message ?? err}`, { code: 'NETWORK', cause: err });
-      for (const c of batch) c.reject(e);
+      for (const c of batch) c.reject(err);
       return;
-    } finally {
-      clearTimeout(timer);
     }
     if (status !== 200) {
       const e = new RateLimiterError(errorMessage(status, text), { status, code: 'HTTP_STATUS' });
@@ -285,8 +272,8 @@ export class BatchingClient {
     let items;
     try {
       items = JSON.parse(text);
-    } catch (err) {
-      items = null;
+    } catch {
+      // not JSON: rejected below
     }
     if (!Array.isArray(items) || items.length !== batch.length) {
       const e = new RateLimiterError(`rate limiter: ${Array.isArray(items) ? items.length : 'no'} answers for ${batch.length} checks`, { status, code: 'BAD_RESPONSE' });
@@ -301,7 +288,7 @@ export class BatchingClient {
         c.reject(new RateLimiterError(it.error, { status: it.status, code: 'HTTP_STATUS' }));
       } else {
         try {
-          c.resolve(decodeDecision(it?.status, JSON.stringify(it)));
+          c.resolve(decision(it?.status, it));
         } catch (err) {
           c.reject(err);
         }
