@@ -3,9 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/http"
-	"sync"
 	"testing"
 
 	"github.com/distributedratelimiter/ratelimiter/client"
@@ -27,36 +24,7 @@ func newClient(t *testing.T, url string, o client.Options) *client.Client {
 func TestConcurrentChecksBatchAndStayExact(t *testing.T) {
 	srv := apitest.New(t, 50)
 	c := newClient(t, srv.URL, client.Options{})
-	var mu sync.Mutex
-	admitted := map[string]int{}
-	var wg sync.WaitGroup
-	for i := range 2000 {
-		wg.Go(func() {
-			subject := fmt.Sprint("user-", i%40)
-			res, err := c.Check(context.Background(), client.Request{Namespace: "orders", Subject: subject})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if res.Allowed != (res.Status == http.StatusOK) || res.Subject != subject || len(res.Limits) != 1 {
-				t.Errorf("result %+v", res)
-			}
-			if res.Allowed {
-				mu.Lock()
-				admitted[subject]++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	for s, n := range admitted {
-		if n != 50 {
-			t.Errorf("%s admitted %d, want 50", s, n)
-		}
-	}
-	if len(admitted) != 40 {
-		t.Errorf("%d subjects admitted, want 40", len(admitted))
-	}
+	apitest.ExactUnderConcurrency(t, c, 2000, 40, 50)
 	t.Logf("2,000 checks in %d requests", srv.Batches.Load())
 	if n := srv.Batches.Load(); n >= 2000/4 {
 		t.Errorf("2,000 concurrent checks took %d requests: want batches (at most a quarter as many)", n)

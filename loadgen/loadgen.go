@@ -243,7 +243,7 @@ func checker(cfg Config) (func(subject string) (int, error), func(), error) {
 	case ModeCheck:
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = cfg.Callers
-		hc := &http.Client{Transport: t, Timeout: 10 * time.Second}
+		hc := &http.Client{Transport: t, Timeout: checkTimeout}
 		url := base + "/v1/check"
 		prefix := `{"namespace":` + strconv.Quote(cfg.Namespace) + `,"subject":`
 		return func(subject string) (int, error) {
@@ -262,20 +262,11 @@ func checker(cfg Config) (func(subject string) (int, error), func(), error) {
 			return failed, fmt.Errorf("status %d", resp.StatusCode)
 		}, hc.CloseIdleConnections, nil
 	case ModeChecks:
-		c, err := client.New(base, client.Options{Timeout: 10 * time.Second})
+		c, err := client.New(base, client.Options{Timeout: checkTimeout})
 		if err != nil {
 			return nil, nil, err
 		}
-		return func(subject string) (int, error) {
-			res, err := c.Check(context.Background(), client.Request{Namespace: cfg.Namespace, Subject: subject})
-			switch {
-			case err != nil:
-				return failed, err
-			case res.Allowed:
-				return allowed, nil
-			}
-			return denied, nil
-		}, func() { c.Close() }, nil
+		return viaClient(c, cfg.Namespace), func() { c.Close() }, nil
 	case ModeGRPC:
 		conn, err := grpc.NewClient(cfg.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -283,7 +274,7 @@ func checker(cfg Config) (func(subject string) (int, error), func(), error) {
 		}
 		rl := pb.NewRateLimiterClient(conn)
 		return func(subject string) (int, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 			defer cancel()
 			res, err := rl.Check(ctx, &pb.CheckRequest{Namespace: cfg.Namespace, Subject: subject})
 			switch {
@@ -301,20 +292,31 @@ func checker(cfg Config) (func(subject string) (int, error), func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		return func(subject string) (int, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			res, err := c.Check(ctx, client.Request{Namespace: cfg.Namespace, Subject: subject})
-			switch {
-			case err != nil:
-				return failed, err
-			case res.Allowed:
-				return allowed, nil
-			}
-			return denied, nil
-		}, func() { c.Close() }, nil
+		return viaClient(c, cfg.Namespace), func() { c.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("loadgen: mode %q: want %s, %s, %s or %s", cfg.Mode, ModeCheck, ModeChecks, ModeGRPC, ModeStream)
+}
+
+// checkTimeout bounds one check of the generator.
+const checkTimeout = 10 * time.Second
+
+// viaClient sends each check through c, one of the batching clients
+// (package client, client/grpcclient): their Check is the same.
+func viaClient(c interface {
+	Check(context.Context, client.Request) (client.Result, error)
+}, namespace string) func(subject string) (int, error) {
+	return func(subject string) (int, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+		defer cancel()
+		res, err := c.Check(ctx, client.Request{Namespace: namespace, Subject: subject})
+		switch {
+		case err != nil:
+			return failed, err
+		case res.Allowed:
+			return allowed, nil
+		}
+		return denied, nil
+	}
 }
 
 // progress prints a line a second until the returned function is called.

@@ -3,8 +3,6 @@ package grpcclient_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"sync"
 	"testing"
 
 	"github.com/distributedratelimiter/ratelimiter/client"
@@ -20,36 +18,7 @@ func TestClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var mu sync.Mutex
-	admitted := map[string]int{}
-	var wg sync.WaitGroup
-	for i := range 2000 {
-		wg.Go(func() {
-			s := fmt.Sprint("user-", i%40)
-			res, err := c.Check(context.Background(), client.Request{Namespace: "orders", Subject: s})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			if res.Subject != s || (res.Status == 200) != res.Allowed {
-				t.Errorf("result %+v", res)
-			}
-			if res.Allowed {
-				mu.Lock()
-				admitted[s]++
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	for s, n := range admitted {
-		if n != 50 {
-			t.Errorf("%s admitted %d, want 50", s, n)
-		}
-	}
-	if len(admitted) != 40 {
-		t.Errorf("%d subjects admitted", len(admitted))
-	}
+	apitest.ExactUnderConcurrency(t, c, 2000, 40, 50)
 	var e *client.Error
 	if _, err := c.Check(context.Background(), client.Request{Namespace: "nope", Subject: "a"}); !errors.As(err, &e) || e.Status != 404 {
 		t.Errorf("unknown namespace: %v", err)

@@ -4,13 +4,17 @@
 package apitest
 
 import (
+	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/distributedratelimiter/ratelimiter/client"
 	"github.com/distributedratelimiter/ratelimiter/limit"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
@@ -84,4 +88,48 @@ func Service(t testing.TB, perHour int64) *service.Service {
 		t.Fatal(err)
 	}
 	return svc
+}
+
+// Checker is a client's Check (package client, client/grpcclient).
+type Checker interface {
+	Check(context.Context, client.Request) (client.Result, error)
+}
+
+// ExactUnderConcurrency sends n concurrent checks of subjects "user-0" to
+// "user-<subjects-1>" through c, against a Server of perHour checks an hour
+// (New, NewGRPC), and fails t unless every answer is a decision of its own
+// subject, 200 when allowed and 429 when denied, and each subject was
+// admitted exactly perHour times.
+func ExactUnderConcurrency(t testing.TB, c Checker, n, subjects int, perHour int64) {
+	t.Helper()
+	var mu sync.Mutex
+	admitted := map[string]int64{}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			subject := fmt.Sprint("user-", i%subjects)
+			res, err := c.Check(context.Background(), client.Request{Namespace: "orders", Subject: subject})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Subject != subject || res.Allowed != (res.Status == http.StatusOK) || (!res.Allowed && res.Status != http.StatusTooManyRequests) || len(res.Limits) != 1 {
+				t.Errorf("result %+v", res)
+			}
+			if res.Allowed {
+				mu.Lock()
+				admitted[subject]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for s, got := range admitted {
+		if got != perHour {
+			t.Errorf("%s admitted %d, want %d", s, got, perHour)
+		}
+	}
+	if len(admitted) != subjects {
+		t.Errorf("%d subjects admitted, want %d", len(admitted), subjects)
+	}
 }
