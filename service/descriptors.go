@@ -239,51 +239,33 @@ func (s *Service) guardedAll(ctx context.Context, snap *policy.Snapshot, res *Re
 			}
 		}
 	}
-	shard := g.shard(reqs[0].Key)
-	var done func(error)
 	if bs := g.breakers; bs != nil {
 		for j := range reqs {
 			if sh := g.shard(reqs[j].Key); !bs.closed(sh) {
 				return s.fallbackAll(ctx, res, reqs, out, fmt.Errorf("%w: circuit breaker open", store.ErrUnavailable))
 			}
 		}
-		var err error
-		if done, err = bs.cbs[shard].Allow(); err != nil {
-			return s.fallbackAll(ctx, res, reqs, out, fmt.Errorf("%w: circuit breaker: %w", store.ErrUnavailable, err))
-		}
 	}
-	if g.waiting.Add(1) > g.maxWaiting {
-		g.waiting.Add(-1)
-		if done != nil {
-			done(errExcluded)
-		}
-		res.DecidedBy = DecidedByShed
-		return fmt.Errorf("%w (%d waiting)", ErrOverloaded, g.maxWaiting)
-	}
-	answered := g.answers[shard].n.Load()
-	cctx, cancel := context.WithTimeout(ctx, g.maxWait)
-	_, err := s.store.ApplyAll(cctx, reqs, out)
-	cancel()
-	g.waiting.Add(-1)
-	if err == nil {
-		g.answers[shard].n.Add(1)
-		if done != nil {
-			done(nil)
-		}
-		for j := range reqs {
-			if !out[j].Allowed && g.deny != nil {
-				g.deny.insert(snap, reqs[j], &out[j], now)
+	t, outcome, err := s.admit(g.shard(reqs[0].Key))
+	if outcome == failedReturn {
+		cctx, cancel := context.WithTimeout(ctx, g.maxWait)
+		_, err = s.store.ApplyAll(cctx, reqs, out)
+		cancel()
+		if outcome, err = s.settle(ctx, t, err); err == nil {
+			for j := range reqs {
+				if !out[j].Allowed && g.deny != nil {
+					g.deny.insert(snap, reqs[j], &out[j], now)
+				}
+				if res.Set.Namespace.OnStoreError == policy.FailLocal {
+					g.seed(reqs[j], &out[j])
+				}
 			}
-			if res.Set.Namespace.OnStoreError == policy.FailLocal {
-				g.seed(reqs[j], &out[j])
-			}
+			return nil
 		}
-		return nil
 	}
-	switch s.afterFailure(ctx, err, shard, answered, done) {
+	switch outcome {
 	case failedShed:
 		res.DecidedBy = DecidedByShed
-		return fmt.Errorf("%w: no answer within %v while the store answered others: %w", ErrOverloaded, g.maxWait, err)
 	case failedPolicy:
 		return s.fallbackAll(ctx, res, reqs, out, err)
 	}

@@ -282,52 +282,88 @@ func (s *Service) guarded(ctx context.Context, snap *policy.Snapshot, res *Resul
 		}
 	}
 	shard := g.shard(req.Key)
-	var done func(error)
-	if bs := g.breakers; bs != nil {
-		if !bs.closed(shard) {
-			return s.fallback(ctx, res, req, fmt.Errorf("%w: circuit breaker open", store.ErrUnavailable))
-		}
-		var err error
-		if done, err = bs.cbs[shard].Allow(); err != nil {
-			// It opened since: do not wait on the store.
-			return s.fallback(ctx, res, req, fmt.Errorf("%w: circuit breaker: %w", store.ErrUnavailable, err))
+	if bs := g.breakers; bs != nil && !bs.closed(shard) {
+		return s.fallback(ctx, res, req, fmt.Errorf("%w: circuit breaker open", store.ErrUnavailable))
+	}
+	t, outcome, err := s.admit(shard)
+	if outcome == failedReturn {
+		cctx, cancel := context.WithTimeout(ctx, g.maxWait)
+		var v limit.Verdict
+		v, err = s.store.Apply(cctx, req)
+		cancel()
+		if outcome, err = s.settle(ctx, t, err); err == nil {
+			if !v.Allowed && g.deny != nil {
+				g.deny.insert(snap, req, &v, now)
+			}
+			if res.Set.Namespace.OnStoreError == policy.FailLocal {
+				g.seed(req, &v)
+			}
+			res.Verdict = v
+			return nil
 		}
 	}
-	if g.waiting.Add(1) > g.maxWaiting {
-		g.waiting.Add(-1)
-		if done != nil {
-			done(errExcluded)
-		}
-		res.DecidedBy = DecidedByShed
-		return fmt.Errorf("%w (%d waiting)", ErrOverloaded, g.maxWaiting)
-	}
-	answered := g.answers[shard].n.Load()
-	cctx, cancel := context.WithTimeout(ctx, g.maxWait)
-	v, err := s.store.Apply(cctx, req)
-	cancel()
-	g.waiting.Add(-1)
-	if err == nil {
-		g.answers[shard].n.Add(1)
-		if done != nil {
-			done(nil)
-		}
-		if !v.Allowed && g.deny != nil {
-			g.deny.insert(snap, req, &v, now)
-		}
-		if res.Set.Namespace.OnStoreError == policy.FailLocal {
-			g.seed(req, &v)
-		}
-		res.Verdict = v
-		return nil
-	}
-	switch s.afterFailure(ctx, err, shard, answered, done) {
+	switch outcome {
 	case failedShed:
 		res.DecidedBy = DecidedByShed
-		return fmt.Errorf("%w: no answer within %v while the store answered others: %w", ErrOverloaded, g.maxWait, err)
 	case failedPolicy:
 		return s.fallback(ctx, res, req, err)
 	}
 	return err
+}
+
+// ticket is a store call admitted by the guard (admit), to settle.
+type ticket struct {
+	shard    int
+	done     func(error) // the breaker's, nil without one
+	answered uint64      // the failure domain's answer count at admission
+}
+
+// admit lets a store call of shard through the guard: its breaker (a
+// refusal is the failure policy's turn, failedPolicy, with the cause) and
+// the bound on the checks waiting for the store (past it, failedShed with
+// ErrOverloaded). failedReturn with a nil error means admitted: make the
+// call within maxWait, then settle it.
+func (s *Service) admit(shard int) (ticket, int, error) {
+	g := s.guard
+	t := ticket{shard: shard}
+	if bs := g.breakers; bs != nil {
+		var err error
+		if t.done, err = bs.cbs[shard].Allow(); err != nil {
+			// It opened since: do not wait on the store.
+			return t, failedPolicy, fmt.Errorf("%w: circuit breaker: %w", store.ErrUnavailable, err)
+		}
+	}
+	if g.waiting.Add(1) > g.maxWaiting {
+		g.waiting.Add(-1)
+		if t.done != nil {
+			t.done(errExcluded)
+		}
+		return t, failedShed, fmt.Errorf("%w (%d waiting)", ErrOverloaded, g.maxWaiting)
+	}
+	t.answered = g.answers[shard].n.Load()
+	return t, failedReturn, nil
+}
+
+// settle ends an admitted store call that returned err: a nil error counts
+// an answer of its failure domain; a failure comes to shedding
+// (failedShed, ErrOverloaded), the failure policy (failedPolicy, the
+// cause) or err returned as it is (afterFailure).
+func (s *Service) settle(ctx context.Context, t ticket, err error) (int, error) {
+	g := s.guard
+	g.waiting.Add(-1)
+	if err == nil {
+		g.answers[t.shard].n.Add(1)
+		if t.done != nil {
+			t.done(nil)
+		}
+		return failedReturn, nil
+	}
+	switch outcome := s.afterFailure(ctx, err, t.shard, t.answered, t.done); outcome {
+	case failedShed:
+		return outcome, fmt.Errorf("%w: no answer within %v while the store answered others: %w", ErrOverloaded, g.maxWait, err)
+	default:
+		return outcome, err
+	}
 }
 
 // What a failed store call comes to (afterFailure).
