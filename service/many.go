@@ -11,14 +11,18 @@ const MaxManyConcurrency = 64
 
 // CheckMany decides reqs, each as Check would, into res and errs (of the
 // same length): the checks of one namespace and subject one after the
-// other, in the order of reqs, as if sent in sequence. With a remote store
-// (a Guard: Redis), the checks of different subjects are decided
-// concurrently, so that the store batches them into few round trips; with
-// an in-process store, in order, on this goroutine (nothing to wait for).
+// other, in the order of reqs, as if sent in sequence. A request whose
+// errs[i] is already set (a transport could not decode it) is left as it
+// is. With a remote store (a Guard: Redis), the checks of different
+// subjects are decided concurrently, so that the store batches them into
+// few round trips; with an in-process store, in order, on this goroutine
+// (nothing to wait for).
 func (s *Service) CheckMany(ctx context.Context, reqs []Request, res []Result, errs []error) {
 	if s.guard == nil || len(reqs) < 2 {
 		for i := range reqs {
-			res[i], errs[i] = s.Check(ctx, reqs[i])
+			if errs[i] == nil {
+				res[i], errs[i] = s.Check(ctx, reqs[i])
+			}
 		}
 		return
 	}
@@ -26,6 +30,9 @@ func (s *Service) CheckMany(ctx context.Context, reqs []Request, res []Result, e
 	order := make(map[key][]int, len(reqs))
 	var keys []key
 	for i, r := range reqs {
+		if errs[i] != nil {
+			continue
+		}
 		k := key{r.Namespace, r.Subject}
 		if _, ok := order[k]; !ok {
 			keys = append(keys, k)

@@ -42,38 +42,27 @@ func (a *api) checks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reqs := make([]service.Request, len(items))
-	bad := make([]error, len(items))
+	results, errs := make([]service.Result, len(items)), make([]error, len(items))
 	for i, item := range items {
-		reqs[i], bad[i] = decodeCheck(item)
-	}
-	// The well-formed checks are decided together (service.CheckMany: in
-	// order per subject, concurrently across subjects on Redis).
-	var good []int
-	for i := range reqs {
-		if bad[i] == nil {
-			good = append(good, i)
+		if reqs[i], errs[i] = decodeCheck(item); errs[i] != nil {
+			errs[i] = errBadItem{errs[i]}
 		}
 	}
-	goodReqs := make([]service.Request, len(good))
-	for j, i := range good {
-		goodReqs[j] = reqs[i]
-	}
-	results, errs := make([]service.Result, len(good)), make([]error, len(good))
-	a.svc.CheckMany(r.Context(), goodReqs, results, errs)
+	// The well-formed checks are decided together (in order per subject,
+	// concurrently across subjects on Redis); the others keep their error.
+	a.svc.CheckMany(r.Context(), reqs, results, errs)
 	out := getBuf()
 	defer putBuf(out)
 	b := append((*out)[:0], '[')
-	j := 0
 	for i := range items {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		if bad[i] != nil {
-			b = appendItemError(b, http.StatusBadRequest, bad[i].Error())
+		if bad, ok := errs[i].(errBadItem); ok {
+			b = appendItemError(b, http.StatusBadRequest, bad.Error())
 			continue
 		}
-		b = a.appendResult(b, &results[j], errs[j])
-		j++
+		b = a.appendResult(b, &results[i], errs[i])
 	}
 	b = append(b, ']')
 	*out = b
@@ -83,6 +72,10 @@ func (a *api) checks(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
 }
+
+// errBadItem is an element of a /v1/checks array that did not decode: a
+// 400 of its own, whatever its message.
+type errBadItem struct{ error }
 
 // appendResult appends one decided element of a /v1/checks array.
 func (a *api) appendResult(b []byte, res *service.Result, err error) []byte {
