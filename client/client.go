@@ -72,14 +72,17 @@ type wire struct {
 // Result is the server's decision, as /v1/check answers it.
 type Result struct {
 	// Status is the status /v1/check would have answered: 200 or 429.
-	Status       int     `json:"status"`
-	Allowed      bool    `json:"allowed"`
-	Namespace    string  `json:"namespace"`
-	Subject      string  `json:"subject"`
-	RetryAfterMs int64   `json:"retry_after_ms"`
-	DelayMs      int64   `json:"delay_ms"`
-	ShadowDenied bool    `json:"shadow_denied"`
-	Limits       []Limit `json:"limits"`
+	Status       int    `json:"status"`
+	Allowed      bool   `json:"allowed"`
+	Namespace    string `json:"namespace"`
+	Subject      string `json:"subject"`
+	RetryAfterMs int64  `json:"retry_after_ms"`
+	DelayMs      int64  `json:"delay_ms"`
+	ShadowDenied bool   `json:"shadow_denied"`
+	// DecidedBy names who answered: store, deny-cache, local, open or
+	// closed (the server's failure policy).
+	DecidedBy string  `json:"decided_by"`
+	Limits    []Limit `json:"limits"`
 }
 
 // RetryAfter is how long to wait before a denied check may pass.
@@ -92,6 +95,11 @@ type Limit struct {
 	Remaining    int64  `json:"remaining"`
 	ResetAfterMs int64  `json:"reset_after_ms"`
 	RetryAfterMs int64  `json:"retry_after_ms"`
+	// PeriodMs is the limit's period.
+	PeriodMs int64 `json:"period_ms"`
+	// Shadow marks a limit in shadow mode: what enforcing it would have
+	// decided; it never denies.
+	Shadow bool `json:"shadow"`
 }
 
 // Error is a check the server could not decide (a bad request, an unknown

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"time"
 
+	"github.com/distributedratelimiter/ratelimiter/client"
 	"github.com/distributedratelimiter/ratelimiter/clock/clocktest"
 	"github.com/distributedratelimiter/ratelimiter/config"
 	"github.com/distributedratelimiter/ratelimiter/middleware"
@@ -51,4 +52,23 @@ namespaces:
 	// 200 "per-hour";r=1;t=1800 Retry-After=""
 	// 200 "per-hour";r=0;t=3600 Retry-After=""
 	// 429 "per-hour";r=0;t=3600 Retry-After="1800"
+}
+
+// A service of several instances reached over the network: the checks of
+// concurrent requests share the client's batches (one POST /v1/checks for
+// many), and a service that cannot be reached fails closed (503) unless
+// FailOpen says otherwise.
+func ExampleNewRemote() {
+	rl, err := client.New("http://ratelimiter:8080", client.Options{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		panic(err)
+	}
+	defer rl.Close()
+	limited, err := middleware.NewRemote(rl, middleware.Options{Namespace: "orders", SubjectHeader: "X-User-ID"})
+	if err != nil {
+		panic(err)
+	}
+	http.Handle("POST /orders", limited(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "order placed")
+	})))
 }

@@ -3,7 +3,9 @@
 // read from it, before the wrapped handler runs. It is the in-process
 // transport (no network hop: the service and its store run in the Go
 // program), and what `ratelimiter serve --proxy-upstream` puts in front of a
-// reverse proxy.
+// reverse proxy. NewRemote is the same middleware in front of a service
+// reached over the network (package client, or client/grpcclient): the
+// checks of concurrent requests then share the client's batches.
 //
 //	svc, err := service.New(memstore.New(memstore.Options{}), snap, service.Options{})
 //	...
@@ -97,6 +99,22 @@ type Options struct {
 	// Extract says whom to trust for a client's address when the
 	// namespace's request_descriptors use it (package extract).
 	Extract extract.Options
+
+	// SubjectHeader names the header the default Subject reads, for
+	// NewRemote only (in process, the namespace's subject_header does).
+	// Default X-User-ID.
+	SubjectHeader string
+	// CostHeader names a trusted header carrying a request's cost, for
+	// NewRemote only (in process, the namespace's cost_header does).
+	// Default: none, every request costs 1.
+	CostHeader string
+	// FailOpen, for NewRemote only, passes a request on, without rate limit
+	// headers, when no decision could be had from the service: it is
+	// unreachable, answered no decision within the client's timeout, or
+	// answered 5xx (ErrUnavailable). Default false: such a request is
+	// answered 503 with Retry-After: 1 and never reaches the handler (fail
+	// closed). In process, the namespace's on_store_error decides instead.
+	FailOpen bool
 }
 
 // ClientAddress is a Subject function: the client's address as package
@@ -123,12 +141,19 @@ func New(c service.Checker, opts Options) (func(http.Handler) http.Handler, erro
 		return nil, fmt.Errorf("middleware: %w: %q", policy.ErrUnknownNamespace, opts.Namespace)
 	}
 	m := &limiter{c: c, o: opts}
+	m.check = m.checkLocal
 	if m.o.Subject == nil {
 		m.o.Subject = m.subjectHeader
 	}
 	if m.o.Cost == nil {
 		m.o.Cost = m.costHeader
 	}
+	return m.finish(), nil
+}
+
+// finish sets the defaults both constructors share and returns the
+// middleware.
+func (m *limiter) finish() func(http.Handler) http.Handler {
 	if m.o.OnError == nil {
 		m.o.OnError = m.writeError
 	}
@@ -141,23 +166,25 @@ func New(c service.Checker, opts Options) (func(http.Handler) http.Handler, erro
 	if m.o.Logger == nil {
 		m.o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return m.wrap, nil
+	return m.wrap
 }
 
 type limiter struct {
-	c service.Checker
-	o Options
+	c      service.Checker // in process
+	remote Remote          // or over the network
+	o      Options
+	// check decides r: checkLocal or checkRemote.
+	check func(r *http.Request) (service.Result, error)
 }
 
 func (m *limiter) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req, err := m.request(r)
+		res, err := m.check(r)
 		if err != nil {
-			m.o.OnError(w, r, err)
-			return
-		}
-		res, err := m.c.Check(r.Context(), req)
-		if err != nil {
+			if m.o.FailOpen && errors.Is(err, ErrUnavailable) {
+				next.ServeHTTP(w, r)
+				return
+			}
 			m.o.OnError(w, r, err)
 			return
 		}
@@ -179,6 +206,15 @@ func (m *limiter) wrap(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// checkLocal decides r with the in-process service.
+func (m *limiter) checkLocal(r *http.Request) (service.Result, error) {
+	req, err := m.request(r)
+	if err != nil {
+		return service.Result{}, err
+	}
+	return m.c.Check(r.Context(), req)
 }
 
 // request is what r is checked as: its subject and cost, and the
@@ -246,10 +282,13 @@ func (m *limiter) costHeader(r *http.Request) (int64, error) {
 func (m *limiter) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusInternalServerError
 	switch c := service.Classify(err); {
-	case c == service.Invalid || errors.Is(err, ErrNoSubject):
+	case c == service.Invalid || errors.Is(err, ErrNoSubject) || errors.Is(err, errRemoteBadRequest):
 		status = http.StatusBadRequest
 	case c == service.Overloaded:
 		headers.SetShed(w.Header())
+		status = http.StatusServiceUnavailable
+	case errors.Is(err, ErrUnavailable):
+		w.Header()[headers.RetryAfter] = retryAfterOne
 		status = http.StatusServiceUnavailable
 	case c == service.Unavailable, c == service.Canceled, c == service.DeadlineExceeded:
 		status = http.StatusServiceUnavailable // never a silent 200 for a request the handler did not see

@@ -85,6 +85,17 @@ const NumDecidedBy = numDecidedBy
 
 var decidedByNames = [numDecidedBy]string{"store", "deny-cache", "local", "open", "closed", "shed", "policy"}
 
+// ParseDecidedBy returns the DecidedBy whose String is s (a remote
+// service's answer), and whether there is one.
+func ParseDecidedBy(s string) (DecidedBy, bool) {
+	for i, name := range decidedByNames {
+		if name == s {
+			return DecidedBy(i), true
+		}
+	}
+	return numDecidedBy, false
+}
+
 // String returns "store", "deny-cache", "local", "open", "closed", "shed"
 // or "policy".
 func (d DecidedBy) String() string {

@@ -105,12 +105,17 @@ func (x *CheckRequest) GetPeek() bool {
 }
 
 type Limit struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Limit         int64                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
-	Remaining     int64                  `protobuf:"varint,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
-	ResetAfterMs  int64                  `protobuf:"varint,4,opt,name=reset_after_ms,json=resetAfterMs,proto3" json:"reset_after_ms,omitempty"`
-	RetryAfterMs  int64                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Limit        int64                  `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Remaining    int64                  `protobuf:"varint,3,opt,name=remaining,proto3" json:"remaining,omitempty"`
+	ResetAfterMs int64                  `protobuf:"varint,4,opt,name=reset_after_ms,json=resetAfterMs,proto3" json:"reset_after_ms,omitempty"`
+	RetryAfterMs int64                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	// period_ms is the limit's period (RateLimit-Policy's w).
+	PeriodMs int64 `protobuf:"varint,6,opt,name=period_ms,json=periodMs,proto3" json:"period_ms,omitempty"`
+	// shadow marks a limit in shadow mode: it reports what enforcing it
+	// would have decided, and never denies.
+	Shadow        bool `protobuf:"varint,7,opt,name=shadow,proto3" json:"shadow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,6 +185,20 @@ func (x *Limit) GetRetryAfterMs() int64 {
 	return 0
 }
 
+func (x *Limit) GetPeriodMs() int64 {
+	if x != nil {
+		return x.PeriodMs
+	}
+	return 0
+}
+
+func (x *Limit) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
 type CheckResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -191,8 +210,10 @@ type CheckResponse struct {
 	DelayMs      int64    `protobuf:"varint,5,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
 	Limits       []*Limit `protobuf:"bytes,6,rep,name=limits,proto3" json:"limits,omitempty"`
 	// decided_by names who answered: store, deny-cache, local, open, closed.
-	DecidedBy     string `protobuf:"bytes,7,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
-	Error         string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	DecidedBy string `protobuf:"bytes,7,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	Error     string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	// shadow_denied: a limit in shadow mode would have denied the check.
+	ShadowDenied  bool `protobuf:"varint,9,opt,name=shadow_denied,json=shadowDenied,proto3" json:"shadow_denied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,6 +302,13 @@ func (x *CheckResponse) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *CheckResponse) GetShadowDenied() bool {
+	if x != nil {
+		return x.ShadowDenied
+	}
+	return false
 }
 
 type CheckManyRequest struct {
@@ -381,13 +409,15 @@ const file_ratelimiter_v1_ratelimiter_proto_rawDesc = "" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x18\n" +
 	"\asubject\x18\x03 \x01(\tR\asubject\x12\x12\n" +
 	"\x04cost\x18\x04 \x01(\x03R\x04cost\x12\x12\n" +
-	"\x04peek\x18\x05 \x01(\bR\x04peek\"\x9b\x01\n" +
+	"\x04peek\x18\x05 \x01(\bR\x04peek\"\xd0\x01\n" +
 	"\x05Limit\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x03R\x05limit\x12\x1c\n" +
 	"\tremaining\x18\x03 \x01(\x03R\tremaining\x12$\n" +
 	"\x0ereset_after_ms\x18\x04 \x01(\x03R\fresetAfterMs\x12$\n" +
-	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\"\xf6\x01\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\x12\x1b\n" +
+	"\tperiod_ms\x18\x06 \x01(\x03R\bperiodMs\x12\x16\n" +
+	"\x06shadow\x18\a \x01(\bR\x06shadow\"\x9b\x02\n" +
 	"\rCheckResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\x05R\x06status\x12\x18\n" +
@@ -397,7 +427,8 @@ const file_ratelimiter_v1_ratelimiter_proto_rawDesc = "" +
 	"\x06limits\x18\x06 \x03(\v2\x15.ratelimiter.v1.LimitR\x06limits\x12\x1d\n" +
 	"\n" +
 	"decided_by\x18\a \x01(\tR\tdecidedBy\x12\x14\n" +
-	"\x05error\x18\b \x01(\tR\x05error\"H\n" +
+	"\x05error\x18\b \x01(\tR\x05error\x12#\n" +
+	"\rshadow_denied\x18\t \x01(\bR\fshadowDenied\"H\n" +
 	"\x10CheckManyRequest\x124\n" +
 	"\x06checks\x18\x01 \x03(\v2\x1c.ratelimiter.v1.CheckRequestR\x06checks\"L\n" +
 	"\x11CheckManyResponse\x127\n" +

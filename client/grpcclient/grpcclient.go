@@ -155,10 +155,11 @@ func result(res *pb.CheckResponse) (client.Result, error) {
 	if res.GetError() != "" {
 		return client.Result{}, &client.Error{Status: int(res.GetStatus()), Message: res.GetError()}
 	}
-	r := client.Result{Status: int(res.GetStatus()), Allowed: res.GetAllowed(), RetryAfterMs: res.GetRetryAfterMs(), DelayMs: res.GetDelayMs()}
+	r := client.Result{Status: int(res.GetStatus()), Allowed: res.GetAllowed(), RetryAfterMs: res.GetRetryAfterMs(), DelayMs: res.GetDelayMs(),
+		DecidedBy: res.GetDecidedBy(), ShadowDenied: res.GetShadowDenied()}
 	for _, l := range res.GetLimits() {
 		r.Limits = append(r.Limits, client.Limit{Name: l.GetName(), Limit: l.GetLimit(), Remaining: l.GetRemaining(),
-			ResetAfterMs: l.GetResetAfterMs(), RetryAfterMs: l.GetRetryAfterMs()})
+			ResetAfterMs: l.GetResetAfterMs(), RetryAfterMs: l.GetRetryAfterMs(), PeriodMs: l.GetPeriodMs(), Shadow: l.GetShadow()})
 	}
 	return r, nil
 }

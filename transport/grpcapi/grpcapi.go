@@ -137,7 +137,7 @@ func response(id uint64, res *service.Result, err error) *pb.CheckResponse {
 		return out
 	}
 	v := &res.Verdict
-	out.Allowed, out.DecidedBy = v.Allowed, res.DecidedBy.String()
+	out.Allowed, out.DecidedBy, out.ShadowDenied = v.Allowed, res.DecidedBy.String(), v.Shadow
 	out.Status = http.StatusOK
 	if !v.Allowed {
 		out.Status = http.StatusTooManyRequests
@@ -146,8 +146,10 @@ func response(id uint64, res *service.Result, err error) *pb.CheckResponse {
 	ds := v.Decisions()
 	out.Limits = make([]*pb.Limit, len(ds))
 	for i, d := range ds {
-		out.Limits[i] = &pb.Limit{Name: res.Set.Rules[i].Name, Limit: d.Limit, Remaining: d.Remaining,
-			ResetAfterMs: headers.CeilMillis(d.ResetAfter), RetryAfterMs: headers.CeilMillis(d.RetryAfter)}
+		r := &res.Set.Rules[i]
+		out.Limits[i] = &pb.Limit{Name: r.Name, Limit: d.Limit, Remaining: d.Remaining,
+			ResetAfterMs: headers.CeilMillis(d.ResetAfter), RetryAfterMs: headers.CeilMillis(d.RetryAfter),
+			PeriodMs: r.Period.Milliseconds(), Shadow: d.Shadow}
 	}
 	return out
 }

@@ -146,9 +146,9 @@ func TestCheckAllowedExact(t *testing.T) {
 	if w.Code != http.StatusOK {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
-	want := `{"allowed":true,"namespace":"orders","subject":"user-42","retry_after_ms":0,"delay_ms":0,"limits":[` +
-		`{"name":"per-minute","limit":100,"remaining":19,"reset_after_ms":600,"retry_after_ms":0},` +
-		`{"name":"per-hour","limit":1000,"remaining":999,"reset_after_ms":7200000,"retry_after_ms":0}]}` + "\n"
+	want := `{"allowed":true,"namespace":"orders","subject":"user-42","retry_after_ms":0,"delay_ms":0,"decided_by":"store","limits":[` +
+		`{"name":"per-minute","limit":100,"remaining":19,"reset_after_ms":600,"retry_after_ms":0,"period_ms":60000},` +
+		`{"name":"per-hour","limit":1000,"remaining":999,"reset_after_ms":7200000,"retry_after_ms":0,"period_ms":3600000}]}` + "\n"
 	if got := w.Body.String(); got != want {
 		t.Fatalf("body\n got %s\nwant %s", got, want)
 	}
@@ -173,9 +173,9 @@ func TestCheckDeniedExact(t *testing.T) {
 	if w.Code != http.StatusTooManyRequests {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
-	want := `{"allowed":false,"namespace":"orders","subject":"user-42","retry_after_ms":600,"delay_ms":0,"limits":[` +
-		`{"name":"per-minute","limit":100,"remaining":0,"reset_after_ms":12000,"retry_after_ms":600},` +
-		`{"name":"per-hour","limit":1000,"remaining":980,"reset_after_ms":7200000,"retry_after_ms":0}]}` + "\n"
+	want := `{"allowed":false,"namespace":"orders","subject":"user-42","retry_after_ms":600,"delay_ms":0,"decided_by":"store","limits":[` +
+		`{"name":"per-minute","limit":100,"remaining":0,"reset_after_ms":12000,"retry_after_ms":600,"period_ms":60000},` +
+		`{"name":"per-hour","limit":1000,"remaining":980,"reset_after_ms":7200000,"retry_after_ms":0,"period_ms":3600000}]}` + "\n"
 	if got := w.Body.String(); got != want {
 		t.Fatalf("body\n got %s\nwant %s", got, want)
 	}
@@ -238,10 +238,10 @@ func TestCostOverCapacity(t *testing.T) {
 	if w.Code != http.StatusTooManyRequests {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
-	want := `{"allowed":false,"namespace":"orders","subject":"user-42","retry_after_ms":-1,"delay_ms":0,` +
+	want := `{"allowed":false,"namespace":"orders","subject":"user-42","retry_after_ms":-1,"delay_ms":0,"decided_by":"store",` +
 		`"reason":"cost exceeds capacity of limit per-minute","limits":[` +
-		`{"name":"per-minute","limit":100,"remaining":20,"reset_after_ms":0,"retry_after_ms":-1},` +
-		`{"name":"per-hour","limit":1000,"remaining":1000,"reset_after_ms":0,"retry_after_ms":0}]}` + "\n"
+		`{"name":"per-minute","limit":100,"remaining":20,"reset_after_ms":0,"retry_after_ms":-1,"period_ms":60000},` +
+		`{"name":"per-hour","limit":1000,"remaining":1000,"reset_after_ms":0,"retry_after_ms":0,"period_ms":3600000}]}` + "\n"
 	if got := w.Body.String(); got != want {
 		t.Fatalf("body\n got %s\nwant %s", got, want)
 	}

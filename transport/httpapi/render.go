@@ -15,8 +15,8 @@ import (
 
 // appendCheckBody appends the JSON body of a check response:
 //
-//	{"allowed":bool,"namespace":..,"subject":..,"retry_after_ms":int,"delay_ms":int,
-//	 ["reason":..,] "limits":[{"name":..,"limit":int,"remaining":int,"reset_after_ms":int,"retry_after_ms":int}]}
+//	{"allowed":bool,"namespace":..,"subject":..,"retry_after_ms":int,"delay_ms":int,"decided_by":..,
+//	 ["reason":..,] "limits":[{"name":..,"limit":int,"remaining":int,"reset_after_ms":int,"retry_after_ms":int,"period_ms":int}]}
 func appendCheckBody(b []byte, res *service.Result) []byte {
 	v := &res.Verdict
 	b = append(b, `{"allowed":`...)
@@ -29,6 +29,9 @@ func appendCheckBody(b []byte, res *service.Result) []byte {
 	b = strconv.AppendInt(b, headers.CeilMillis(v.RetryAfter), 10)
 	b = append(b, `,"delay_ms":`...)
 	b = strconv.AppendInt(b, headers.CeilMillis(v.Delay), 10)
+	b = append(b, `,"decided_by":"`...)
+	b = append(b, res.DecidedBy.String()...)
+	b = append(b, '"')
 	if !v.Allowed && v.RetryAfter == limit.RetryNever && v.N > 0 {
 		b = append(b, `,"reason":`...)
 		b = appendString(b, "cost exceeds capacity of limit "+res.Set.Rules[v.Binding()].Name)
@@ -52,6 +55,8 @@ func appendCheckBody(b []byte, res *service.Result) []byte {
 		b = strconv.AppendInt(b, headers.CeilMillis(d.ResetAfter), 10)
 		b = append(b, `,"retry_after_ms":`...)
 		b = strconv.AppendInt(b, headers.CeilMillis(d.RetryAfter), 10)
+		b = append(b, `,"period_ms":`...)
+		b = strconv.AppendInt(b, res.Set.Rules[i].Period.Milliseconds(), 10)
 		if d.Shadow {
 			b = append(b, `,"shadow":true`...)
 		}

@@ -4,8 +4,8 @@
 //
 //   200 allowed, 429 denied, both with the decision as JSON:
 //     {"allowed": bool, "namespace": "...", "subject": "...",
-//      "retry_after_ms": int, "delay_ms": int,
-//      "limits": [{"name", "limit", "remaining", "reset_after_ms", "retry_after_ms"}]}
+//      "retry_after_ms": int, "delay_ms": int, "decided_by": "store" | ...,
+//      "limits": [{"name", "limit", "remaining", "reset_after_ms", "retry_after_ms", "period_ms"}]}
 //   400, 404, 413 (and any other status) with {"error": "..."}
 //
 // check() resolves with the decision (a 429 is a decision, not an error) and
@@ -38,6 +38,7 @@ export class RateLimiterError extends Error {
  * @property {number} remaining
  * @property {number} resetAfterMs
  * @property {number} retryAfterMs
+ * @property {number} periodMs the limit's period
  *
  * @typedef {object} CheckResult
  * @property {boolean} allowed
@@ -46,6 +47,7 @@ export class RateLimiterError extends Error {
  * @property {string} subject
  * @property {number} retryAfterMs
  * @property {number} delayMs
+ * @property {string} decidedBy who decided: store, deny-cache, local, open, closed
  * @property {LimitStatus[]} limits
  */
 
@@ -162,12 +164,14 @@ function decision(status, body) {
     subject: String(body.subject ?? ''),
     retryAfterMs: int(body.retry_after_ms),
     delayMs: int(body.delay_ms),
+    decidedBy: String(body.decided_by ?? ''),
     limits: (Array.isArray(body.limits) ? body.limits : []).map((l) => ({
       name: String(l?.name ?? ''),
       limit: int(l?.limit),
       remaining: int(l?.remaining),
       resetAfterMs: int(l?.reset_after_ms),
       retryAfterMs: int(l?.retry_after_ms),
+      periodMs: int(l?.period_ms),
     })),
   };
 }

@@ -65,12 +65,14 @@ export async function startService({ namespaces, clock, intercept }) {
         subject: r.subject,
         retry_after_ms: ms(v.retryAfter),
         delay_ms: ms(v.delay),
+        decided_by: 'store',
         limits: v.decisions.map((d, i) => ({
           name: limiter.rules[i].name,
           limit: Number(d.limit),
           remaining: Number(d.remaining),
           reset_after_ms: ms(d.resetAfter),
           retry_after_ms: ms(d.retryAfter),
+          period_ms: ms(limiter.rules[i].period),
         })),
       });
     });

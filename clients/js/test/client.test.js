@@ -39,8 +39,9 @@ test('check: allowed decisions, then a 429 decision with retry_after_ms', async 
     assert.equal(d.namespace, 'orders');
     assert.equal(d.subject, 'user-1');
     assert.equal(d.retryAfterMs, 0);
+    assert.equal(d.decidedBy, 'store');
     assert.deepEqual(d.limits, [
-      { name: 'per-10h', limit: 5, remaining: i, resetAfterMs: (5 - i) * 2 * 3600_000, retryAfterMs: 0 },
+      { name: 'per-10h', limit: 5, remaining: i, resetAfterMs: (5 - i) * 2 * 3600_000, retryAfterMs: 0, periodMs: 36_000_000 },
     ]);
   }
   const denied = await client.check({ namespace: 'orders', subject: 'user-1' });
