@@ -61,13 +61,17 @@ func Cluster(t testing.TB, primaries, replicasPerPrimary int, opts ...Option) *C
 	for i := range total {
 		o := buildOptions(fmt.Sprintf("node-%d", i+1), opts)
 		node := startDataNode(t, o, 2, func(s *Server, ports []int) []string {
-			return []string{
+			args := []string{
 				"--cluster-enabled", "yes",
 				"--cluster-config-file", filepath.Join(s.dir, "nodes.conf"),
 				"--cluster-node-timeout", strconv.FormatInt(ClusterNodeTimeout.Milliseconds(), 10),
 				"--cluster-allow-reads-when-down", "no",
 				"--cluster-port", strconv.Itoa(ports[1]),
 			}
+			if o.tls != nil {
+				args = append(args, "--tls-cluster", "yes") // the bus too
+			}
+			return args
 		})
 		c.nodes = append(c.nodes, node)
 	}

@@ -43,7 +43,7 @@ func startReplica(t testing.TB, primary *Server, name string, opts []Option) *Se
 	t.Helper()
 	o := buildOptions(name, opts)
 	return startDataNode(t, o, 1, func(*Server, []int) []string {
-		return []string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.Port())}
+		return []string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.clientPort())}
 	})
 }
 

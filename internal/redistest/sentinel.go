@@ -55,7 +55,7 @@ func Sentinel(t testing.TB, masterName string, opts ...Option) *SentinelSet {
 		t.Fatalf("redistest: Sentinel: %v", err)
 	}
 	for i := range SentinelCount {
-		set.sentinels = append(set.sentinels, startSentinel(t, fmt.Sprintf("sentinel-%d", i+1), masterName, set.primary.Port()))
+		set.sentinels = append(set.sentinels, startSentinel(t, fmt.Sprintf("sentinel-%d", i+1), masterName, set.primary.clientPort(), buildOptions("", opts).tls))
 	}
 	if err := set.waitSentinelsReady(DefaultTopologyTimeout); err != nil {
 		t.Fatalf("redistest: Sentinel: %v", err)
@@ -66,13 +66,25 @@ func Sentinel(t testing.TB, masterName string, opts ...Option) *SentinelSet {
 // startSentinel starts one sentinel monitoring 127.0.0.1:primaryPort. The
 // config file is written for each start attempt (the port is in it); a
 // Restart reuses the file as the sentinel last rewrote it.
-func startSentinel(t testing.TB, name, masterName string, primaryPort int) *Server {
+func startSentinel(t testing.TB, name, masterName string, primaryPort int, tls *TLS) *Server {
 	t.Helper()
 	o := buildOptions(name, nil)
-	return startWith(t, o, 1, func(s *Server, ports []int) ([]string, error) {
+	nports := 1
+	if tls != nil {
+		nports = 2
+	}
+	return startWith(t, o, nports, func(s *Server, ports []int) ([]string, error) {
 		conf := filepath.Join(s.dir, "sentinel.conf")
 		var b strings.Builder
 		fmt.Fprintf(&b, "port %d\n", ports[0])
+		if tls != nil {
+			// Its own TLS port, and TLS to the servers it monitors.
+			s.tlsPort = ports[1]
+			args := tlsArgs(tls, s.tlsPort)
+			for i := 0; i+1 < len(args); i += 2 {
+				fmt.Fprintf(&b, "%s %s\n", strings.TrimPrefix(args[i], "--"), strconv.Quote(args[i+1]))
+			}
+		}
 		b.WriteString("bind 127.0.0.1\n")
 		b.WriteString("protected-mode no\n")
 		b.WriteString("daemonize no\n")
@@ -105,6 +117,15 @@ func (s *SentinelSet) Replicas() []*Server { return append([]*Server(nil), s.rep
 // Sentinels returns the sentinel servers.
 func (s *SentinelSet) Sentinels() []*Server { return append([]*Server(nil), s.sentinels...) }
 
+// SentinelTLSAddrs returns the sentinels' TLS addresses (WithTLS).
+func (s *SentinelSet) SentinelTLSAddrs() []string {
+	addrs := make([]string, len(s.sentinels))
+	for i, sn := range s.sentinels {
+		addrs[i] = sn.TLSAddr()
+	}
+	return addrs
+}
+
 // SentinelAddrs returns the sentinels' addresses, e.g. for a client's
 // sentinel configuration.
 func (s *SentinelSet) SentinelAddrs() []string {
@@ -123,7 +144,7 @@ func (s *SentinelSet) DataNodes() []*Server {
 // ServerByAddr returns the data node listening on addr, or nil.
 func (s *SentinelSet) ServerByAddr(addr string) *Server {
 	for _, n := range s.DataNodes() {
-		if n.Addr() == addr {
+		if n.Addr() == addr || n.TLSAddr() == addr {
 			return n
 		}
 	}

@@ -72,6 +72,35 @@ type Option func(*options)
 type options struct {
 	args []string
 	name string
+	tls  *TLS
+}
+
+// TLS is the key material of a server that also listens with TLS
+// (WithTLS): its certificate and key (also its client certificate toward
+// other nodes), and the authority clients' certificates may chain to.
+type TLS struct {
+	CertFile, KeyFile, CAFile string
+}
+
+// WithTLS makes a data node (and, through Sentinel, each sentinel) listen
+// with TLS on a second free port ([Server.TLSAddr]) beside its plain one,
+// which this package's own probes keep using. Clients' certificates are
+// verified when sent, not required (--tls-auth-clients optional).
+// Replication, the sentinels' links and the Cluster bus run over TLS too.
+func WithTLS(m TLS) Option {
+	return func(o *options) { o.tls = &m }
+}
+
+// tlsArgs are a data node's TLS arguments.
+func tlsArgs(m *TLS, port int) []string {
+	return []string{
+		"--tls-port", strconv.Itoa(port),
+		"--tls-cert-file", m.CertFile,
+		"--tls-key-file", m.KeyFile,
+		"--tls-ca-cert-file", m.CAFile,
+		"--tls-auth-clients", "optional",
+		"--tls-replication", "yes",
+	}
 }
 
 // WithArgs appends command-line arguments to redis-server, e.g.
@@ -109,8 +138,9 @@ type Server struct {
 
 	// Set once by the first successful start, before the Server is
 	// returned; never changed afterwards.
-	port int      // client port
-	args []string // argv (without the binary) of every (re)start
+	port    int      // client port
+	tlsPort int      // TLS client port (WithTLS), or 0
+	args    []string // argv (without the binary) of every (re)start
 
 	mu   sync.Mutex // serializes lifecycle changes; guards proc
 	proc *process   // nil when not running
@@ -148,8 +178,15 @@ func baseArgs(port int, dir, logFile string) []string {
 // then the user's WithArgs.
 func startDataNode(t testing.TB, o options, nports int, extra func(s *Server, ports []int) []string) *Server {
 	t.Helper()
+	if o.tls != nil {
+		nports++ // the last one
+	}
 	return startWith(t, o, nports, func(s *Server, ports []int) ([]string, error) {
 		args := baseArgs(ports[0], s.dir, s.logFile)
+		if o.tls != nil {
+			s.tlsPort = ports[len(ports)-1] // s is not shared until returned
+			args = append(args, tlsArgs(o.tls, s.tlsPort)...)
+		}
 		if extra != nil {
 			args = append(args, extra(s, ports)...)
 		}
@@ -292,6 +329,24 @@ func (s *Server) Addr() string {
 
 // Port returns the server's TCP port.
 func (s *Server) Port() int { return s.port }
+
+// TLSAddr returns the address of the server's TLS port, "127.0.0.1:PORT"
+// (WithTLS), or "" without one.
+func (s *Server) TLSAddr() string {
+	if s.tlsPort == 0 {
+		return ""
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tlsPort))
+}
+
+// clientPort is the port other nodes reach s on: its TLS port when it has
+// one (replication and sentinels then speak TLS), its plain one otherwise.
+func (s *Server) clientPort() int {
+	if s.tlsPort != 0 {
+		return s.tlsPort
+	}
+	return s.port
+}
 
 // Dir returns the server's working directory (a t.TempDir()).
 func (s *Server) Dir() string { return s.dir }

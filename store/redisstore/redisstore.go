@@ -35,6 +35,7 @@ package redisstore
 import (
 	"context"
 	"crypto/sha1"
+	"crypto/tls"
 	_ "embed"
 	"encoding/hex"
 	"errors"
@@ -86,6 +87,10 @@ type Options struct {
 	MasterName string
 	// Username and Password authenticate to Redis (ACL or requirepass).
 	Username, Password string
+	// TLS, when set, encrypts every connection with it: to the server, the
+	// sentinels and the primaries they name, or every Cluster node (whose
+	// TLS ports CLUSTER SHARDS gives). Nil: plain TCP.
+	TLS *tls.Config
 	// Prefix starts every key. Default "rl:".
 	Prefix string
 	// Clock, when set, supplies the time instead of the Redis server.
@@ -178,6 +183,7 @@ func New(opts Options) (*Store, error) {
 		Username:     opts.Username,
 		Password:     opts.Password,
 		DisableCache: true,
+		TLSConfig:    opts.TLS,
 	}
 	switch opts.Mode {
 	case "", Standalone:
@@ -187,7 +193,7 @@ func New(opts Options) (*Store, error) {
 			return nil, errors.New("redisstore: sentinel mode needs a master name")
 		}
 		co.Sentinel = rueidis.SentinelOption{MasterSet: opts.MasterName, Username: opts.Username, Password: opts.Password,
-			TopologyRefreshInterval: topologyRefresh(opts)}
+			TLSConfig: opts.TLS, TopologyRefreshInterval: topologyRefresh(opts)}
 	case Cluster:
 	default:
 		return nil, fmt.Errorf("redisstore: unknown mode %q (want standalone, sentinel or cluster)", opts.Mode)
