@@ -100,6 +100,11 @@ func redisBackend(f serveFlags, reg prometheus.Registerer, log *slog.Logger) (*b
 		return nil, fmt.Errorf("--lease-duration: %v, want more than 0 and at most %v", f.leaseDuration, maxLeaseDuration)
 	}
 	opts := redisOptions(f)
+	tlsCfg, err := f.tls.redisConfig(log)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-tls: %w", err)
+	}
+	opts.TLS = tlsCfg
 	if len(opts.Addrs) == 0 {
 		return nil, errors.New("--redis-addrs: no address")
 	}

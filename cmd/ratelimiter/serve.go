@@ -60,6 +60,8 @@ type serveFlags struct {
 
 	proxy proxyFlags // reverse-proxy mode (proxy.go)
 
+	tls tlsFlags // TLS of the listeners and of Redis (tls.go)
+
 	rlsListen  string // Envoy's rate limit service (rls.go)
 	grpcListen string // the native gRPC API (rls.go)
 
@@ -113,6 +115,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	f.http.register(fs)
 	f.fault.register(fs)
 	f.proxy.register(fs)
+	f.tls.register(fs)
 	fs.IntVar(&f.topK, "top-k", topk.DefaultCapacity, "counters per stripe (8 stripes) of the tracker of the most denied subjects, served at GET /v1/admin/top/{namespace}; 0 turns it off")
 	fs.DurationVar(&f.topWindow, "top-window", topk.DefaultWindow, "window of the most-denied tracker: counts cover the last one to two windows")
 	fs.BoolVar(&f.tracing, "tracing", false, "OpenTelemetry spans of every check (HTTP and gRPC server spans, policy, store call, failure policy), exported over OTLP/HTTP as the standard OTEL_* environment variables say (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...); off: no tracing code runs")
@@ -208,6 +211,14 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	if err := f.http.validate(); err != nil {
 		return err
 	}
+	if err := f.tls.validate(); err != nil {
+		return err
+	}
+	// Read now: a listener never starts without the TLS it was asked for.
+	listenTLS, err := f.tls.listener(log)
+	if err != nil {
+		return fmt.Errorf("--tls-cert-file: %w", err)
+	}
 	if _, err := f.extract(); err != nil {
 		return err
 	}
@@ -233,6 +244,12 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	// the store.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if listenTLS != nil {
+		reg.MustRegister(certificateExpiry(listenTLS))
+		if na := listenTLS.Certificate().Leaf.NotAfter; time.Until(na) < 7*24*time.Hour {
+			log.Warn("the listeners' TLS certificate expires within a week, or has expired", "not_after", na)
+		}
+	}
 	obs, err := metrics.New(reg)
 	if err != nil {
 		return err
@@ -301,7 +318,7 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 		defer func() { stopConnecting(); <-done }()
 	}
 
-	srvs := &servers{log: log}
+	srvs := &servers{log: log, tls: listenTLS}
 	defer srvs.close() // on an error return; after a graceful shutdown, a no-op
 	if err := addListeners(srvs, f, svc, lv, top, reg, log,
 		"config", source, "version", snap.Version(), "namespaces", strings.Join(snap.Names(), ","), "store", f.store); err != nil {

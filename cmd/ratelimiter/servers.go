@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 
+	"github.com/distributedratelimiter/ratelimiter/tlsfiles"
 	"google.golang.org/grpc"
 )
 
@@ -40,7 +42,9 @@ type exit struct {
 // servers are the listeners of one serve, started together and stopped
 // together.
 type servers struct {
-	log     *slog.Logger
+	log *slog.Logger
+	// tls, when set, is every listener's TLS (--tls-cert-file).
+	tls     *tlsfiles.Reloader
 	list    []*listener
 	exited  chan exit
 	started int
@@ -56,6 +60,10 @@ func (s *servers) add(name, addr string, b build, attrs ...any) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
+	}
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls.ServerConfig(alpn(name)...))
+		attrs = append(attrs, "tls", true)
 	}
 	srv, err := b(ln)
 	if err != nil {

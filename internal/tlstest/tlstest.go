@@ -90,6 +90,17 @@ func (f *Files) Reissue(t testing.TB, p Pair) *big.Int {
 // Serial is the serial number of the certificate in file.
 func Serial(t testing.TB, file string) *big.Int {
 	t.Helper()
+	return parse(t, file).SerialNumber
+}
+
+// NotAfter is when the certificate in file expires.
+func NotAfter(t testing.TB, file string) time.Time {
+	t.Helper()
+	return parse(t, file).NotAfter
+}
+
+func parse(t testing.TB, file string) *x509.Certificate {
+	t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +113,7 @@ func Serial(t testing.TB, file string) *big.Int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.SerialNumber
+	return c
 }
 
 func (f *Files) loadCA(t testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {

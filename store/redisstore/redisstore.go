@@ -211,8 +211,14 @@ func New(opts Options) (*Store, error) {
 }
 
 // refused reports whether a connection error is Redis refusing the
-// credentials or the permissions (a deployment error), not Redis being away.
+// credentials or the permissions, or a TLS certificate that does not verify
+// (a wrong authority, an expired certificate, another name): a deployment
+// error, not Redis being away.
 func refused(err error) bool {
+	var ve *tls.CertificateVerificationError
+	if errors.As(err, &ve) {
+		return true
+	}
 	var re *rueidis.RedisError
 	if errors.As(err, &re) {
 		msg := re.Error()

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -85,6 +86,11 @@ func TestTLSErrors(t *testing.T) {
 		{"TLS to a plain port", srv.Addr(), good, "first record does not look like a TLS handshake|deadline exceeded"},
 	} {
 		_, err := New(Options{Addrs: []string{c.addr}, TLS: c.cfg, Timeout: 2 * time.Second})
+		// A certificate that does not verify is a deployment error, not
+		// Redis away: no retrying in the background.
+		if verifies := !strings.Contains(c.want, "authority") && c.want != "expired"; err != nil && errors.Is(err, store.ErrUnavailable) != verifies {
+			t.Errorf("%s: %v: unavailable %v, want %v", c.name, err, errors.Is(err, store.ErrUnavailable), verifies)
+		}
 		if err == nil || !slices.ContainsFunc(strings.Split(c.want, "|"), func(w string) bool { return strings.Contains(err.Error(), w) }) {
 			t.Errorf("%s: %v, want an error containing %q", c.name, err, c.want)
 		}
