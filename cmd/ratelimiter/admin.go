@@ -92,16 +92,29 @@ type live struct {
 	auth *httpapi.Auth
 }
 
+// checkedAdminToken is the admin token, checked: long enough, and set
+// when --admin-listen asks for the admin API.
+func checkedAdminToken(f serveFlags) (string, error) {
+	token, err := adminToken(f.live.adminTokenFile)
+	if err != nil {
+		return "", err
+	}
+	if token == "" && f.live.adminListen != "" {
+		return "", fmt.Errorf("--admin-listen needs an admin token (--admin-token-file or %s)", adminTokenEnv)
+	}
+	if token != "" && len(token) < httpapi.MinAdminTokenLen {
+		return "", fmt.Errorf("admin token: %w", httpapi.ErrWeakToken)
+	}
+	return token, nil
+}
+
 // startLive builds the controller of svc's policy over the override store
 // ovs, loads the runtime overrides into it and starts watching until ctx
 // ends, and prepares the admin API. It returns before anything listens.
 func startLive(ctx context.Context, f serveFlags, svc *service.Service, ovs overrides.Store, top *topk.Tracker, reg prometheus.Registerer, log *slog.Logger) (*live, error) {
-	token, err := adminToken(f.live.adminTokenFile)
+	token, err := checkedAdminToken(f)
 	if err != nil {
 		return nil, err
-	}
-	if token == "" && f.live.adminListen != "" {
-		return nil, fmt.Errorf("--admin-listen needs an admin token (--admin-token-file or %s)", adminTokenEnv)
 	}
 	rec, err := metrics.NewReload(reg)
 	if err != nil {

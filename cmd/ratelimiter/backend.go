@@ -46,13 +46,43 @@ type backend struct {
 
 // newBackend builds the backend of f.store and registers its metrics.
 func newBackend(f serveFlags, reg prometheus.Registerer, log *slog.Logger) (*backend, error) {
+	if err := checkStoreFlags(f, log); err != nil {
+		return nil, err
+	}
+	if f.store == "memory" {
+		return memoryBackend(f, reg)
+	}
+	return redisBackend(f, reg, log)
+}
+
+// checkStoreFlags validates the store's flags, and reads the files they
+// name, without opening the store (serve --dry-run stops after it).
+func checkStoreFlags(f serveFlags, log *slog.Logger) error {
 	switch f.store {
 	case "memory":
-		return memoryBackend(f, reg)
+		if f.maxKeys < 1 {
+			return fmt.Errorf("--max-keys: %d, want at least 1", f.maxKeys)
+		}
+		return nil
 	case "redis":
-		return redisBackend(f, reg, log)
+		if err := f.fault.validate(); err != nil {
+			return err
+		}
+		if f.live.overridesFile != "" {
+			return errors.New("--overrides-file applies to the memory store; with --store redis the overrides live in Redis")
+		}
+		if f.leaseDuration <= 0 || f.leaseDuration > maxLeaseDuration {
+			return fmt.Errorf("--lease-duration: %v, want more than 0 and at most %v", f.leaseDuration, maxLeaseDuration)
+		}
+		if len(redisOptions(f).Addrs) == 0 {
+			return errors.New("--redis-addrs: no address")
+		}
+		if _, err := f.tls.redisConfig(log); err != nil {
+			return fmt.Errorf("--redis-tls: %w", err)
+		}
+		return nil
 	}
-	return nil, fmt.Errorf("--store: unknown store %q (want memory or redis)", f.store)
+	return fmt.Errorf("--store: unknown store %q (want memory or redis)", f.store)
 }
 
 // close closes what the backend holds, the last added first.
@@ -66,9 +96,6 @@ func (b *backend) close() {
 // memoryBackend is the embedded store of one instance: a bounded memstore,
 // overrides in --overrides-file.
 func memoryBackend(f serveFlags, reg prometheus.Registerer) (*backend, error) {
-	if f.maxKeys < 1 {
-		return nil, fmt.Errorf("--max-keys: %d, want at least 1", f.maxKeys)
-	}
 	ovs, err := overrides.OpenFile(f.live.overridesFile)
 	if err != nil {
 		return nil, err
@@ -90,24 +117,12 @@ func memoryBackend(f serveFlags, reg prometheus.Registerer) (*backend, error) {
 // crash loop, and no instance missing from the load balancer because Redis
 // was away when it started.
 func redisBackend(f serveFlags, reg prometheus.Registerer, log *slog.Logger) (*backend, error) {
-	if err := f.fault.validate(); err != nil {
-		return nil, err
-	}
-	if f.live.overridesFile != "" {
-		return nil, errors.New("--overrides-file applies to the memory store; with --store redis the overrides live in Redis")
-	}
-	if f.leaseDuration <= 0 || f.leaseDuration > maxLeaseDuration {
-		return nil, fmt.Errorf("--lease-duration: %v, want more than 0 and at most %v", f.leaseDuration, maxLeaseDuration)
-	}
 	opts := redisOptions(f)
-	tlsCfg, err := f.tls.redisConfig(log)
+	tlsCfg, err := f.tls.redisConfig(log) // checked by checkStoreFlags
 	if err != nil {
 		return nil, fmt.Errorf("--redis-tls: %w", err)
 	}
 	opts.TLS = tlsCfg
-	if len(opts.Addrs) == 0 {
-		return nil, errors.New("--redis-addrs: no address")
-	}
 	observe, err := metrics.RegisterRedis(reg)
 	if err != nil {
 		return nil, err

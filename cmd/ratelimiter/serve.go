@@ -77,6 +77,7 @@ type serveFlags struct {
 	auditRate float64       // fraction of subjects audited online; 0 off
 	topK2Prom int           // most denied subjects per namespace exported as metric labels; 0 off
 	tracing   bool          // OpenTelemetry spans, exported as OTEL_* says
+	dryRun    bool          // check everything, serve nothing
 }
 
 // serveCmd runs the server until ctx is cancelled (SIGINT/SIGTERM), then shuts
@@ -127,6 +128,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.StringVar(&f.envoyAlgorithm, "envoy-algorithm", "fixed_window", "what enforces --envoy-config's rate limits: fixed_window (envoyproxy/ratelimit's windows) or token_bucket (smooth)")
 	fs.StringVar(&f.trustedProxies, "trusted-proxies", "", "comma-separated `CIDRs` (or addresses) of the proxies in front whose Forwarded and X-Forwarded-For headers say the client's address (client_address descriptors, --proxy-subject remote-addr); empty: the TCP peer is the client")
 	fs.IntVar(&f.ipv6Prefix, "ipv6-prefix", extract.DefaultIPv6Prefix, "prefix length an IPv6 client address is limited as (a host rotates addresses within its /64)")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "check the flags, the files they name and the configuration, then exit (0 when all is well) without connecting to a store or listening: a deployment's arguments checked before it rolls out")
 	fs.BoolVar(&f.shadow, "shadow-mode", false, "admit every request the limits deny, reporting the would-be denial (JSON, RateLimit-Shadow header, metrics): try a policy before enforcing it")
 	if err := parseFlags(fs, args); err != nil {
 		return flagExit(err)
@@ -237,6 +239,16 @@ func serve(ctx context.Context, f serveFlags, log *slog.Logger) error {
 	snap, source, err := loadPolicy(f.source())
 	if err != nil {
 		return fmt.Errorf("load configuration: %w", err)
+	}
+	if f.dryRun {
+		if err := checkStoreFlags(f, log); err != nil {
+			return err
+		}
+		if _, err := checkedAdminToken(f); err != nil {
+			return err
+		}
+		log.Info("dry run: flags and configuration are valid", "config", source, "version", snap.Version(), "namespaces", strings.Join(snap.Names(), ","), "store", f.store)
+		return nil
 	}
 
 	// What starts is stopped by the defers below in reverse: the

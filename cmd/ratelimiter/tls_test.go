@@ -241,3 +241,30 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// serve --dry-run checks the flags, the files they name and the
+// configuration, and exits without connecting or listening: 0 when all is
+// well (Redis need not be there), 1 with the reason otherwise.
+func TestDryRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the binary")
+	}
+	m := tlstest.New(t)
+	bin := buildBinary(t)
+	ok := runBin(t, bin, "serve", "--dry-run", "--listen", "127.0.0.1:1", "--store", "redis", "--redis-addrs", "127.0.0.1:1",
+		"--redis-tls-ca-file", m.CAFile, "--tls-cert-file", m.Server.CertFile, "--tls-key-file", m.Server.KeyFile)
+	if ok.code != 0 || !strings.Contains(ok.stderr, "dry run: flags and configuration are valid") || strings.Contains(ok.stderr, "listening") {
+		t.Errorf("valid: exit %d, stderr %q", ok.code, ok.stderr)
+	}
+	bad := writeConfig(t, "namespaces:\n  - name: orders\n    limits:\n      - {name: a, algorithm: token_bucket, limit: -1, period: 1m}\n")
+	for _, args := range [][]string{
+		{"--config", bad},
+		{"--store", "redis", "--redis-addrs", ""},
+		{"--store", "nope"},
+		{"--max-keys", "0"},
+	} {
+		if r := runBin(t, bin, append([]string{"serve", "--dry-run"}, args...)...); r.code != 1 || strings.Contains(r.stderr, "dry run") {
+			t.Errorf("%q: exit %d, stderr %q; want 1", args, r.code, r.stderr)
+		}
+	}
+}
