@@ -5,7 +5,8 @@
 # redis-server processes on loopback ports, started and stopped by the tests;
 # the alert rules' unit tests under promtool; the live page in headless
 # Chromium; nginx and Caddy in front of a backend), vets the benchmark
-# module, and runs the JavaScript package's tests.
+# module, tests the deployment files (deploy/, a module of its own), and
+# runs the JavaScript package's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,10 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 (cd bench && go vet ./...)
+# deploy/ is a module of its own (the Kubernetes API types): its manifests
+# decoded strictly, the container's arguments run through serve --dry-run,
+# the Dockerfile's build checked static.
+(cd deploy && go vet ./... && go test -count=1 ./...)
 go test -race -count=1 -timeout 20m $(go list ./... | grep -v -e '/cmd/ratelimiter$' -e '/internal/chaostest$')
 # The end-to-end and fault tests run real servers and proxies under the load
 # the product is for (bursts of thousands of concurrent checks, an open loop
