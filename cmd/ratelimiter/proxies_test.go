@@ -182,3 +182,21 @@ func TestNginxAndCaddyInFront(t *testing.T) {
 		})
 	}
 }
+
+// The README's copy-paste configurations are the files the test above
+// runs, byte for byte.
+func TestReadmeCarriesTheTestedConfigs(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lang, file := range map[string]string{"nginx": "deploy/nginx/ratelimiter.conf", "caddy": "deploy/caddy/Caddyfile"} {
+		raw, err := os.ReadFile(filepath.Join("..", "..", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(readme), "```"+lang+"\n"+string(raw)+"```\n") {
+			t.Errorf("README.md has no ```%s block identical to %s", lang, file)
+		}
+	}
+}
