@@ -12,7 +12,9 @@
 // coalesced by the Go client (ModeChecks, POST /v1/checks: package client),
 // or over the native gRPC API, one unary call each (ModeGRPC) or every
 // caller's checks on one shared stream (ModeStream: package
-// client/grpcclient).
+// client/grpcclient), or over Envoy's rate limit service protocol, one
+// ShouldRateLimit call each (ModeRLS: domain the namespace, one descriptor
+// {RLSKey: subject}), which envoyproxy/ratelimit serves too.
 // With the server's PID, the report holds the server's CPU time per check,
 // read from /proc (Linux).
 package loadgen
@@ -35,6 +37,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	rlcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+
 	pb "github.com/distributedratelimiter/ratelimiter/api/ratelimiterv1"
 	"github.com/distributedratelimiter/ratelimiter/client"
 	"github.com/distributedratelimiter/ratelimiter/client/grpcclient"
@@ -46,12 +51,17 @@ const (
 	ModeChecks = "checks" // the batching client, POST /v1/checks
 	ModeGRPC   = "grpc"   // one unary Check per check, the native gRPC API
 	ModeStream = "stream" // the stream client: every caller on one CheckStream
+	ModeRLS    = "rls"    // one ShouldRateLimit per check, Envoy's protocol
 )
 
 // Config is one run.
 type Config struct {
-	URL       string // the server's base URL (ModeCheck, ModeChecks)
-	GRPC      string // the native gRPC API's address (ModeGRPC, ModeStream)
+	URL  string // the server's base URL (ModeCheck, ModeChecks)
+	GRPC string // the native gRPC API's address (ModeGRPC, ModeStream)
+	RLS  string // Envoy's rate limit service's address (ModeRLS)
+	// RLSKey is the descriptor key the subject is the value of (ModeRLS).
+	// Default "user".
+	RLSKey    string
 	Mode      string
 	Namespace string
 	// Subjects are the distinct subjects checked, round robin; 1 is one
@@ -65,7 +75,15 @@ type Config struct {
 	PID int
 	// Progress, when not nil, receives a line a second.
 	Progress io.Writer
+	// Check, when set, sends each check instead of Mode, which then only
+	// names the run: another service's client, driven with the same load
+	// shape (the peers' comparison, bench/peers).
+	Check Check
 }
+
+// Check sends one check of subject and says whether it was allowed; an
+// error is a check that got no decision.
+type Check func(ctx context.Context, subject string) (allowed bool, err error)
 
 // Report is what a run measured.
 type Report struct {
@@ -239,6 +257,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 // checker returns the function that sends one check of a subject, by mode.
 func checker(cfg Config) (func(subject string) (int, error), func(), error) {
 	base := strings.TrimSuffix(cfg.URL, "/")
+	if cfg.Check != nil {
+		return outcomes(cfg.Check), func() {}, nil
+	}
 	switch cfg.Mode {
 	case ModeCheck:
 		t := http.DefaultTransport.(*http.Transport).Clone()
@@ -266,53 +287,72 @@ func checker(cfg Config) (func(subject string) (int, error), func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		return viaClient(c, cfg.Namespace), func() { c.Close() }, nil
+		return outcomes(viaClient(c, cfg.Namespace)), func() { c.Close() }, nil
 	case ModeGRPC:
 		conn, err := grpc.NewClient(cfg.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return nil, nil, err
 		}
 		rl := pb.NewRateLimiterClient(conn)
-		return func(subject string) (int, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
-			defer cancel()
+		return outcomes(func(ctx context.Context, subject string) (bool, error) {
 			res, err := rl.Check(ctx, &pb.CheckRequest{Namespace: cfg.Namespace, Subject: subject})
-			switch {
-			case err != nil:
-				return failed, err
-			case res.GetError() != "":
-				return failed, errors.New(res.GetError())
-			case res.GetAllowed():
-				return allowed, nil
+			if err == nil && res.GetError() != "" {
+				err = errors.New(res.GetError())
 			}
-			return denied, nil
-		}, func() { conn.Close() }, nil
+			return res.GetAllowed(), err
+		}), func() { conn.Close() }, nil
 	case ModeStream:
 		c, err := grpcclient.New(cfg.GRPC)
 		if err != nil {
 			return nil, nil, err
 		}
-		return viaClient(c, cfg.Namespace), func() { c.Close() }, nil
+		return outcomes(viaClient(c, cfg.Namespace)), func() { c.Close() }, nil
+	case ModeRLS:
+		conn, err := grpc.NewClient(cfg.RLS, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, err
+		}
+		rl := rlsv3.NewRateLimitServiceClient(conn)
+		key := cfg.RLSKey
+		if key == "" {
+			key = "user"
+		}
+		return outcomes(func(ctx context.Context, subject string) (bool, error) {
+			res, err := rl.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: cfg.Namespace,
+				Descriptors: []*rlcommon.RateLimitDescriptor{{Entries: []*rlcommon.RateLimitDescriptor_Entry{{Key: key, Value: subject}}}}})
+			if c := res.GetOverallCode(); err == nil && c != rlsv3.RateLimitResponse_OK && c != rlsv3.RateLimitResponse_OVER_LIMIT {
+				err = fmt.Errorf("overall code %v", c)
+			}
+			return res.GetOverallCode() == rlsv3.RateLimitResponse_OK, err
+		}), func() { conn.Close() }, nil
 	}
-	return nil, nil, fmt.Errorf("loadgen: mode %q: want %s, %s, %s or %s", cfg.Mode, ModeCheck, ModeChecks, ModeGRPC, ModeStream)
+	return nil, nil, fmt.Errorf("loadgen: mode %q: want %s, %s, %s, %s or %s", cfg.Mode, ModeCheck, ModeChecks, ModeGRPC, ModeStream, ModeRLS)
 }
 
 // checkTimeout bounds one check of the generator.
 const checkTimeout = 10 * time.Second
 
-// viaClient sends each check through c, one of the batching clients
-// (package client, client/grpcclient): their Check is the same.
+// viaClient is a Check through c, one of the batching clients (package
+// client, client/grpcclient): their Check is the same.
 func viaClient(c interface {
 	Check(context.Context, client.Request) (client.Result, error)
-}, namespace string) func(subject string) (int, error) {
+}, namespace string) Check {
+	return func(ctx context.Context, subject string) (bool, error) {
+		res, err := c.Check(ctx, client.Request{Namespace: namespace, Subject: subject})
+		return res.Allowed, err
+	}
+}
+
+// outcomes sends each check through c, bounded by checkTimeout.
+func outcomes(c Check) func(subject string) (int, error) {
 	return func(subject string) (int, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 		defer cancel()
-		res, err := c.Check(ctx, client.Request{Namespace: namespace, Subject: subject})
+		ok, err := c(ctx, subject)
 		switch {
 		case err != nil:
 			return failed, err
-		case res.Allowed:
+		case ok:
 			return allowed, nil
 		}
 		return denied, nil

@@ -12,11 +12,13 @@ import (
 // benchCmd drives a running server with checks and prints what it measured
 // (package loadgen). Exit code: 0, or 2 on a usage error or a failed run.
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("bench", "bench [--server URL | --grpc ADDR] [--mode check|checks|grpc|stream] [--callers N] [--rate R] [--duration D] [--subjects N] [--pid PID]", stderr)
+	fs := newFlagSet("bench", "bench [--server URL | --grpc ADDR | --rls ADDR] [--mode check|checks|grpc|stream|rls] [--callers N] [--rate R] [--duration D] [--subjects N] [--pid PID]", stderr)
 	var cfg loadgen.Config
 	fs.StringVar(&cfg.URL, "server", "http://127.0.0.1:8080", "base `URL` of the server")
 	fs.StringVar(&cfg.GRPC, "grpc", "127.0.0.1:8081", "`address` of the native gRPC API (--grpc-listen), for the grpc and stream modes")
-	fs.StringVar(&cfg.Mode, "mode", loadgen.ModeCheck, "check: one check per POST /v1/check; checks: the batching Go client over POST /v1/checks; grpc: one unary Check each; stream: every caller on one CheckStream")
+	fs.StringVar(&cfg.RLS, "rls", "127.0.0.1:8082", "`address` of Envoy's rate limit service (--rls-listen, or envoyproxy/ratelimit's), for the rls mode")
+	fs.StringVar(&cfg.RLSKey, "rls-key", "user", "rls mode: the descriptor `key` whose value is the subject")
+	fs.StringVar(&cfg.Mode, "mode", loadgen.ModeCheck, "check: one check per POST /v1/check; checks: the batching Go client over POST /v1/checks; grpc: one unary Check each; stream: every caller on one CheckStream; rls: one ShouldRateLimit each, Envoy's protocol (domain: the namespace)")
 	fs.StringVar(&cfg.Namespace, "namespace", "orders", "namespace to check")
 	fs.IntVar(&cfg.Subjects, "subjects", 10_000, "distinct subjects, round robin (1: one hot subject)")
 	fs.IntVar(&cfg.Callers, "callers", 64, "closed loop: concurrent callers; open loop: the most checks outstanding")

@@ -1,6 +1,7 @@
-// Package apitest serves the service's own HTTP and gRPC APIs over the
-// memory store on a loopback port, for the tests of its clients (package client, package
-// loadgen): the real handler, the real service, no stand-in.
+// Package apitest serves the service's own HTTP and gRPC APIs, and Envoy's
+// protocol, over the memory store on a loopback port, for the tests of its
+// clients (package client, package loadgen): the real handler, the real
+// service, no stand-in.
 package apitest
 
 import (
@@ -21,6 +22,7 @@ import (
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
 	"github.com/distributedratelimiter/ratelimiter/transport/grpcapi"
 	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
+	"github.com/distributedratelimiter/ratelimiter/transport/rls"
 	"google.golang.org/grpc"
 )
 
@@ -64,6 +66,22 @@ func NewGRPC(t testing.TB, perHour int64) string {
 	}
 	g := grpc.NewServer()
 	grpcapi.New(Service(t, perHour)).Register(g)
+	go g.Serve(ln)
+	t.Cleanup(g.Stop)
+	return ln.Addr().String()
+}
+
+// NewRLS serves Service(t, perHour) over Envoy's rate limit service
+// protocol on a loopback port until the test ends, and returns its
+// address.
+func NewRLS(t testing.TB, perHour int64) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	rls.New(Service(t, perHour)).Register(g)
 	go g.Serve(ln)
 	t.Cleanup(g.Stop)
 	return ln.Addr().String()
