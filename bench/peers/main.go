@@ -268,8 +268,8 @@ func (p procs) stop() {
 		if f, ok := p[i].Stdout.(*os.File); ok {
 			f.Close()
 			if keepLogs == "" {
-			os.Remove(f.Name())
-		}
+				os.Remove(f.Name())
+			}
 		}
 	}
 }
