@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 3 && strings.HasPrefix(os.Args[1], "noop-") {
+		if err := noop(os.Args[1], os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "peers:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o opts
 	flag.StringVar(&o.bin, "bin", "bench/bin", "directory of the peers' binaries: gubernator, service_cmd (envoyproxy/ratelimit)")
 	flag.StringVar(&o.ratelimiter, "ratelimiter", "", "this service's binary")
@@ -127,11 +135,27 @@ func run(o opts) error {
 	}
 	// This service: the memory store (beside Gubernator), Redis with the
 	// deny cache off (beside envoyproxy/ratelimit).
-	memHTTP, memGRPC := freeAddr(), freeAddr()
+	memHTTP, memGRPC, memRLS := freeAddr(), freeAddr(), freeAddr()
 	mem, err := procs.start("ratelimiter (memory)", o.ratelimiter, nil, "serve", "--log-level", "error",
-		"--config", ourConf, "--listen", memHTTP, "--grpc-listen", memGRPC)
+		"--config", ourConf, "--listen", memHTTP, "--grpc-listen", memGRPC, "--rls-listen", memRLS)
 	if err != nil {
 		return err
+	}
+	// The no-op servers: the transports alone (noop.go).
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	noopAddr := map[string]string{}
+	noopPID := map[string]int{}
+	for _, kind := range []string{"noop-http", "noop-fasthttp", "noop-rls"} {
+		noopAddr[kind] = freeAddr()
+		if noopPID[kind], err = procs.start(kind, self, nil, kind, noopAddr[kind]); err != nil {
+			return err
+		}
+		if err := waitDial(noopAddr[kind]); err != nil {
+			return fmt.Errorf("%s: %w", kind, err)
+		}
 	}
 	rdsHTTP, rdsRLS := freeAddr(), freeAddr()
 	rds, err := procs.start("ratelimiter (redis)", o.ratelimiter, nil, "serve", "--log-level", "error",
@@ -180,6 +204,14 @@ func run(o opts) error {
 	unaryRun := run{"ours grpc unary", cfg(mem, loadgen.ModeGRPC, func(c *loadgen.Config) { c.GRPC = memGRPC }), false}
 	envRun := run{"envoyproxy/ratelimit rls", cfg(env, loadgen.ModeRLS, func(c *loadgen.Config) { c.RLS = "127.0.0.1:" + strconv.Itoa(eGRPC) }), true}
 	oursRLS := run{"ours redis rls", cfg(rds, loadgen.ModeRLS, func(c *loadgen.Config) { c.RLS = rdsRLS }), true}
+	// Single checks: this service (memory store) and the no-op servers.
+	single := []run{
+		{"ours /v1/check", cfg(mem, loadgen.ModeCheck, func(c *loadgen.Config) { c.URL = "http://" + memHTTP }), false},
+		{"no-op net/http", cfg(noopPID["noop-http"], loadgen.ModeCheck, func(c *loadgen.Config) { c.URL = "http://" + noopAddr["noop-http"] }), false},
+		{"no-op fasthttp", cfg(noopPID["noop-fasthttp"], loadgen.ModeCheck, func(c *loadgen.Config) { c.URL = "http://" + noopAddr["noop-fasthttp"] }), false},
+		{"ours rls (memory)", cfg(mem, loadgen.ModeRLS, func(c *loadgen.Config) { c.RLS = memRLS }), false},
+		{"no-op rls (grpc-go)", cfg(noopPID["noop-rls"], loadgen.ModeRLS, func(c *loadgen.Config) { c.RLS = noopAddr["noop-rls"] }), false},
+	}
 
 	ctx := context.Background()
 	redisCPU := map[string]time.Duration{} // per check, by run
@@ -205,9 +237,9 @@ func run(o opts) error {
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), o.callers, o.keys, o.duration)
 	for round := 1; round <= o.rounds; round++ {
 		fmt.Printf("round %d\n", round)
-		order := []run{gubRun, streamRun, unaryRun, envRun, oursRLS}
+		order := append([]run{gubRun, streamRun, unaryRun, envRun, oursRLS}, single...)
 		if round%2 == 0 {
-			order = []run{oursRLS, envRun, unaryRun, streamRun, gubRun}
+			slices.Reverse(order)
 		}
 		reps := map[string]loadgen.Report{}
 		for _, r := range order {
@@ -236,6 +268,9 @@ func run(o opts) error {
 		fmt.Printf("          ours redis rls / envoyproxy/ratelimit %.2fx checks/s, server CPU per check %.2fx, Redis CPU per check %.2fx\n",
 			ours.PerSecond()/e.PerSecond(), float64(ours.CPUPerCheck())/float64(max(e.CPUPerCheck(), 1)),
 			float64(redisCPU[oursRLS.name])/float64(max(redisCPU[envRun.name], 1)))
+		cpu := func(name string) float64 { return float64(reps[name].CPUPerCheck()) }
+		fmt.Printf("          single checks, server CPU per check: ours /v1/check / no-op net/http %.2fx; no-op net/http / no-op fasthttp %.2fx; ours rls / no-op rls %.2fx\n",
+			cpu("ours /v1/check")/cpu("no-op net/http"), cpu("no-op net/http")/cpu("no-op fasthttp"), cpu("ours rls (memory)")/cpu("no-op rls (grpc-go)"))
 	}
 	return nil
 }
@@ -317,6 +352,17 @@ func waitTCP(addr string) error {
 			return fmt.Errorf("PING: %q %v", l, err)
 		}
 		return nil
+	})
+}
+
+// waitDial waits until addr accepts connections.
+func waitDial(addr string) error {
+	return poll(func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
 	})
 }
 
