@@ -299,19 +299,18 @@ func (s *Service) guarded(ctx context.Context, snap *policy.Snapshot, res *Resul
 	t, outcome, err := s.admit(shard)
 	if outcome == failedReturn {
 		cctx, cancel := context.WithTimeout(ctx, g.maxWait)
-		var v limit.Verdict
-		v, err = s.store.Apply(cctx, req)
+		res.Verdict, err = s.store.Apply(cctx, req) // in place: no second Verdict on the stack
 		cancel()
 		if outcome, err = s.settle(ctx, t, err); err == nil {
-			if !v.Allowed && g.deny != nil {
-				g.deny.insert(snap, req, &v, now)
+			if !res.Verdict.Allowed && g.deny != nil {
+				g.deny.insert(snap, req, &res.Verdict, now)
 			}
 			if res.Set.Namespace.OnStoreError == policy.FailLocal {
-				g.seed(req, &v)
+				g.seed(req, &res.Verdict)
 			}
-			res.Verdict = v
 			return nil
 		}
+		res.Verdict = limit.Verdict{}
 	}
 	switch outcome {
 	case failedShed:

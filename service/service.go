@@ -289,7 +289,7 @@ func (s *Service) Swap(snap *policy.Snapshot) (old *policy.Snapshot, err error) 
 // error only for bad input, an unknown namespace, a closed store, a ctx
 // that ended first, or a check shed for overload (ErrOverloaded, with
 // Result.DecidedBy DecidedByShed).
-func (s *Service) Check(ctx context.Context, req Request) (Result, error) {
+func (s *Service) Check(ctx context.Context, req Request) (res Result, err error) {
 	if s.tracer != nil {
 		return s.checkTraced(ctx, req)
 	}
@@ -297,14 +297,24 @@ func (s *Service) Check(ctx context.Context, req Request) (Result, error) {
 	if s.obs != nil || s.guard != nil {
 		start = s.clock.Now()
 	}
-	res, err := s.check(ctx, req, start)
+	err = s.check(ctx, req, start, &res)
 	if s.shadow && err == nil && !res.Verdict.Allowed {
 		shadow(&res)
 	}
 	if s.obs != nil {
-		s.obs.ObserveCheck(res, err, s.clock.Now().Sub(start))
+		s.observe(&res, err, start)
 	}
 	return res, err
+}
+
+// observe tells the observers of a check. A function of its own, so that
+// the copy of res the observers take lives in its frame, not in Check's:
+// Check's frame is on the stack while the store works, and a goroutine
+// whose stack must grow for it (a gRPC call's) copies it.
+//
+//go:noinline
+func (s *Service) observe(res *Result, err error, start time.Time) {
+	s.obs.ObserveCheck(*res, err, s.clock.Now().Sub(start))
 }
 
 // shadow admits a denied result (Options.Shadow).
@@ -313,24 +323,26 @@ func shadow(res *Result) {
 	res.Verdict.Allowed, res.Verdict.Shadow, res.Verdict.RetryAfter = true, true, 0
 }
 
-func (s *Service) check(ctx context.Context, req Request, start time.Time) (Result, error) {
+// check decides req into res, which it expects zero: written in place, so
+// that no frame on the way to the store holds a second Result.
+func (s *Service) check(ctx context.Context, req Request, start time.Time, res *Result) error {
 	snap := s.snap.Load()
-	res := Result{Namespace: req.Namespace, Subject: req.Subject, Cost: req.Cost}
+	res.Namespace, res.Subject, res.Cost = req.Namespace, req.Subject, req.Cost
 	if err := s.Validate(req); err != nil {
 		if ns, ok := snap.Namespace(req.Namespace); ok {
 			res.Set.Namespace = ns
 		}
-		return res, err
+		return err
 	}
 	if len(req.Descriptors) > 0 {
-		if err := s.checkDescriptors(ctx, snap, req, &res, start); err != nil {
-			return res, fmt.Errorf("check %s: %w", req.Namespace, err)
+		if err := s.checkDescriptors(ctx, snap, req, res, start); err != nil {
+			return fmt.Errorf("check %s: %w", req.Namespace, err)
 		}
-		return res, nil
+		return nil
 	}
 	set, err := snap.Resolve(req.Namespace, req.Subject)
 	if err != nil {
-		return res, err // wraps policy.ErrUnknownNamespace and names it
+		return err // wraps policy.ErrUnknownNamespace and names it
 	}
 	res.Set = set
 	sreq := store.Request{
@@ -340,17 +352,16 @@ func (s *Service) check(ctx context.Context, req Request, start time.Time) (Resu
 		Lease: leased(set.Rules),
 	}
 	if s.guard != nil {
-		if err := s.guarded(ctx, snap, &res, sreq, start); err != nil {
-			return res, fmt.Errorf("check %s: %w", req.Namespace, err)
+		if err := s.guarded(ctx, snap, res, sreq, start); err != nil {
+			return fmt.Errorf("check %s: %w", req.Namespace, err)
 		}
-		return res, nil
+		return nil
 	}
-	v, err := s.store.Apply(ctx, sreq)
-	if err != nil {
-		return res, fmt.Errorf("check %s: %w", req.Namespace, err)
+	if res.Verdict, err = s.store.Apply(ctx, sreq); err != nil {
+		res.Verdict = limit.Verdict{}
+		return fmt.Errorf("check %s: %w", req.Namespace, err)
 	}
-	res.Verdict = v
-	return res, nil
+	return nil
 }
 
 // leased reports whether a limit set is a leased limit (it then stands

@@ -24,7 +24,7 @@ import (
 
 // checkTraced is Check within a ratelimiter.check span. (A function of its
 // own, so that Check without a Tracer has no defer and no span.)
-func (s *Service) checkTraced(ctx context.Context, req Request) (Result, error) {
+func (s *Service) checkTraced(ctx context.Context, req Request) (res Result, err error) {
 	ctx, span := s.tracer.Start(ctx, "ratelimiter.check")
 	defer span.End()
 	// The policy's resolution, timed apart: check resolves the request
@@ -33,12 +33,12 @@ func (s *Service) checkTraced(ctx context.Context, req Request) (Result, error) 
 	s.snap.Load().Resolve(req.Namespace, req.Subject)
 	ps.End()
 	start := s.clock.Now()
-	res, err := s.check(ctx, req, start)
+	err = s.check(ctx, req, start, &res)
 	if s.shadow && err == nil && !res.Verdict.Allowed {
 		shadow(&res)
 	}
 	if s.obs != nil {
-		s.obs.ObserveCheck(res, err, s.clock.Now().Sub(start))
+		s.observe(&res, err, start)
 	}
 	if !span.IsRecording() {
 		return res, err // not sampled: no attribute is built

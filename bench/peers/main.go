@@ -53,6 +53,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "each run's length")
 	flag.IntVar(&o.callers, "callers", 64, "closed loop: concurrent callers")
 	flag.IntVar(&o.keys, "keys", 10_000, "distinct subjects (keys), round robin")
+	flag.StringVar(&o.phase, "phase", "all", "all; peers (Gubernator and envoyproxy/ratelimit only); single (single checks beside the no-op servers only)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "peers:", err)
@@ -62,6 +63,7 @@ func main() {
 
 type opts struct {
 	bin, ratelimiter string
+	phase            string
 	rounds, callers  int
 	keys             int
 	duration         time.Duration
@@ -237,7 +239,13 @@ func run(o opts) error {
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), o.callers, o.keys, o.duration)
 	for round := 1; round <= o.rounds; round++ {
 		fmt.Printf("round %d\n", round)
-		order := append([]run{gubRun, streamRun, unaryRun, envRun, oursRLS}, single...)
+		var order []run
+		if o.phase != "single" {
+			order = append(order, gubRun, streamRun, unaryRun, envRun, oursRLS)
+		}
+		if o.phase != "peers" {
+			order = append(order, single...)
+		}
 		if round%2 == 0 {
 			slices.Reverse(order)
 		}
@@ -248,6 +256,14 @@ func run(o opts) error {
 				return err
 			}
 			reps[r.name] = rep
+		}
+		cpu := func(name string) float64 { return float64(reps[name].CPUPerCheck()) }
+		if o.phase != "peers" {
+			fmt.Printf("  single checks, server CPU per check: ours /v1/check / no-op net/http %.2fx; no-op net/http / no-op fasthttp %.2fx; ours rls / no-op rls %.2fx\n",
+				cpu("ours /v1/check")/cpu("no-op net/http"), cpu("no-op net/http")/cpu("no-op fasthttp"), cpu("ours rls (memory)")/cpu("no-op rls (grpc-go)"))
+		}
+		if o.phase == "single" {
+			continue
 		}
 		// Paced at half Gubernator's capacity of this round: p99 of each.
 		half := reps[gubRun.name].PerSecond() / 2
@@ -268,9 +284,6 @@ func run(o opts) error {
 		fmt.Printf("          ours redis rls / envoyproxy/ratelimit %.2fx checks/s, server CPU per check %.2fx, Redis CPU per check %.2fx\n",
 			ours.PerSecond()/e.PerSecond(), float64(ours.CPUPerCheck())/float64(max(e.CPUPerCheck(), 1)),
 			float64(redisCPU[oursRLS.name])/float64(max(redisCPU[envRun.name], 1)))
-		cpu := func(name string) float64 { return float64(reps[name].CPUPerCheck()) }
-		fmt.Printf("          single checks, server CPU per check: ours /v1/check / no-op net/http %.2fx; no-op net/http / no-op fasthttp %.2fx; ours rls / no-op rls %.2fx\n",
-			cpu("ours /v1/check")/cpu("no-op net/http"), cpu("no-op net/http")/cpu("no-op fasthttp"), cpu("ours rls (memory)")/cpu("no-op rls (grpc-go)"))
 	}
 	return nil
 }
