@@ -47,9 +47,12 @@ func TestTLSEverywhere(t *testing.T) {
 	copyFile(t, m.Server.KeyFile, listenPair.KeyFile)
 	token := "tls-admin-token-0123456789"
 	cfg := writeConfig(t, "namespaces:\n  - name: orders\n    limits:\n      - {name: per-hour, algorithm: token_bucket, limit: 100, period: 1h}\n")
-	s := startServerEnv(t, buildBinary(t), []string{"RATELIMITER_ADMIN_TOKEN=" + token}, "--config", cfg,
+	// The Redis authority and server name as environment variables, the
+	// rest as flags: both work.
+	s := startServerEnv(t, buildBinary(t), []string{"RATELIMITER_ADMIN_TOKEN=" + token,
+		"RATELIMITER_REDIS_TLS_CA_FILE=" + m.CAFile, "RATELIMITER_REDIS_TLS_SERVER_NAME=localhost"}, "--config", cfg,
 		"--store", "redis", "--redis-addrs", rds.TLSAddr(),
-		"--redis-tls-ca-file", m.CAFile, "--redis-tls-cert-file", m.Client.CertFile, "--redis-tls-key-file", m.Client.KeyFile,
+		"--redis-tls-cert-file", m.Client.CertFile, "--redis-tls-key-file", m.Client.KeyFile,
 		"--tls-cert-file", listenPair.CertFile, "--tls-key-file", listenPair.KeyFile, "--tls-client-ca-file", m.CAFile,
 		"--admin-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--rls-listen", "127.0.0.1:0")
 	addrs := map[string]string{"api": s.addr}

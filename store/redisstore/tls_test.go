@@ -95,6 +95,21 @@ func TestTLSErrors(t *testing.T) {
 			t.Errorf("%s: %v, want an error containing %q", c.name, err, c.want)
 		}
 	}
+	// The server name: the certificate's (localhost) verifies, another
+	// does not, though the address is the same.
+	named, err := tlsfiles.NewClient(tlsfiles.Files{CAFile: m.CAFile, CertFile: m.Client.CertFile, KeyFile: m.Client.KeyFile}, tlsfiles.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := New(Options{Addrs: []string{srv.TLSAddr()}, TLS: named.ClientConfig("localhost")}); err != nil {
+		t.Errorf("server name localhost: %v", err)
+	} else {
+		s.Close()
+	}
+	if _, err := New(Options{Addrs: []string{srv.TLSAddr()}, TLS: named.ClientConfig("redis.example.com"), Timeout: 2 * time.Second}); err == nil ||
+		!strings.Contains(err.Error(), "redis.example.com") || errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("server name redis.example.com: %v, want a certificate error naming it, not retried", err)
+	}
 	// And the right material works on the same server.
 	s, err := New(Options{Addrs: []string{srv.TLSAddr()}, TLS: good})
 	if err != nil {
