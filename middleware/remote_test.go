@@ -60,6 +60,14 @@ func serve(t *testing.T, svc *service.Service, o client.Options) *served {
 	return s
 }
 
+// client is the client of way: "http" or "grpc".
+func (s *served) client(way string) Remote {
+	if way == "grpc" {
+		return s.grpc
+	}
+	return s.http
+}
+
 // remoteWrap is wrap through NewRemote.
 func remoteWrap(t *testing.T, c Remote, opts Options) (http.Handler, *counting) {
 	t.Helper()
@@ -147,10 +155,7 @@ func TestRemoteAnswersAsInProcess(t *testing.T) {
 	for _, way := range []string{"http", "grpc"} {
 		t.Run(way, func(t *testing.T) {
 			srv := serve(t, newService(t, policyYAML), client.Options{})
-			var c Remote = srv.http
-			if way == "grpc" {
-				c = srv.grpc
-			}
+			c := srv.client(way)
 			got, reached := run(func(ns string, o Options) (http.Handler, *counting) { return remoteWrap(t, c, o) })
 			for i := range max(len(got), len(local)) {
 				if i >= len(got) || i >= len(local) || got[i] != local[i] {
@@ -189,11 +194,7 @@ func TestRemoteExactUnderConcurrency(t *testing.T) {
 	for _, way := range []string{"http", "grpc"} {
 		t.Run(way, func(t *testing.T) {
 			srv := serve(t, newService(t, policyYAML), client.Options{})
-			var c Remote = srv.http
-			if way == "grpc" {
-				c = srv.grpc
-			}
-			h, next := remoteWrap(t, c, Options{Namespace: "exact"})
+			h, next := remoteWrap(t, srv.client(way), Options{Namespace: "exact"})
 			var wg sync.WaitGroup
 			var codes [600]atomic.Int64
 			for range 2000 {

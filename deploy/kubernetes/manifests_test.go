@@ -82,29 +82,17 @@ func load(t *testing.T) *objects {
 			var name string
 			switch tm.APIVersion + " " + tm.Kind {
 			case "apps/v1 Deployment":
-				var d appsv1.Deployment
-				strict(t, where, doc, &d)
-				name, o.deployments[d.Name] = d.Name, &d
+				name = decode(t, where, doc, o.deployments)
 			case "v1 Service":
-				var s corev1.Service
-				strict(t, where, doc, &s)
-				name, o.services[s.Name] = s.Name, &s
+				name = decode(t, where, doc, o.services)
 			case "v1 ConfigMap":
-				var c corev1.ConfigMap
-				strict(t, where, doc, &c)
-				name, o.configMaps[c.Name] = c.Name, &c
+				name = decode(t, where, doc, o.configMaps)
 			case "v1 Secret":
-				var s corev1.Secret
-				strict(t, where, doc, &s)
-				name, o.secrets[s.Name] = s.Name, &s
+				name = decode(t, where, doc, o.secrets)
 			case "policy/v1 PodDisruptionBudget":
-				var p policyv1.PodDisruptionBudget
-				strict(t, where, doc, &p)
-				name, o.pdbs[p.Name] = p.Name, &p
+				name = decode(t, where, doc, o.pdbs)
 			case "monitoring.coreos.com/v1 ServiceMonitor":
-				var s monitoringv1.ServiceMonitor
-				strict(t, where, doc, &s)
-				name, o.serviceMonitors[s.Name] = s.Name, &s
+				name = decode(t, where, doc, o.serviceMonitors)
 			default:
 				t.Fatalf("%s: %s %s: no type for it in this test", where, tm.APIVersion, tm.Kind)
 			}
@@ -114,6 +102,23 @@ func load(t *testing.T) *objects {
 		}
 	}
 	return o
+}
+
+// object is a Kubernetes API object type whose pointer has a name.
+type object[T any] interface {
+	*T
+	GetName() string
+}
+
+// decode decodes doc strictly into a new T, files it in m by name, and
+// returns the name.
+func decode[T any, P object[T]](t *testing.T, where string, doc []byte, m map[string]*T) string {
+	t.Helper()
+	v := new(T)
+	strict(t, where, doc, v)
+	name := P(v).GetName()
+	m[name] = v
+	return name
 }
 
 func read(t *testing.T, f string) []byte {

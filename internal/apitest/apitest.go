@@ -60,15 +60,7 @@ func New(t testing.TB, perHour int64) *Server {
 // loopback port until the test ends, and returns its address.
 func NewGRPC(t testing.TB, perHour int64) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	grpcapi.New(Service(t, perHour)).Register(g)
-	go g.Serve(ln)
-	t.Cleanup(g.Stop)
-	return ln.Addr().String()
+	return serveGRPC(t, grpcapi.New(Service(t, perHour)).Register)
 }
 
 // NewRLS serves Service(t, perHour) over Envoy's rate limit service
@@ -76,12 +68,19 @@ func NewGRPC(t testing.TB, perHour int64) string {
 // address.
 func NewRLS(t testing.TB, perHour int64) string {
 	t.Helper()
+	return serveGRPC(t, rls.New(Service(t, perHour)).Register)
+}
+
+// serveGRPC serves what register registers on a loopback port until the
+// test ends, and returns its address.
+func serveGRPC(t testing.TB, register func(grpc.ServiceRegistrar)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer()
-	rls.New(Service(t, perHour)).Register(g)
+	register(g)
 	go g.Serve(ln)
 	t.Cleanup(g.Stop)
 	return ln.Addr().String()

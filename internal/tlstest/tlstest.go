@@ -133,10 +133,6 @@ func nextSerial() *big.Int { return big.NewInt(serial.Add(1)) }
 
 func authority(t testing.TB, dir, name string, now time.Time) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          nextSerial(),
 		Subject:               pkix.Name{CommonName: "ratelimiter test " + name},
@@ -146,7 +142,21 @@ func authority(t testing.TB, dir, name string, now time.Time) (*x509.Certificate
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	return issue(t, tmpl, nil, nil, filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem"))
+}
+
+// issue makes a key and a certificate of tmpl signed by parent with
+// parentKey (self-signed when parent is nil), and writes both.
+func issue(t testing.TB, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,17 +164,13 @@ func authority(t testing.TB, dir, name string, now time.Time) (*x509.Certificate
 	if err != nil {
 		t.Fatal(err)
 	}
-	write(t, filepath.Join(dir, name+".pem"), "CERTIFICATE", der)
-	writeKey(t, filepath.Join(dir, name+"-key.pem"), key)
+	write(t, certFile, "CERTIFICATE", der)
+	writeKey(t, keyFile, key)
 	return cert, key
 }
 
 func leaf(t testing.TB, dir, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, notBefore, notAfter time.Time, server bool) Pair {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber: nextSerial(),
 		Subject:      pkix.Name{CommonName: "ratelimiter"},
@@ -178,13 +184,8 @@ func leaf(t testing.TB, dir, name string, ca *x509.Certificate, caKey *ecdsa.Pri
 		tmpl.DNSNames = []string{"localhost"}
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := Pair{CertFile: filepath.Join(dir, name+"-cert.pem"), KeyFile: filepath.Join(dir, name+"-key.pem")}
-	write(t, p.CertFile, "CERTIFICATE", der)
-	writeKey(t, p.KeyFile, key)
+	issue(t, tmpl, ca, caKey, p.CertFile, p.KeyFile)
 	return p
 }
 
