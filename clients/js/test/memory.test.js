@@ -192,7 +192,10 @@ test('InMemoryLimiter: defaults and argument checks', () => {
   assert.equal(typeof now, 'bigint');
   assert.ok(now > 1_700_000_000n * s);
   assert.equal(now % ms, 0n);
-  const limiter = new InMemoryLimiter({ rules: [{ name: 'r', algorithm: 'leaky_bucket', limit: 2, period: '1s' }] });
+  // The system clock is the default; the decision is checked at a fixed
+  // instant (two reads of the wall clock may be a millisecond apart).
+  assert.equal(new InMemoryLimiter({ rules: [{ name: 'r', algorithm: 'token_bucket', limit: 1, period: '1s' }] }).check('x').allowed, true);
+  const limiter = new InMemoryLimiter({ rules: [{ name: 'r', algorithm: 'leaky_bucket', limit: 2, period: '1s' }], clock: () => now });
   assert.equal(limiter.check('x').allowed, true);
   assert.equal(limiter.check('x').delay, 500n * ms);
   assert.throws(() => new InMemoryLimiter({ rules: [], maxKeys: 0 }), RangeError);
