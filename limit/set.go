@@ -73,6 +73,16 @@ func (v *Verdict) Binding() int {
 // Preconditions: len(rules) == len(states) <= MaxRules, every rule valid,
 // cost >= 0.
 func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bool) {
+	changed = ApplyTo(&v, rules, states, now, cost)
+	return v, changed
+}
+
+// ApplyTo is Apply writing the verdict into *v (overwritten whole): the
+// same decision, without a second Verdict in the caller's frame. A check's
+// path is deep, and a goroutine whose stack outgrows its start copies it
+// (a gRPC call's fresh goroutine, for one).
+func ApplyTo(v *Verdict, rules []Rule, states []State, now, cost int64) (changed bool) {
+	*v = Verdict{}
 	if len(rules) == 1 { // the common case: one rule steps its state in place
 		v.N, v.At = 1, now
 		d := &v.D[0]
@@ -88,11 +98,11 @@ func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bo
 		if d.Shadow && !d.Allowed {
 			v.Allowed, v.RetryAfter, v.Shadow = true, 0, true
 		}
-		return v, changed
+		return changed
 	}
 	var next [MaxRules]State
-	var ds [MaxRules]Decision
 	var ch [MaxRules]bool
+	ds := v.D[:len(rules)]
 	allowed := true
 	for i := range rules {
 		next[i] = states[i]
@@ -115,9 +125,10 @@ func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bo
 			changed = true
 		}
 	}
-	v = Combine(ds[:len(rules)])
+	v.N = len(rules)
+	combine(v)
 	v.At = now
-	return v, changed
+	return changed
 }
 
 // Combine builds the Verdict of a limit set from its per-rule decisions (for
@@ -125,8 +136,17 @@ func Apply(rules []Rule, states []State, now, cost int64) (v Verdict, changed bo
 // algorithms elsewhere (the Redis scripts) use it to aggregate exactly as
 // Apply does. len(ds) must be at most MaxRules.
 func Combine(ds []Decision) Verdict {
-	v := Verdict{Allowed: true, N: len(ds)}
+	v := Verdict{N: len(ds)}
 	copy(v.D[:], ds)
+	combine(&v)
+	return v
+}
+
+// combine sets v's Allowed, Shadow, RetryAfter and Delay from its
+// decisions, v.D[:v.N], as Combine documents.
+func combine(v *Verdict) {
+	ds := v.D[:v.N]
+	v.Allowed = true
 	for i := range ds {
 		switch {
 		case ds[i].denies():
@@ -135,7 +155,8 @@ func Combine(ds []Decision) Verdict {
 			v.Shadow = true
 		}
 	}
-	for _, d := range ds {
+	for i := range ds {
+		d := &ds[i]
 		switch {
 		case v.Allowed:
 			if d.Allowed {
@@ -148,7 +169,6 @@ func Combine(ds []Decision) Verdict {
 			v.RetryAfter = max(v.RetryAfter, d.RetryAfter)
 		}
 	}
-	return v
 }
 
 // ExpiresAt returns the instant from which every state of the set is

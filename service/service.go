@@ -290,21 +290,30 @@ func (s *Service) Swap(snap *policy.Snapshot) (old *policy.Snapshot, err error) 
 // that ended first, or a check shed for overload (ErrOverloaded, with
 // Result.DecidedBy DecidedByShed).
 func (s *Service) Check(ctx context.Context, req Request) (res Result, err error) {
+	err = s.CheckTo(ctx, req, &res)
+	return res, err
+}
+
+// CheckTo is Check writing its Result into *res, overwritten whole, for a
+// caller that keeps it elsewhere than its stack (see the package-level
+// CheckTo).
+func (s *Service) CheckTo(ctx context.Context, req Request, res *Result) error {
+	*res = Result{}
 	if s.tracer != nil {
-		return s.checkTraced(ctx, req)
+		return s.checkTraced(ctx, req, res)
 	}
 	var start time.Time
 	if s.obs != nil || s.guard != nil {
 		start = s.clock.Now()
 	}
-	err = s.check(ctx, req, start, &res)
+	err := s.check(ctx, req, start, res)
 	if s.shadow && err == nil && !res.Verdict.Allowed {
-		shadow(&res)
+		shadow(res)
 	}
 	if s.obs != nil {
-		s.observe(&res, err, start)
+		s.observe(res, err, start)
 	}
-	return res, err
+	return err
 }
 
 // observe tells the observers of a check. A function of its own, so that

@@ -24,7 +24,7 @@ import (
 
 // checkTraced is Check within a ratelimiter.check span. (A function of its
 // own, so that Check without a Tracer has no defer and no span.)
-func (s *Service) checkTraced(ctx context.Context, req Request) (res Result, err error) {
+func (s *Service) checkTraced(ctx context.Context, req Request, res *Result) (err error) {
 	ctx, span := s.tracer.Start(ctx, "ratelimiter.check")
 	defer span.End()
 	// The policy's resolution, timed apart: check resolves the request
@@ -33,15 +33,15 @@ func (s *Service) checkTraced(ctx context.Context, req Request) (res Result, err
 	s.snap.Load().Resolve(req.Namespace, req.Subject)
 	ps.End()
 	start := s.clock.Now()
-	err = s.check(ctx, req, start, &res)
+	err = s.check(ctx, req, start, res)
 	if s.shadow && err == nil && !res.Verdict.Allowed {
-		shadow(&res)
+		shadow(res)
 	}
 	if s.obs != nil {
-		s.observe(&res, err, start)
+		s.observe(res, err, start)
 	}
 	if !span.IsRecording() {
-		return res, err // not sampled: no attribute is built
+		return err // not sampled: no attribute is built
 	}
 	span.SetAttributes(
 		attribute.String("ratelimiter.namespace", req.Namespace),
@@ -55,7 +55,7 @@ func (s *Service) checkTraced(ctx context.Context, req Request) (res Result, err
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
-	return res, err
+	return err
 }
 
 // tracedStore puts every store call in a ratelimiter.store span.

@@ -296,9 +296,7 @@ func (o *op) do(st []limit.State, now int64) bool {
 	case opReturn:
 		return o.req.Rules[0].Refund(&st[0], o.n, o.g.Mark)
 	}
-	var changed bool
-	o.v, changed = limit.Apply(o.req.Rules, st, now, o.req.Cost)
-	return changed
+	return limit.ApplyTo(&o.v, o.req.Rules, st, now, o.req.Cost)
 }
 
 // ApplyAll implements store.Store: every part in one atomic step. It takes

@@ -112,8 +112,10 @@ func (s *Server) CheckStream(stream pb.RateLimiter_CheckStreamServer) error {
 
 // decide answers one check.
 func (s *Server) decide(ctx context.Context, req *pb.CheckRequest) *pb.CheckResponse {
-	res, err := s.svc.Check(ctx, request(req))
-	return response(req.GetId(), &res, err)
+	res := service.GetResult() // not in this frame: see service.CheckTo
+	defer service.PutResult(res)
+	err := s.svc.CheckTo(ctx, request(req), res)
+	return response(req.GetId(), res, err)
 }
 
 // request is the service's request of a check; cost 0 means 1 unless a

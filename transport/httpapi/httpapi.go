@@ -208,14 +208,17 @@ func (a *api) check(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	res, err := a.svc.Check(r.Context(), req)
-	if err != nil {
+	// Decided into a pooled Result, not one in this frame: see
+	// service.CheckTo.
+	res := service.GetResult()
+	defer service.PutResult(res)
+	if err := a.svc.CheckTo(r.Context(), req, res); err != nil {
 		a.writeCheckError(w, err)
 		return
 	}
-	*bp = headers.Set(w.Header(), &res, contentTypeJSON, (*bp)[:0])
-	*bp = appendCheckBody((*bp)[:0], &res)
-	w.WriteHeader(verdictStatus(&res))
+	*bp = headers.Set(w.Header(), res, contentTypeJSON, (*bp)[:0])
+	*bp = appendCheckBody((*bp)[:0], res)
+	w.WriteHeader(verdictStatus(res))
 	w.Write(*bp)
 }
 
@@ -349,15 +352,16 @@ func (a *api) gate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "missing subject header "+ns.SubjectHeader)
 		return
 	}
-	res, err := a.svc.Check(r.Context(), req)
-	if err != nil {
+	res := service.GetResult() // see check
+	defer service.PutResult(res)
+	if err := a.svc.CheckTo(r.Context(), req, res); err != nil {
 		a.writeCheckError(w, err)
 		return
 	}
 	sb := getBuf()
 	defer putBuf(sb)
-	*sb = headers.Set(w.Header(), &res, "", *sb)
-	status := verdictStatus(&res)
+	*sb = headers.Set(w.Header(), res, "", *sb)
+	status := verdictStatus(res)
 	if status == http.StatusTooManyRequests {
 		status = denyStatus
 	}

@@ -145,17 +145,19 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 		if resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT {
 			check.Cost = 0 // already denied: report, do not consume
 		}
-		res, err := s.c.Check(ctx, check)
-		if err != nil {
+		// On the heap, not in this frame: see service.CheckTo. (The
+		// decisive one outlives the loop.)
+		res := new(service.Result)
+		if err := service.CheckTo(s.c, ctx, check, res); err != nil {
 			return nil, grpcError(i, err)
 		}
-		st := descriptorStatus(&res)
+		st := descriptorStatus(res)
 		resp.Statuses[i] = st
 		if st.Code == rlsv3.RateLimitResponse_OVER_LIMIT && resp.OverallCode == rlsv3.RateLimitResponse_OK {
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
-			decisive = &res
-		} else if resp.OverallCode == rlsv3.RateLimitResponse_OK && (decisive == nil || tighter(&res, decisive)) {
-			decisive = &res
+			decisive = res
+		} else if resp.OverallCode == rlsv3.RateLimitResponse_OK && (decisive == nil || tighter(res, decisive)) {
+			decisive = res
 		}
 	}
 	resp.ResponseHeadersToAdd = responseHeaders(decisive)
