@@ -2,8 +2,8 @@ package service
 
 import (
 	"context"
-	"sync"
 	"errors"
+	"sync"
 
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/store"
