@@ -172,3 +172,55 @@ func TestBadFilesAtStart(t *testing.T) {
 		t.Errorf("client authority without a certificate: %v", err)
 	}
 }
+
+// A client's certificate is re-read when its files change: the next
+// handshake presents the rotated one, without a new configuration.
+func TestClientCertificateReload(t *testing.T) {
+	m := tlstest.New(t)
+	seen := make(chan string, 4)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", server(t, tlsfiles.Files{CertFile: m.Server.CertFile, KeyFile: m.Server.KeyFile, CAFile: m.CAFile}, tlsfiles.Options{}).ServerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tc := c.(*tls.Conn)
+			if tc.Handshake() == nil {
+				seen <- tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
+				tc.Write([]byte("ok"))
+			}
+			tc.Close()
+		}
+	})
+	// The client's own copy of a pair, rotated below.
+	pair := tlstest.Pair{CertFile: m.Dir + "/mine-cert.pem", KeyFile: m.Dir + "/mine-key.pem"}
+	for _, f := range [][2]string{{m.Client.CertFile, pair.CertFile}, {m.Client.KeyFile, pair.KeyFile}} {
+		b, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := client(t, tlsfiles.Files{CAFile: m.CAFile, CertFile: pair.CertFile, KeyFile: pair.KeyFile})
+	if _, err := dial(ln.Addr().String(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := <-seen, tlstest.Serial(t, m.Client.CertFile).String(); got != want {
+		t.Fatalf("first handshake presented %s, want %s", got, want)
+	}
+	want := m.Reissue(t, pair).String()
+	if _, err := dial(ln.Addr().String(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-seen; got != want {
+		t.Fatalf("after rotation the client presented %s, want the new %s", got, want)
+	}
+}
