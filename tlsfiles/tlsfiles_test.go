@@ -17,6 +17,15 @@ import (
 // handshake, writes "ok" and closes.
 func listen(t *testing.T, cfg *tls.Config) string {
 	t.Helper()
+	addr, _ := listenClients(t, cfg)
+	return addr
+}
+
+// listenClients is listen that also reports the serial of each client
+// certificate presented (the channel holds 16; more are dropped).
+func listenClients(t *testing.T, cfg *tls.Config) (string, <-chan string) {
+	t.Helper()
+	clients := make(chan string, 16)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -31,13 +40,21 @@ func listen(t *testing.T, cfg *tls.Config) string {
 			}
 			wg.Go(func() {
 				defer c.Close()
-				if c.(*tls.Conn).Handshake() == nil {
-					c.Write([]byte("ok"))
+				tc := c.(*tls.Conn)
+				if tc.Handshake() != nil {
+					return
 				}
+				if peers := tc.ConnectionState().PeerCertificates; len(peers) > 0 {
+					select {
+					case clients <- peers[0].SerialNumber.String():
+					default:
+					}
+				}
+				c.Write([]byte("ok"))
 			})
 		}
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), clients
 }
 
 // dial completes a handshake with addr and returns the serial of the
@@ -177,27 +194,7 @@ func TestBadFilesAtStart(t *testing.T) {
 // handshake presents the rotated one, without a new configuration.
 func TestClientCertificateReload(t *testing.T) {
 	m := tlstest.New(t)
-	seen := make(chan string, 4)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", server(t, tlsfiles.Files{CertFile: m.Server.CertFile, KeyFile: m.Server.KeyFile, CAFile: m.CAFile}, tlsfiles.Options{}).ServerConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tc := c.(*tls.Conn)
-			if tc.Handshake() == nil {
-				seen <- tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
-				tc.Write([]byte("ok"))
-			}
-			tc.Close()
-		}
-	})
+	addr, seen := listenClients(t, server(t, tlsfiles.Files{CertFile: m.Server.CertFile, KeyFile: m.Server.KeyFile, CAFile: m.CAFile}, tlsfiles.Options{}).ServerConfig())
 	// The client's own copy of a pair, rotated below.
 	pair := tlstest.Pair{CertFile: m.Dir + "/mine-cert.pem", KeyFile: m.Dir + "/mine-key.pem"}
 	for _, f := range [][2]string{{m.Client.CertFile, pair.CertFile}, {m.Client.KeyFile, pair.KeyFile}} {
@@ -210,14 +207,14 @@ func TestClientCertificateReload(t *testing.T) {
 		}
 	}
 	cfg := client(t, tlsfiles.Files{CAFile: m.CAFile, CertFile: pair.CertFile, KeyFile: pair.KeyFile})
-	if _, err := dial(ln.Addr().String(), cfg); err != nil {
+	if _, err := dial(addr, cfg); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := <-seen, tlstest.Serial(t, m.Client.CertFile).String(); got != want {
 		t.Fatalf("first handshake presented %s, want %s", got, want)
 	}
 	want := m.Reissue(t, pair).String()
-	if _, err := dial(ln.Addr().String(), cfg); err != nil {
+	if _, err := dial(addr, cfg); err != nil {
 		t.Fatal(err)
 	}
 	if got := <-seen; got != want {
