@@ -140,24 +140,29 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 		}
 	}
 	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs))}
-	var decisive *service.Result
+	// Decided into two pooled Results, not ones in this frame (see
+	// service.CheckTo): the current check's, and the decisive one so far,
+	// whose headers go in the response.
+	res, best := service.GetResult(), service.GetResult()
+	defer service.PutResult(res)
+	defer service.PutResult(best)
+	var decisive *service.Result // best, once there is one
 	for i, check := range checks {
 		if resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT {
 			check.Cost = 0 // already denied: report, do not consume
 		}
-		// On the heap, not in this frame: see service.CheckTo. (The
-		// decisive one outlives the loop.)
-		res := new(service.Result)
 		if err := service.CheckTo(s.c, ctx, check, res); err != nil {
 			return nil, grpcError(i, err)
 		}
 		st := descriptorStatus(res)
 		resp.Statuses[i] = st
-		if st.Code == rlsv3.RateLimitResponse_OVER_LIMIT && resp.OverallCode == rlsv3.RateLimitResponse_OK {
-			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
-			decisive = res
-		} else if resp.OverallCode == rlsv3.RateLimitResponse_OK && (decisive == nil || tighter(res, decisive)) {
-			decisive = res
+		over := st.Code == rlsv3.RateLimitResponse_OVER_LIMIT && resp.OverallCode == rlsv3.RateLimitResponse_OK
+		if over || resp.OverallCode == rlsv3.RateLimitResponse_OK && (decisive == nil || tighter(res, decisive)) {
+			if over {
+				resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+			}
+			res, best = best, res // the next check decides into the old best
+			decisive = best
 		}
 	}
 	resp.ResponseHeadersToAdd = responseHeaders(decisive)
