@@ -21,6 +21,7 @@ package loadgen
 
 import (
 	"bytes"
+	"math"
 	"context"
 	"errors"
 	"fmt"
@@ -240,10 +241,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		r.FirstError = v
 	}
 	slices.Sort(lats)
-	if n := len(lats); n > 0 {
-		q := func(p float64) time.Duration { return lats[min(n-1, int(p*float64(n)))] }
-		r.P50, r.P90, r.P99, r.P999 = q(0.50), q(0.90), q(0.99), q(0.999)
-	}
+	r.P50, r.P90, r.P99, r.P999 = Quantile(lats, 0.50), Quantile(lats, 0.90), Quantile(lats, 0.99), Quantile(lats, 0.999)
 	if cfg.PID != 0 {
 		cpu1, err := processCPU(cfg.PID)
 		if err != nil {
@@ -252,6 +250,16 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		r.ServerCPU = cpu1 - cpu0
 	}
 	return r, nil
+}
+
+// Quantile is the nearest-rank p-quantile of sorted: the smallest value
+// with at least p of the values at or below it; 0 for none.
+func Quantile(sorted []time.Duration, p float64) time.Duration {
+	n := len(sorted)
+	if n == 0 {
+		return 0
+	}
+	return sorted[min(n-1, max(0, int(math.Ceil(p*float64(n)))-1))]
 }
 
 // checker returns the function that sends one check of a subject, by mode.

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,12 +37,22 @@ func TestRun(t *testing.T) {
 		if tc.rate > 0 && r.Checks+r.NotSent > int64(tc.rate*cfg.Duration.Seconds())+1 {
 			t.Errorf("%s open loop: %d checks and %d not sent in %v at %v/s", tc.mode, r.Checks, r.NotSent, cfg.Duration, tc.rate)
 		}
-		if r.ServerCPU < 0 || r.String() == "" {
-			t.Errorf("%s: CPU %v", tc.mode, r.ServerCPU)
+		if r.ServerCPU < 0 || !strings.Contains(r.String(), "checks/s") {
+			t.Errorf("%s: CPU %v, report %q", tc.mode, r.ServerCPU, r.String())
 		}
 	}
 	if _, err := Run(context.Background(), Config{URL: url, Mode: "smoke", Namespace: "orders", Subjects: 1, Callers: 1, Duration: time.Millisecond}); err == nil {
 		t.Error("an unknown mode was accepted")
+	}
+	for _, c := range []struct {
+		ds   []time.Duration
+		p    float64
+		want time.Duration
+	}{{nil, 0.5, 0}, {[]time.Duration{1, 2, 3, 4}, 0.5, 2}, {[]time.Duration{1, 2, 3, 4}, 0.99, 4}, {[]time.Duration{1, 2, 3, 4}, 0, 1},
+		{[]time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 0.9, 9}} {
+		if got := Quantile(c.ds, c.p); got != c.want {
+			t.Errorf("Quantile(%v, %v) = %v, want %v (nearest rank)", c.ds, c.p, got, c.want)
+		}
 	}
 	if _, err := processCPU(1 << 30); err == nil {
 		t.Error("the CPU time of no process was read")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/internal/redistest"
+	"github.com/distributedratelimiter/ratelimiter/loadgen"
 )
 
 // Sustained overload: three instances on one Redis are offered, for 30
@@ -114,13 +114,6 @@ func pace(start time.Time, total int, rate float64, maxInFlight int, before, cal
 	return notSent
 }
 
-func quantile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	return ds[min(len(ds)-1, int(math.Ceil(p*float64(len(ds))))-1)]
-}
-
 func TestSustainedOverload(t *testing.T) {
 	srv := redistest.Standalone(t)
 	bin := buildBinary(t)
@@ -162,7 +155,7 @@ func TestSustainedOverload(t *testing.T) {
 	t.Logf("closed loop: %.0f checks/s answered by 3 instances; open loop at %.0f/s for %v: %d due, %d sent (%d not sent: %d outstanding already), %d transport errors",
 		capacity, rate, d, int(rate*d.Seconds()), len(samples), notSent, 6000, errs)
 	t.Logf("answers %v; latency from the scheduled send: p50 %v, p90 %v, p99 %v, max %v", statuses,
-		quantile(lat, .5).Round(time.Millisecond), quantile(lat, .9).Round(time.Millisecond), quantile(lat, .99).Round(time.Millisecond), quantile(lat, 1).Round(time.Millisecond))
+		loadgen.Quantile(lat, .5).Round(time.Millisecond), loadgen.Quantile(lat, .9).Round(time.Millisecond), loadgen.Quantile(lat, .99).Round(time.Millisecond), loadgen.Quantile(lat, 1).Round(time.Millisecond))
 	t.Logf("decided_by during the overload: %v", diff(after, before))
 
 	for s, a := range admitted {

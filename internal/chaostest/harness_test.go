@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/distributedratelimiter/ratelimiter/limit"
+	"github.com/distributedratelimiter/ratelimiter/loadgen"
 	"github.com/distributedratelimiter/ratelimiter/policy"
 	"github.com/distributedratelimiter/ratelimiter/service"
 	"github.com/distributedratelimiter/ratelimiter/store/memstore"
@@ -191,12 +192,7 @@ func latencyOf(samples []sample) latencies {
 		ds[i] = s.took
 	}
 	slices.Sort(ds)
-	q := func(p float64) time.Duration {
-		if len(ds) == 0 {
-			return 0
-		}
-		return ds[min(len(ds)-1, int(math.Ceil(p*float64(len(ds))))-1)]
-	}
+	q := func(p float64) time.Duration { return loadgen.Quantile(ds, p) }
 	return latencies{n: len(ds), p50: q(0.50), p99: q(0.99), p999: q(0.999), max: q(1)}
 }
 
