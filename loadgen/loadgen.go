@@ -21,11 +21,11 @@ package loadgen
 
 import (
 	"bytes"
-	"math"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -155,7 +155,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	var cpu0 time.Duration
 	if cfg.PID != 0 {
-		if cpu0, err = processCPU(cfg.PID); err != nil {
+		if cpu0, err = ProcessCPU(cfg.PID); err != nil {
 			return Report{}, err
 		}
 	}
@@ -243,7 +243,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	slices.Sort(lats)
 	r.P50, r.P90, r.P99, r.P999 = Quantile(lats, 0.50), Quantile(lats, 0.90), Quantile(lats, 0.99), Quantile(lats, 0.999)
 	if cfg.PID != 0 {
-		cpu1, err := processCPU(cfg.PID)
+		cpu1, err := ProcessCPU(cfg.PID)
 		if err != nil {
 			return r, err
 		}
@@ -399,9 +399,9 @@ func progress(ctx context.Context, w io.Writer, counts *[3]atomic.Int64) func() 
 // clockTicks is the kernel's USER_HZ on Linux: /proc counts CPU in it.
 const clockTicks = 100
 
-// processCPU is a process's user and system CPU time so far, from
+// ProcessCPU is a process's user and system CPU time so far, from
 // /proc/PID/stat.
-func processCPU(pid int) (time.Duration, error) {
+func ProcessCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, fmt.Errorf("loadgen: the server's CPU time: %w", err)

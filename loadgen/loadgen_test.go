@@ -54,7 +54,7 @@ func TestRun(t *testing.T) {
 			t.Errorf("Quantile(%v, %v) = %v, want %v (nearest rank)", c.ds, c.p, got, c.want)
 		}
 	}
-	if _, err := processCPU(1 << 30); err == nil {
+	if _, err := ProcessCPU(1 << 30); err == nil {
 		t.Error("the CPU time of no process was read")
 	}
 }

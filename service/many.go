@@ -21,7 +21,7 @@ func (s *Service) CheckMany(ctx context.Context, reqs []Request, res []Result, e
 	if s.guard == nil || len(reqs) < 2 {
 		for i := range reqs {
 			if errs[i] == nil {
-				res[i], errs[i] = s.Check(ctx, reqs[i])
+				errs[i] = s.CheckTo(ctx, reqs[i], &res[i]) // in place: see CheckTo
 			}
 		}
 		return
@@ -46,7 +46,7 @@ func (s *Service) CheckMany(ctx context.Context, reqs []Request, res []Result, e
 		wg.Go(func() {
 			defer func() { <-slots }()
 			for _, i := range order[k] {
-				res[i], errs[i] = s.Check(ctx, reqs[i])
+				errs[i] = s.CheckTo(ctx, reqs[i], &res[i]) // in place: see CheckTo
 			}
 		})
 	}

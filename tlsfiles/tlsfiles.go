@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -65,9 +66,8 @@ type Options struct {
 // Reloader is the material of Files, reloaded when they change. It is safe
 // for concurrent use.
 type Reloader struct {
-	files  Files
-	server bool
-	o      Options
+	files Files
+	o     Options
 
 	mu     sync.Mutex
 	seen   []stamp // the files as last looked at
@@ -92,7 +92,7 @@ func NewServer(f Files, o Options) (*Reloader, error) {
 	if f.CertFile == "" || f.KeyFile == "" {
 		return nil, errors.New("tlsfiles: a server needs a certificate file and a key file")
 	}
-	return newReloader(f, true, o)
+	return newReloader(f, o)
 }
 
 // NewClient loads a client's material: an authority (or the system's
@@ -101,11 +101,11 @@ func NewClient(f Files, o Options) (*Reloader, error) {
 	if (f.CertFile == "") != (f.KeyFile == "") {
 		return nil, errors.New("tlsfiles: a client certificate needs both its certificate file and its key file")
 	}
-	return newReloader(f, false, o)
+	return newReloader(f, o)
 }
 
-func newReloader(f Files, server bool, o Options) (*Reloader, error) {
-	r := &Reloader{files: f, server: server, o: o}
+func newReloader(f Files, o Options) (*Reloader, error) {
+	r := &Reloader{files: f, o: o}
 	r.seen = r.stamps()
 	m, err := r.load()
 	if err != nil {
@@ -159,7 +159,7 @@ func (r *Reloader) current() material {
 	now := r.stamps()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if equal(now, r.seen) {
+	if slices.Equal(now, r.seen) {
 		return r.loaded
 	}
 	r.seen = now
@@ -172,15 +172,6 @@ func (r *Reloader) current() material {
 	}
 	r.loaded = m
 	return m
-}
-
-func equal(a, b []stamp) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return len(a) == len(b)
 }
 
 // Certificate is the certificate in use (nil for a client without one).

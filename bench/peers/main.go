@@ -218,7 +218,10 @@ func run(o opts) error {
 	ctx := context.Background()
 	redisCPU := map[string]time.Duration{} // per check, by run
 	measure := func(r run) (loadgen.Report, error) {
-		before := cpuOf(redisPID)
+		before, err := loadgen.ProcessCPU(redisPID)
+		if err != nil {
+			return loadgen.Report{}, fmt.Errorf("redis CPU: %w", err)
+		}
 		rep, err := loadgen.Run(ctx, r.cfg)
 		if err != nil {
 			return rep, fmt.Errorf("%s: %w", r.name, err)
@@ -229,7 +232,11 @@ func run(o opts) error {
 		fmt.Printf("  %-30s %8.0f checks/s  p50 %7v  p99 %7v  server CPU %5.1f µs/check", r.name, rep.PerSecond(),
 			rep.P50.Round(10*time.Microsecond), rep.P99.Round(10*time.Microsecond), float64(rep.CPUPerCheck())/1e3)
 		if r.redis && rep.Checks > 0 {
-			redisCPU[r.name] = (cpuOf(redisPID) - before) / time.Duration(rep.Checks)
+			after, err := loadgen.ProcessCPU(redisPID)
+			if err != nil {
+				return rep, fmt.Errorf("redis CPU: %w", err)
+			}
+			redisCPU[r.name] = (after - before) / time.Duration(rep.Checks)
 			fmt.Printf("  Redis CPU %4.1f µs/check", float64(redisCPU[r.name])/1e3)
 		}
 		fmt.Println()
@@ -320,23 +327,6 @@ func (p procs) stop() {
 			}
 		}
 	}
-}
-
-// cpuOf is the CPU time (user and system) of process pid so far, from
-// /proc (Linux; clock ticks of 10 ms).
-func cpuOf(pid int) time.Duration {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	k, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+k) * 10 * time.Millisecond
 }
 
 func freePort() int {
