@@ -3,10 +3,14 @@ package client_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"github.com/distributedratelimiter/ratelimiter/client"
 	"github.com/distributedratelimiter/ratelimiter/internal/apitest"
+	"github.com/distributedratelimiter/ratelimiter/transport/httpapi"
 )
 
 func newClient(t *testing.T, url string, o client.Options) *client.Client {
@@ -80,5 +84,60 @@ func TestDeadlinesAndDownServer(t *testing.T) {
 	}
 	if _, err := client.New("localhost:8080", client.Options{}); err == nil {
 		t.Error("a base URL without a scheme was accepted")
+	}
+}
+
+// enteredThenCanceled is a context that is live when Check looks at it on
+// entry and canceled from then on: a call that queues and is given up on
+// while earlier requests are out.
+type enteredThenCanceled struct {
+	context.Context
+	looked atomic.Bool
+	done   chan struct{}
+}
+
+func (c *enteredThenCanceled) Err() error {
+	if c.looked.Swap(true) {
+		return context.Canceled
+	}
+	return nil
+}
+
+func (c *enteredThenCanceled) Done() <-chan struct{} { return c.done }
+
+// A call given up on while it waits behind a request in flight is never
+// sent: when that request returns, the next one leaves without it.
+func TestQueuedCallGivenUpIsNotSent(t *testing.T) {
+	svc := apitest.Service(t, 50)
+	h := httpapi.New(svc, httpapi.Options{})
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 1 {
+			close(arrived)
+			<-release // the first request is held: the next calls queue behind it
+		}
+		h.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c := newClient(t, srv.URL, client.Options{MaxInFlight: 1})
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Check(context.Background(), client.Request{Namespace: "orders", Subject: "held"})
+		first <- err
+	}()
+	<-arrived
+	given := &enteredThenCanceled{Context: context.Background(), done: make(chan struct{})}
+	close(given.done)
+	if _, err := c.Check(given, client.Request{Namespace: "orders", Subject: "given-up"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("queued call given up: %v", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // waits for the flush that found the given-up call
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d requests, want 1: the given-up call was sent", n)
 	}
 }
