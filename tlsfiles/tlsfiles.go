@@ -181,19 +181,26 @@ func (r *Reloader) Certificate() *tls.Certificate { return r.current().cert }
 // client certificates required and verified when Files.CAFile is set, and
 // nextProtos offered in ALPN ("h2" for gRPC; "h2", "http/1.1" for HTTP).
 func (r *Reloader) ServerConfig(nextProtos ...string) *tls.Config {
-	base := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: nextProtos}
+	var mu sync.Mutex
+	var built *tls.Config     // for the material of from
+	var from *tls.Certificate // a load's certificate: each load makes a new one
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: nextProtos,
-		// Each handshake gets the configuration of the files as they are.
+		// Each handshake gets the configuration of the files as they are,
+		// built once per load.
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			m := r.current()
-			c := base.Clone()
-			c.Certificates = []tls.Certificate{*m.cert}
-			if m.pool != nil {
-				c.ClientCAs, c.ClientAuth = m.pool, tls.RequireAndVerifyClientCert
+			mu.Lock()
+			defer mu.Unlock()
+			if m.cert != from {
+				c := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: nextProtos, Certificates: []tls.Certificate{*m.cert}}
+				if m.pool != nil {
+					c.ClientCAs, c.ClientAuth = m.pool, tls.RequireAndVerifyClientCert
+				}
+				built, from = c, m.cert
 			}
-			return c, nil
+			return built, nil
 		},
 	}
 }
